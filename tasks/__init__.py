@@ -1,0 +1,10 @@
+"""Tasks bundled with vlmbench (installed as ``vlmbench_tasks``): every ``*.yaml`` in this folder."""
+
+from pathlib import Path
+
+from vlmbench.hookspecs import hookimpl
+
+
+@hookimpl
+def register_tasks(register):
+    register(Path(__file__).parent)

@@ -1,2 +1,31 @@
-"""vlmbench: benchmarking harness for single-word VQA."""
+"""vlmbench: benchmark vision-language models on single-word visual question answering.
+
+Library entry points::
+
+    import vlmbench
+    result = vlmbench.evaluate("prior", "abo_sample", limit=20)
+    print(result.results["metrics"]["exact_match"])
+
+``import vlmbench`` stays light: the runner (and torch) load on first use of ``evaluate``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from vlmbench.hookspecs import hookimpl
+from vlmbench.plugins import load_plugins
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "evaluate", "hookimpl", "load_plugins"]
+
+if TYPE_CHECKING:
+    from vlmbench.runner import evaluate
+
+
+def __getattr__(name: str) -> Any:
+    if name == "evaluate":
+        from vlmbench.runner import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'vlmbench' has no attribute {name!r}")

@@ -1,0 +1,27 @@
+"""Exact Match: 1.0 when prediction and reference are identical after VQA normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vlmbench.args import Arg
+from vlmbench.metric import SampleMetric
+from vlmbench.normalize import vqa_normalize
+
+
+class ExactMatch(SampleMetric):
+    args = {
+        "normalize": Arg(
+            bool, True, "apply VQA normalisation to both sides first (else: exact string equality)"
+        ),
+    }
+
+    def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
+        norm = vqa_normalize if self.options["normalize"] else (lambda s: s)
+        return {self.name: [float(norm(p) == norm(r)) for p, r in zip(predictions, references, strict=True)]}
+
+    def describe(self) -> dict:
+        definition = (
+            "VQA-normalised string equality" if self.options["normalize"] else "exact string equality"
+        )
+        return {**super().describe(), "definition": definition}

@@ -1,0 +1,88 @@
+"""Typed options for plugins: ``--model-args k=v,...`` and metric options, validated against a schema."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vlmbench.errors import ArgError, unknown_message
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One option of a plugin.
+
+    ``affects_output`` says whether the value can change what the model answers; such values are part
+    of the model fingerprint that keys the prediction cache (e.g. a checkpoint path is, a log level is not).
+    ``secret`` values are never written to logs or artifacts.
+    """
+
+    type: type = str
+    default: Any = None
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    affects_output: bool = True
+    secret: bool = False
+
+
+def parse_kv(text: str | None) -> dict[str, str]:
+    """``"a=1,b=x"`` -> ``{"a": "1", "b": "x"}``."""
+    result: dict[str, str] = {}
+    if not text:
+        return result
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ArgError(f"expected key=value, got {part!r} (in {text!r})")
+        result[key.strip()] = value.strip()
+    return result
+
+
+def convert(name: str, arg: Arg, value: Any, owner: str) -> Any:
+    if value is None:
+        return None
+    try:
+        if arg.type is bool:
+            if isinstance(value, bool):
+                out: Any = value
+            elif str(value).lower() in _TRUE:
+                out = True
+            elif str(value).lower() in _FALSE:
+                out = False
+            else:
+                raise ValueError("expected true or false")
+        elif arg.type in (int, float):
+            if isinstance(value, bool):
+                raise ValueError(f"expected {'an integer' if arg.type is int else 'a number'}")
+            out = arg.type(value)
+        else:
+            out = arg.type(value)
+    except (TypeError, ValueError) as exc:
+        raise ArgError(f"{owner}: invalid value {value!r} for {name!r}: {exc}") from None
+    if arg.choices is not None and out not in arg.choices:
+        raise ArgError(f"{owner}: {name!r} must be one of {', '.join(map(str, arg.choices))}, got {out!r}")
+    return out
+
+
+def validate(schema: Mapping[str, Arg], given: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Convert ``given`` to typed values, fill defaults, reject unknown names (with a suggestion)."""
+    for name in given:
+        if name not in schema:
+            msg = unknown_message(f"argument for {owner}", name, schema)
+            if not schema:
+                msg = f"{owner} takes no arguments, but {name!r} was given"
+            raise ArgError(msg)
+    return {name: convert(name, arg, given.get(name, arg.default), owner) for name, arg in schema.items()}
+
+
+def redact(schema: Mapping[str, Arg], values: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: ("***" if k in schema and schema[k].secret and v is not None else v) for k, v in values.items()
+    }

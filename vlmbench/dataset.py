@@ -1,0 +1,311 @@
+"""Reading a task's samples from CSV, JSONL or a Hugging Face dataset.
+
+Rows are mapped to :class:`Sample` through the task's column mapping. Rows that cannot be used are
+reported as :class:`RowProblem` (with file and line) and the caller's policy decides whether they are
+skipped and counted or stop the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmbench.errors import AssetMissingError, DataError, did_you_mean
+from vlmbench.images import ImageProblem, read_image_file
+from vlmbench.spec import DatasetSpec, is_hub_id
+
+HF_IMAGE_PREFIX = "hf-row:"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One question about one image. ``answers`` holds the reference answer(s)."""
+
+    id: str
+    image: str  # path relative to the image root, or "hf-row:<n>" for an image stored in a HF dataset
+    image_id: str
+    question: str
+    answers: tuple[str, ...]
+    difficulty: int | None = None
+    split: str | None = None
+    where: str = ""  # "file:line", for messages
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    reason: str  # empty_question, empty_reference, bad_difficulty, duplicate_id, missing_image_ref
+    message: str
+
+
+@dataclass
+class LoadedSplit:
+    samples: list[Sample]
+    problems: list[RowProblem]
+    content_hash: str  # identifies the data the samples came from (file bytes or dataset fingerprint)
+
+
+class ImageSource:
+    """Fetches the bytes of a sample's image; picklable, so it can run in DataLoader workers."""
+
+    def __init__(self, root: str | None, hf_dataset: Any = None, hf_column: str | None = None):
+        self.root = Path(root) if root else None
+        self.hf_dataset = hf_dataset
+        self.hf_column = hf_column
+
+    def read(self, sample_image: str) -> bytes:
+        if sample_image.startswith(HF_IMAGE_PREFIX):
+            row = self.hf_dataset[int(sample_image[len(HF_IMAGE_PREFIX) :])]
+            value = row[self.hf_column]
+            data = value.get("bytes") if isinstance(value, dict) else None
+            if data:
+                return data
+            path = value.get("path") if isinstance(value, dict) else None
+            if not path or self.root is None:
+                raise ImageProblem("missing_image", f"{sample_image} has no embedded image bytes")
+            return read_image_file(self.root, path)
+        if self.root is None:
+            raise ImageProblem("missing_image", "the task has no dataset.image_root for image paths")
+        return read_image_file(self.root, sample_image)
+
+
+def load_split(spec: DatasetSpec, split: str | None) -> tuple[LoadedSplit, ImageSource]:
+    """Read the rows of ``split`` (all rows when None) and the image source that serves them."""
+    if spec.format == "hf":
+        return _load_hf(spec, split)
+    path = Path(spec.path)
+    if not path.is_file():
+        raise AssetMissingError(
+            f"dataset file {path}",
+            spec.missing_hint
+            or "the file does not exist; check dataset.path in the task file (relative paths are resolved "
+            "against the task file's folder)",
+        )
+    data = path.read_bytes()
+    rows = _csv_rows(path, data) if spec.format == "csv" else _jsonl_rows(path, data)
+    loaded = _to_samples(rows, spec, split, str(path))
+    loaded.content_hash = hashlib.sha256(data).hexdigest()
+    return loaded, ImageSource(spec.image_root)
+
+
+def _decode(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {data[exc.start]:#04x})") from None
+
+
+def _csv_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.reader(io.StringIO(_decode(path, data), newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{path}: the file is empty") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}:1: malformed CSV header: {exc}") from None
+    header = [h.strip() for h in header]
+    try:
+        for row in reader:
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    f"{path}:{reader.line_num}: expected {len(header)} fields ({', '.join(header)}), got {len(row)}"
+                )
+            yield reader.line_num, dict(zip(header, row, strict=True))
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+
+
+def _jsonl_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
+    text = _decode(path, data)
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: malformed JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: each line must be a JSON object")
+        yield number, row
+
+
+def _to_samples(rows, spec: DatasetSpec, split: str | None, name: str) -> LoadedSplit:
+    cols = spec.columns
+    samples: list[Sample] = []
+    problems: list[RowProblem] = []
+    seen: dict[str, int] = {}
+    checked_header = False
+    for line, row in rows:
+        if not checked_header:
+            _check_columns(row.keys(), spec, split, name)
+            checked_header = True
+        where = f"{name}:{line}"
+        if split is not None and cols.split and str(row.get(cols.split, "")).strip() != split:
+            continue
+        question = str(row.get(cols.question) or "").strip()
+        answer_cell = row.get(cols.answer)
+        answers = _answers(answer_cell, spec.answer_separator)
+        image = str(row.get(cols.image) or "").strip()
+        if not question:
+            problems.append(RowProblem("empty_question", f"{where}: the question is empty"))
+            continue
+        if not answers:
+            problems.append(RowProblem("empty_reference", f"{where}: the reference answer is empty"))
+            continue
+        if not image:
+            problems.append(RowProblem("missing_image_ref", f"{where}: no image is given"))
+            continue
+        difficulty = None
+        if cols.difficulty and row.get(cols.difficulty) not in (None, ""):
+            raw = row[cols.difficulty]
+            try:
+                difficulty = int(str(raw).strip())
+            except ValueError:
+                try:
+                    as_float = float(str(raw).strip())
+                except ValueError:
+                    as_float = None
+                if as_float is None or not as_float.is_integer():
+                    problems.append(
+                        RowProblem("bad_difficulty", f"{where}: difficulty {raw!r} is not an integer")
+                    )
+                    continue
+                difficulty = int(as_float)
+        image_id = str(row.get(cols.image_id) or "").strip() if cols.image_id else ""
+        image_id = image_id or Path(image).stem
+        sample_id = str(row.get(cols.id) or "").strip() if cols.id else ""
+        if cols.id:
+            if not sample_id:
+                problems.append(RowProblem("empty_id", f"{where}: the sample id is empty"))
+                continue
+            if sample_id in seen:
+                problems.append(
+                    RowProblem(
+                        "duplicate_id",
+                        f"{where}: sample id {sample_id!r} was already used on line {seen[sample_id]}",
+                    )
+                )
+                continue
+        else:
+            # No id column: derive a stable id from the image and the question, so the cache
+            # survives reordering of the file; exact repeats get a counter.
+            base = hashlib.sha1(f"{image}\x00{question}".encode()).hexdigest()[:16]
+            sample_id, n = base, 1
+            while sample_id in seen:
+                n += 1
+                sample_id = f"{base}-{n}"
+        seen[sample_id] = line
+        used = {cols.image, cols.question, cols.answer, cols.image_id, cols.difficulty, cols.id, cols.split}
+        extra = {k: v for k, v in row.items() if k not in used}
+        samples.append(
+            Sample(
+                id=sample_id,
+                image=image,
+                image_id=image_id,
+                question=question,
+                answers=answers,
+                difficulty=difficulty,
+                split=split,
+                where=where,
+                extra=extra,
+            )
+        )
+    if not checked_header:
+        raise DataError(f"{name}: the dataset has no rows")
+    return LoadedSplit(samples=samples, problems=problems, content_hash="")
+
+
+def _answers(cell: Any, separator: str | None) -> tuple[str, ...]:
+    if cell is None:
+        return ()
+    if isinstance(cell, (list, tuple)):
+        items = [str(c) for c in cell]
+    elif separator:
+        items = str(cell).split(separator)
+    else:
+        items = [str(cell)]
+    return tuple(a.strip() for a in items if a.strip())
+
+
+def _check_columns(present, spec: DatasetSpec, split: str | None, name: str) -> None:
+    cols = spec.columns
+    present = list(present)
+    required = {"image": cols.image, "question": cols.question, "answer": cols.answer}
+    if cols.id:
+        required["id"] = cols.id
+    if split is not None and spec.format != "hf":
+        if not cols.split:
+            raise DataError(
+                f"{name}: the task asks for split {split!r} but dataset.columns.split names no split column"
+            )
+        required["split"] = cols.split
+    for field_name, column in required.items():
+        if column not in present:
+            close = did_you_mean(column, present)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise DataError(
+                f"{name}: column {column!r} for {field_name!r} not found{hint}; columns are: {', '.join(map(str, present))}. "
+                f"Map it with dataset.columns.{field_name} in the task file."
+            )
+
+
+def _load_hf(spec: DatasetSpec, split: str | None) -> tuple[LoadedSplit, ImageSource]:
+    import datasets
+
+    path = Path(spec.path)
+    hint = f" {spec.missing_hint}" if spec.missing_hint else ""
+    if not path.exists() and not is_hub_id(spec.path):
+        raise AssetMissingError(f"dataset {spec.path}", f"the folder does not exist.{hint}")
+    try:
+        if path.exists():
+            ds = datasets.load_from_disk(str(path))
+        else:
+            ds = datasets.load_dataset(spec.path)
+    except (FileNotFoundError, ConnectionError, OSError, ValueError) as exc:
+        raise AssetMissingError(
+            f"dataset {spec.path}",
+            f"it is neither a local `save_to_disk` folder nor loadable from the Hugging Face Hub ({exc}).{hint}",
+        ) from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split is None:
+            if len(ds) != 1:
+                raise DataError(
+                    f"{spec.path}: the dataset has splits {sorted(ds)}; set `split` in the task file"
+                )
+            split = next(iter(ds))
+        if split not in ds:
+            raise DataError(f"{spec.path}: no split {split!r}; the dataset has {sorted(ds)}")
+        ds = ds[split]
+    image_col = spec.columns.image
+    features = getattr(ds, "features", {}) or {}
+    is_image = image_col in features and isinstance(features[image_col], datasets.Image)
+    if is_image:
+        ds = ds.cast_column(image_col, datasets.Image(decode=False))
+
+    def rows():
+        for i, row in enumerate(ds):
+            if is_image:
+                row = dict(row)
+                row[image_col] = f"{HF_IMAGE_PREFIX}{i}"
+            yield i + 1, row
+
+    loaded = _to_samples(rows(), spec, None, spec.path)
+    if split is not None:
+        loaded.samples = [_with_split(s, split) for s in loaded.samples]
+    loaded.content_hash = getattr(ds, "_fingerprint", "") or ""
+    return loaded, ImageSource(spec.image_root, ds if is_image else None, image_col if is_image else None)
+
+
+def _with_split(sample: Sample, split: str) -> Sample:
+    from dataclasses import replace
+
+    return replace(sample, split=split)

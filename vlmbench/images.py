@@ -1,0 +1,102 @@
+"""Reading images safely: paths confined to the image root, decoded to RGB, hashed.
+
+Every failure is an :class:`ImageProblem` with a short reason code, so a run can skip the sample and
+count it (or stop, if asked) instead of crashing half-way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# Pillow's own bomb check warns at 89M pixels and errors at twice that; vlmbench errors at the limit.
+MAX_PIXELS = 89_478_485
+
+
+@dataclass(frozen=True)
+class ImageProblem(Exception):
+    reason: str  # missing_image, empty_image, corrupt_image, image_too_large, image_outside_root
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+def confined_path(root: Path, relative: str) -> Path:
+    """``root / relative``, refusing absolute paths, ``..`` and symlinks that lead outside ``root``."""
+    rel = Path(relative)
+    if rel.is_absolute() or relative.startswith(("/", "\\")):
+        raise ImageProblem("image_outside_root", f"absolute image path {relative!r} is not allowed")
+    if ".." in rel.parts:
+        raise ImageProblem("image_outside_root", f"image path {relative!r} leaves the image root")
+    root = root.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root):
+        raise ImageProblem("image_outside_root", f"image path {relative!r} resolves outside the image root")
+    return path
+
+
+def read_image_file(root: Path, relative: str) -> bytes:
+    path = confined_path(root, relative)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageProblem("missing_image", f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise ImageProblem("missing_image", f"{path} is a directory") from None
+    except OSError as exc:
+        raise ImageProblem("missing_image", f"{path}: {exc}") from None
+    if not data:
+        raise ImageProblem("empty_image", f"{path} is empty (0 bytes)")
+    return data
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode image bytes to an RGB image; transparency is flattened onto white like a catalog page."""
+    if not data:
+        raise ImageProblem("empty_image", f"{name} is empty (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+        width, height = img.size
+        if width * height > max_pixels:
+            raise ImageProblem(
+                "image_too_large", f"{name} has {width}x{height} pixels, more than the limit of {max_pixels}"
+            )
+        # load() decodes fully, so a truncated file fails here (Pillow's LOAD_TRUNCATED_IMAGES is off
+        # by default) rather than yielding half an image.
+        img.load()
+    except ImageProblem:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageProblem("image_too_large", f"{name}: {exc}") from None
+    except Exception as exc:
+        raise ImageProblem(
+            "corrupt_image", f"{name} cannot be decoded: {type(exc).__name__}: {exc}"
+        ) from None
+    return to_rgb(img)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        # 16/32-bit greyscale: Pillow's convert() clips at 255; scale the range down instead.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,158 @@
+"""Leaderboards: one row per run (results.json), one column per metric, as Markdown and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vlmbench.artifacts import find_results, load_results, write_text
+from vlmbench.errors import VlmbenchError, unknown_message
+
+
+@dataclass
+class Row:
+    task: str
+    model: str
+    checkpoint: str | None
+    parameters: int | None
+    n: int | None
+    status: str
+    metrics: dict[str, dict]
+    notes: list[str] = field(default_factory=list)
+    path: str = ""
+
+
+def collect(runs_dir: str | Path, task: str | None = None) -> list[Row]:
+    paths = find_results(Path(runs_dir))
+    if not paths:
+        raise VlmbenchError(f"no results.json found under {runs_dir}")
+    rows = []
+    for path in paths:
+        data = load_results(path)
+        if task and data.get("task", {}).get("name") != task:
+            continue
+        rows.append(_row(data, path))
+    return rows
+
+
+def _row(data: dict, path: Path) -> Row:
+    model = data.get("model", {})
+    notes = []
+    if data.get("status") != "ok":
+        notes.append(f"skipped: {data.get('reason', 'unknown reason')}")
+    for name, reason in (data.get("skipped_metrics") or {}).items():
+        notes.append(f"{name} skipped: {reason}")
+    skipped_samples = data.get("skipped_samples") or {}
+    if skipped_samples:
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(skipped_samples.items()))
+        notes.append(f"{sum(skipped_samples.values())} samples skipped ({detail})")
+    return Row(
+        task=data.get("task", {}).get("name", "?"),
+        model=model.get("label") or model.get("name", "?"),
+        checkpoint=model.get("checkpoint") or model.get("default_checkpoint"),
+        parameters=model.get("parameters"),
+        n=data.get("task", {}).get("n_scored"),
+        status=data.get("status", "?"),
+        metrics=data.get("metrics") or {},
+        notes=notes,
+        path=str(path.parent),
+    )
+
+
+def metric_columns(rows: Sequence[Row]) -> list[str]:
+    cols: list[str] = []
+    for row in rows:
+        for name in row.metrics:
+            if name not in cols:
+                cols.append(name)
+    return cols
+
+
+def sort_rows(rows: Sequence[Row], sort_by: str | None) -> list[Row]:
+    cols = metric_columns(rows)
+    if sort_by is None:
+        sort_by = "exact_match" if "exact_match" in cols else (cols[0] if cols else None)
+    elif sort_by not in cols:
+        raise VlmbenchError(unknown_message("metric to sort by", sort_by, cols))
+
+    def key(row: Row):
+        m = row.metrics.get(sort_by) if sort_by else None
+        value = m.get("value") if m else None
+        if value is None:
+            return (1, 0.0, row.task, row.model)
+        sign = -1.0 if m.get("higher_is_better", True) else 1.0
+        return (0, sign * value, row.task, row.model)
+
+    return sorted(rows, key=key)
+
+
+def format_parameters(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if n == 0:
+        return "0"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def _cell(metric: dict | None) -> str:
+    if not metric or metric.get("value") is None:
+        return "–"
+    text = f"{metric['value']:.4f}"
+    if metric.get("ci95"):
+        lo, hi = metric["ci95"]
+        text += f" [{lo:.3f}, {hi:.3f}]"
+    return text
+
+
+def to_markdown(rows: Sequence[Row], sort_by: str | None = None) -> str:
+    rows = sort_rows(rows, sort_by)
+    cols = metric_columns(rows)
+    header = ["task", "model", "parameters", "n", *cols, "notes"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in rows:
+        cells = [r.task, r.model, format_parameters(r.parameters), "–" if r.n is None else str(r.n)]
+        cells += [_cell(r.metrics.get(c)) for c in cols]
+        cells.append("; ".join(r.notes).replace("|", "/").replace("\n", " "))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Values are means with bootstrap 95% confidence intervals in brackets.")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[Row], sort_by: str | None = None) -> str:
+    rows = sort_rows(rows, sort_by)
+    cols = metric_columns(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    header = ["task", "model", "checkpoint", "parameters", "n", "status"]
+    for c in cols:
+        header += [c, f"{c}_ci_low", f"{c}_ci_high"]
+    writer.writerow([*header, "notes", "run_dir"])
+    for r in rows:
+        line: list = [
+            r.task,
+            r.model,
+            r.checkpoint or "",
+            "" if r.parameters is None else r.parameters,
+            r.n,
+            r.status,
+        ]
+        for c in cols:
+            m = r.metrics.get(c) or {}
+            ci = m.get("ci95") or [None, None]
+            line += [m.get("value"), ci[0], ci[1]]
+        writer.writerow([*line, "; ".join(r.notes), r.path])
+    return buf.getvalue()
+
+
+def write(rows: Sequence[Row], out_dir: Path, sort_by: str | None = None) -> tuple[Path, Path]:
+    md, cs = out_dir / "leaderboard.md", out_dir / "leaderboard.csv"
+    write_text(md, to_markdown(rows, sort_by))
+    write_text(cs, to_csv(rows, sort_by))
+    return md, cs

@@ -1,0 +1,131 @@
+"""The model plugin contract.
+
+A model plugin is a subclass of :class:`Model` registered with ``register_models``. The runner
+creates it with validated arguments, calls :meth:`Model.load` only when there is work to do, then
+calls :meth:`Model.generate` or :meth:`Model.rank` batch by batch. See docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from vlmbench.args import Arg, redact, validate
+from vlmbench.dataset import Sample
+from vlmbench.errors import VlmbenchError
+from vlmbench.registry import ModelEntry
+from vlmbench.request import Batch, Request
+from vlmbench.spec import GenerationSpec
+
+
+class Model:
+    """Base class for model plugins.
+
+    Class attributes a plugin sets:
+
+    - ``args``: the schema of ``--model-args`` (unknown names are errors).
+    - ``default_prompt``: prompt template used when the task has none for this model's family.
+    - ``version``: bump when a code change alters outputs; it is part of the cache key.
+    - ``needs_training_data``: if true, :meth:`fit` receives the task's training samples first.
+    """
+
+    args: ClassVar[dict[str, Arg]] = {}
+    default_prompt: ClassVar[str | None] = None
+    version: ClassVar[str] = "1"
+    needs_training_data: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        entry: ModelEntry,
+        args: dict[str, Any],
+        *,
+        device: str = "cpu",
+        dtype: str = "auto",
+        seed: int = 0,
+    ):
+        self.entry = entry
+        self.name = entry.name
+        self.arg_values = args
+        self.device = device
+        self.dtype = dtype
+        self.seed = seed
+
+    @classmethod
+    def create(
+        cls,
+        entry: ModelEntry,
+        given: dict[str, Any] | None = None,
+        *,
+        device: str = "cpu",
+        dtype: str = "auto",
+        seed: int = 0,
+    ) -> Model:
+        """Validate ``given`` against :attr:`args` and construct the model (no weights loaded yet)."""
+        values = validate(cls.args, given or {}, owner=f"model {entry.name!r}")
+        return cls(entry, values, device=device, dtype=dtype, seed=seed)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load weights. Raise :class:`vlmbench.errors.AssetMissingError` when they cannot be found."""
+
+    def fit(self, examples: Sequence[Sample]) -> None:
+        """Receive training examples (only called when ``needs_training_data`` is true)."""
+
+    # -- inference ----------------------------------------------------------------------------------
+    def collate(self, requests: list[Request]) -> Any:
+        """Prepare model inputs for a batch. Runs in DataLoader worker processes, so it must not touch
+        the GPU; whatever it returns arrives as ``batch.inputs``. Default: nothing."""
+        return None
+
+    def generate(self, batch: Batch, generation: GenerationSpec) -> list[str]:
+        """Free-form answers, one raw string per request, in order."""
+        raise VlmbenchError(f"model {self.name!r} does not support generate requests")
+
+    def rank(self, batch: Batch) -> list[list[float]]:
+        """One score per candidate for each request (higher is better), in order."""
+        raise VlmbenchError(f"model {self.name!r} does not support rank requests")
+
+    # -- identity ---------------------------------------------------------------------------------
+    def identity(self) -> dict[str, Any]:
+        """What determines this model's outputs (besides the request). Subclasses add checkpoint
+        revision, adapter hash, quantisation...; the default is the plugin, version, dtype and the
+        output-affecting arguments."""
+        return {
+            "model": self.name,
+            "plugin_version": self.version,
+            "dtype": self.dtype,
+            "args": {
+                k: v
+                for k, v in self.arg_values.items()
+                if self.args[k].affects_output and not self.args[k].secret
+            },
+        }
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """Provenance for results.json: what was loaded and how. Subclasses add ``parameters`` etc."""
+        return {
+            "name": self.name,
+            "plugin": self.entry.plugin,
+            "plugin_version": self.version,
+            "default_checkpoint": self.entry.default_checkpoint,
+            "args": redact(self.args, self.arg_values),
+            "device": self.device,
+            "dtype": self.dtype,
+        }
+
+    def label(self) -> str:
+        """Short display name: the model name plus the arguments that differ from their defaults."""
+        changed = {
+            k: v
+            for k, v in redact(self.args, self.arg_values).items()
+            if v != self.args[k].default and self.args[k].affects_output
+        }
+        if not changed:
+            return self.name
+        return f"{self.name}[{','.join(f'{k}={v}' for k, v in sorted(changed.items()))}]"

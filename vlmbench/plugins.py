@@ -1,0 +1,177 @@
+"""Finding and loading plugins.
+
+``load_plugins()`` imports every module exposed under the ``vlmbench`` entry-point group (the
+built-in plugins use that group too), registers it with a pluggy manager and calls its hooks with
+callbacks that fill the registries. A plugin that fails to import or to register is recorded with
+its distribution name and skipped; the others still load.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import yaml
+
+from vlmbench import hookspecs
+from vlmbench.registry import MetricEntry, ModelEntry, Registry, TaskEntry
+
+ENTRY_POINT_GROUP = "vlmbench"
+
+
+@dataclass
+class PluginInfo:
+    """One plugin module as found through an entry point (or passed explicitly)."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    error: str | None = None
+
+
+@dataclass
+class Plugins:
+    """Everything the installed plugins registered."""
+
+    manager: pluggy.PluginManager
+    models: Registry[ModelEntry] = field(default_factory=lambda: Registry("model"))
+    metrics: Registry[MetricEntry] = field(default_factory=lambda: Registry("metric"))
+    tasks: Registry[TaskEntry] = field(default_factory=lambda: Registry("task"))
+    plugins: list[PluginInfo] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[PluginInfo]:
+        return [p for p in self.plugins if p.error]
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> None:
+        """Call one hook on every plugin separately, so one broken plugin cannot stop the others."""
+        hook = getattr(self.manager.hook, hook_name)
+        for impl in hook.get_hookimpls():
+            try:
+                impl.function(**kwargs)
+            except Exception as exc:
+                self._fail(impl.plugin_name, f"{hook_name} failed: {type(exc).__name__}: {exc}")
+
+    def _fail(self, plugin_name: str, message: str) -> None:
+        for info in self.plugins:
+            if _manager_name(info) == plugin_name:
+                info.error = message if info.error is None else f"{info.error}; {message}"
+                return
+
+
+_loaded: Plugins | None = None
+
+
+def load_plugins(*, reload: bool = False, extra: Iterable[object] = ()) -> Plugins:
+    """Load all installed plugins once and return their registrations.
+
+    Calling it again returns the same object unless ``reload`` is true. ``extra`` registers plugin
+    objects that are not installed (useful in tests and notebooks); it implies a reload.
+    """
+    global _loaded
+    extra = list(extra)
+    if _loaded is not None and not reload and not extra:
+        return _loaded
+
+    manager = pluggy.PluginManager("vlmbench")
+    manager.add_hookspecs(hookspecs)
+    plugins = Plugins(manager=manager)
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        version = ep.dist.version if ep.dist is not None else "?"
+        info = PluginInfo(name=ep.name, distribution=dist, version=version, module=ep.value)
+        plugins.plugins.append(info)
+        try:
+            module = ep.load()
+            manager.register(module, name=_manager_name(info))
+        except Exception as exc:
+            info.error = f"import failed: {type(exc).__name__}: {exc}"
+            info.error += "\n" + "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    for i, obj in enumerate(extra):
+        module_name = getattr(obj, "__name__", type(obj).__name__)
+        info = PluginInfo(name=f"extra-{i}", distribution="(not installed)", version="", module=module_name)
+        plugins.plugins.append(info)
+        manager.register(obj, name=_manager_name(info))
+
+    for hook_name, registry, entry_type in (
+        ("register_models", plugins.models, ModelEntry),
+        ("register_metrics", plugins.metrics, MetricEntry),
+    ):
+        _collect(plugins, hook_name, registry, entry_type)
+    _collect_tasks(plugins)
+
+    _loaded = plugins
+    return plugins
+
+
+def _manager_name(info: PluginInfo) -> str:
+    return f"{info.distribution}:{info.name}"
+
+
+def _plugin_label(plugins: Plugins, manager_name: str) -> str:
+    for info in plugins.plugins:
+        if _manager_name(info) == manager_name:
+            return info.distribution
+    return manager_name
+
+
+def _collect(plugins: Plugins, hook_name: str, registry: Registry, entry_type: type) -> None:
+    hook = getattr(plugins.manager.hook, hook_name)
+    for impl in hook.get_hookimpls():
+        label = _plugin_label(plugins, impl.plugin_name)
+
+        def register(name: str, target: str, _label: str = label, **meta: Any) -> None:
+            registry.add(entry_type(name=name, target=target, plugin=_label, **meta))
+
+        _call_isolated(plugins, impl, hook_name, register)
+
+
+def _collect_tasks(plugins: Plugins) -> None:
+    for impl in plugins.manager.hook.register_tasks.get_hookimpls():
+        label = _plugin_label(plugins, impl.plugin_name)
+
+        def register(folder: str | Path, _label: str = label) -> None:
+            for entry in scan_task_folder(Path(folder), plugin=_label):
+                plugins.tasks.add(entry)
+
+        _call_isolated(plugins, impl, "register_tasks", register)
+
+
+def _call_isolated(plugins: Plugins, impl: Any, hook_name: str, register: Callable[..., None]) -> None:
+    try:
+        impl.function(register=register)
+    except Exception as exc:
+        plugins._fail(impl.plugin_name, f"{hook_name} failed: {type(exc).__name__}: {exc}")
+
+
+def scan_task_folder(folder: Path, plugin: str = "") -> list[TaskEntry]:
+    """Read the name, description and version of each task YAML in ``folder`` (not validated here)."""
+    entries = []
+    for path in sorted(folder.glob("*.yaml")):
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict) or "task" not in data:
+            continue
+        entries.append(
+            TaskEntry(
+                name=str(data["task"]),
+                path=path.resolve(),
+                summary=_first_sentence(str(data.get("description") or "")),
+                version=str(data.get("version", "")),
+                plugin=plugin,
+            )
+        )
+    return entries
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    end = text.find(". ")
+    return text if end < 0 else text[: end + 1]

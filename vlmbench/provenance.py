@@ -1,0 +1,87 @@
+"""Where a result came from: versions, code revision, hardware, command line (secrets redacted)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import vlmbench
+
+LIBRARIES = (
+    "torch", "torchvision", "transformers", "tokenizers", "peft", "bitsandbytes", "accelerate",
+    "open_clip_torch", "datasets", "nltk", "sentence-transformers", "bert-score", "numpy", "pillow",
+)  # fmt: skip
+
+_SECRET_ARG = re.compile(r"(?i)((?:api[_-]?key|token|secret|password)[^=,\s]*\s*[=:]\s*)([^,\s]+)")
+
+
+def library_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_revision() -> str | None:
+    """The commit of the vlmbench source tree, when it is a git checkout (with ``+dirty`` if modified)."""
+    root = Path(vlmbench.__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
+def hardware() -> dict:
+    info: dict = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            info["cuda"] = torch.version.cuda
+    except ImportError:
+        pass
+    return info
+
+
+def redact_text(text: str) -> str:
+    """Hide values of api_key=..., token=..., secret=..., password=... in free text."""
+    return _SECRET_ARG.sub(lambda m: m.group(1) + "***", text)
+
+
+def provenance() -> dict:
+    return {
+        "vlmbench_version": vlmbench.__version__,
+        "git_revision": git_revision(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": redact_text(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])),
+        "libraries": library_versions(),
+        "hardware": hardware(),
+    }

@@ -1,0 +1,141 @@
+"""Lazy registries of models, metrics and tasks.
+
+An entry describes a plugin (enough for ``vlmbench list``) and names its implementation as
+``"module:attribute"``; the module is imported only when the entry is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from vlmbench.errors import UnknownNameError, VlmbenchError
+
+REQUEST_TYPES = ("generate", "rank")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model plugin.
+
+    ``family`` selects the task's prompt template (``prompt: {family: "..."}``); it defaults to the name.
+    ``parameters`` is a human-readable size of the default checkpoint (e.g. ``"385M"``) for listings;
+    runs record the exact count of the weights actually loaded.
+    """
+
+    name: str
+    target: str
+    summary: str = ""
+    default_checkpoint: str | None = None
+    request_types: tuple[str, ...] = ("generate",)
+    parameters: str | None = None
+    family: str | None = None
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        _check_target(self.target, self.name)
+        bad = [t for t in self.request_types if t not in REQUEST_TYPES]
+        if bad or not self.request_types:
+            raise VlmbenchError(
+                f"model {self.name!r}: request_types must be a non-empty subset of {REQUEST_TYPES}"
+            )
+        if self.family is None:
+            object.__setattr__(self, "family", self.name)
+
+
+@dataclass(frozen=True)
+class MetricEntry:
+    """A registered metric plugin.
+
+    ``level`` is ``"sample"`` (a score per sample, averaged; computed once per unique pair) or
+    ``"corpus"`` (a statistic over the whole set). ``outputs`` lists the score columns it produces
+    (default: one column named like the metric). ``assets`` names what it needs (for listings).
+    """
+
+    name: str
+    target: str
+    summary: str = ""
+    higher_is_better: bool = True
+    level: str = "sample"
+    outputs: tuple[str, ...] = ()
+    assets: tuple[str, ...] = ()
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        _check_target(self.target, self.name)
+        if self.level not in ("sample", "corpus"):
+            raise VlmbenchError(
+                f"metric {self.name!r}: level must be 'sample' or 'corpus', not {self.level!r}"
+            )
+        if not self.outputs:
+            object.__setattr__(self, "outputs", (self.name,))
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    """A task YAML file found in a registered task folder."""
+
+    name: str
+    path: Path
+    summary: str = ""
+    version: str = ""
+    plugin: str = ""
+
+
+E = TypeVar("E", ModelEntry, MetricEntry, TaskEntry)
+
+
+@dataclass
+class Registry(Generic[E]):
+    kind: str
+    _entries: dict[str, E] = field(default_factory=dict)
+
+    def add(self, entry: E) -> None:
+        old = self._entries.get(entry.name)
+        if old is not None and old != entry:
+            raise VlmbenchError(
+                f"{self.kind} {entry.name!r} is registered twice: by {old.plugin or '?'} and by {entry.plugin or '?'}"
+            )
+        self._entries[entry.name] = entry
+
+    def get(self, name: str) -> E:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(self.kind, name, self._entries) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[E]:
+        return iter(self._entries[n] for n in self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _check_target(target: str, name: str) -> None:
+    module, _, attr = target.partition(":")
+    if not module or not attr:
+        raise VlmbenchError(f"{name!r}: implementation must be given as 'module:attribute', not {target!r}")
+
+
+def load_target(target: str) -> Any:
+    """Import ``"package.module:Attr.sub"`` and return the attribute."""
+    module_name, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise VlmbenchError(f"cannot import {module_name!r} (for {target!r}): {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise VlmbenchError(f"{module_name!r} has no attribute {attr!r} (for {target!r})") from None
+    return obj

@@ -1,0 +1,128 @@
+"""Build typed dataclasses from YAML/JSON data, with errors that name the file and the key.
+
+Supported field types: ``str``, ``int``, ``float``, ``bool``, ``Any``, ``X | None``, ``A | B`` of scalars,
+``list[X]``, ``dict[K, V]``, ``Literal[...]`` and nested dataclasses. Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, Union
+
+from vlmbench.errors import SpecError, did_you_mean
+
+_SCALARS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def build(cls: type, data: Any, *, where: str, source: str) -> Any:
+    """Validate ``data`` against dataclass ``cls``; ``where`` is the key path, ``source`` the file."""
+    return _convert(cls, data, where, source)
+
+
+def _fail(source: str, where: str, message: str) -> SpecError:
+    return SpecError(f"{source}: {where or '(top level)'}: {message}")
+
+
+def _convert(tp: Any, value: Any, where: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build_dataclass(tp, value, where, source)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise _fail(source, where, "must not be empty")
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, where, source)
+            except SpecError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        wanted = " or ".join(_describe(o) for o in options if o is not type(None))
+        raise _fail(source, where, f"expected {wanted}, got {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            hint = did_you_mean(str(value), [str(a) for a in allowed])
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            raise _fail(
+                source, where, f"must be one of {', '.join(map(repr, allowed))}, got {value!r}{extra}"
+            )
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise _fail(source, where, f"expected a list, got {value!r}")
+        return [_convert(item_tp, v, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise _fail(source, where, f"expected a mapping, got {value!r}")
+        return {
+            _convert(key_tp, k, f"{where}.{k}", source): _convert(val_tp, v, f"{where}.{k}", source)
+            for k, v in value.items()
+        }
+    if tp in _SCALARS:
+        return _scalar(tp, value, where, source)
+    raise TypeError(f"schema: unsupported type {tp!r} at {where}")
+
+
+def _scalar(tp: type, value: Any, where: str, source: str) -> Any:
+    # bool is a subclass of int: never accept true/false where a number is meant, or 1 where a bool is.
+    is_bool = isinstance(value, bool)
+    accepted = {
+        bool: is_bool,
+        float: isinstance(value, (int, float)) and not is_bool,
+        int: isinstance(value, int) and not is_bool,
+        str: isinstance(value, (str, int, float)) and not is_bool,
+    }[tp]
+    if accepted:
+        return tp(value)
+    raise _fail(source, where, f"expected {_SCALARS[tp]}, got {value!r}")
+
+
+def _describe(tp: Any) -> str:
+    if tp in _SCALARS:
+        return _SCALARS[tp]
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    origin = typing.get_origin(tp)
+    return {list: "a list", dict: "a mapping"}.get(origin, str(tp))
+
+
+def _build_dataclass(cls: type, value: Any, where: str, source: str) -> Any:
+    if not isinstance(value, dict):
+        raise _fail(source, where, f"expected a mapping, got {value!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in value if k not in fields]
+    if unknown:
+        key = unknown[0]
+        hint = did_you_mean(str(key), fields)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise _fail(source, _join(where, key), f"unknown key{extra}; allowed keys: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in value:
+            kwargs[name] = _convert(hints[name], value[name], _join(where, name), source)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise _fail(source, _join(where, name), "required key is missing")
+    try:
+        return cls(**kwargs)
+    except (ValueError, SpecError) as exc:
+        if isinstance(exc, SpecError):
+            raise
+        raise _fail(source, where, str(exc)) from None
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)

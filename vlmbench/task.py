@@ -1,0 +1,167 @@
+"""A task: its validated spec, its samples, candidate answers, prompts and identity hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from dataclasses import asdict
+from functools import cached_property
+from pathlib import Path
+
+from vlmbench.dataset import ImageSource, LoadedSplit, Sample, load_split
+from vlmbench.errors import DataError
+from vlmbench.normalize import vqa_normalize
+from vlmbench.spec import TaskSpec, load_spec
+
+
+def resolve_task(name_or_path: str | Path | TaskSpec, plugins=None) -> Task:
+    """A task by registered name, by path to a YAML file, or from a spec object."""
+    if isinstance(name_or_path, TaskSpec):
+        return Task(name_or_path)
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.is_file():
+        return Task(load_spec(candidate))
+    from vlmbench.plugins import load_plugins
+
+    plugins = plugins or load_plugins()
+    return Task(load_spec(plugins.tasks.get(str(name_or_path)).path))
+
+
+def question_type(question: str, words: int = 2) -> str:
+    """A coarse question type: the first words, lower-cased ("What colour is..." -> "what colour")."""
+    return " ".join(vqa_normalize(question).split()[:words])
+
+
+class Task:
+    def __init__(self, spec: TaskSpec):
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec.task
+
+    @cached_property
+    def _eval(self) -> tuple[LoadedSplit, ImageSource]:
+        return load_split(self.spec.dataset, self.spec.split)
+
+    @property
+    def samples(self) -> list[Sample]:
+        """The samples to evaluate, in file order."""
+        return self._eval[0].samples
+
+    @property
+    def row_problems(self):
+        return self._eval[0].problems
+
+    @property
+    def image_source(self) -> ImageSource:
+        return self._eval[1]
+
+    @cached_property
+    def train_samples(self) -> list[Sample] | None:
+        """The training split's samples, or None when the task has no training split."""
+        if not self.spec.train_split:
+            return None
+        loaded, _ = load_split(self.spec.dataset, self.spec.train_split)
+        if not loaded.samples:
+            raise DataError(f"task {self.name}: train split {self.spec.train_split!r} has no samples")
+        return loaded.samples
+
+    @cached_property
+    def hash(self) -> str:
+        """Identity of everything that determines the requests: spec (minus local paths) and data content."""
+        spec = asdict(self.spec)
+        spec.pop("source_path", None)
+        spec["dataset"].pop("image_root", None)
+        spec["dataset"]["path"] = Path(self.spec.dataset.path).name
+        spec["data_hash"] = self._eval[0].content_hash
+        if self.spec.train_split and self.spec.dataset.format == "hf":
+            spec["train_data_hash"] = load_split(self.spec.dataset, self.spec.train_split)[0].content_hash
+        if self.spec.candidates and self.spec.candidates.path:
+            spec["candidates"]["path"] = hashlib.sha256(
+                Path(self.spec.candidates.path).read_bytes()
+            ).hexdigest()
+        # Metrics and filters are applied to stored outputs; they do not change what a model is asked.
+        for key in ("metrics", "filters", "description", "bootstrap_samples", "difficulty_weights"):
+            spec.pop(key, None)
+        return _digest(spec)
+
+    def render_prompt(self, template: str, sample: Sample, candidates: tuple[str, ...] = ()) -> str:
+        return template.format(question=sample.question, choices=", ".join(candidates))
+
+    @cached_property
+    def _candidate_pool(self) -> list[tuple[str, str]]:
+        """(question type, answer) pairs that candidates are drawn from, or ("", answer) from a file."""
+        cand = self.spec.candidates
+        if cand is None:
+            return []
+        if cand.source == "file":
+            return [("", a) for a in _read_candidate_file(Path(cand.path))]
+        pool = self.train_samples if cand.source == "train_answers" else self.samples
+        return [(question_type(s.question), a) for s in pool or [] for a in s.answers]
+
+    @cached_property
+    def candidates(self) -> tuple[str, ...]:
+        """The candidate answers for ``rank`` requests (most frequent first, one surface form each)."""
+        top_k = self.spec.candidates.top_k if self.spec.candidates else None
+        return _rank_answers([a for _, a in self._candidate_pool], top_k)
+
+    @cached_property
+    def _candidates_by_type(self) -> dict[str, tuple[str, ...]]:
+        by_type: dict[str, list[str]] = defaultdict(list)
+        for qtype, answer in self._candidate_pool:
+            by_type[qtype].append(answer)
+        top_k = self.spec.candidates.top_k if self.spec.candidates else None
+        return {qtype: _rank_answers(answers, top_k) for qtype, answers in by_type.items()}
+
+    def candidates_for(self, sample: Sample) -> tuple[str, ...]:
+        """Candidates for one sample: restricted to its question type when the task asks for it."""
+        cand = self.spec.candidates
+        if cand is None:
+            return ()
+        if cand.by_question_type and cand.source != "file":
+            restricted = self._candidates_by_type.get(question_type(sample.question))
+            if restricted:
+                return restricted
+        return self.candidates
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "version": self.spec.version,
+            "hash": self.hash,
+            "split": self.spec.split,
+            "request_type": self.spec.request_type,
+            "source": str(self.spec.source_path) if self.spec.source_path else None,
+        }
+
+
+def _rank_answers(answers: list[str], top_k: int | None) -> tuple[str, ...]:
+    """Unique answers by normalised form, most frequent first, each in its most frequent spelling."""
+    counts: Counter[str] = Counter()
+    spellings: dict[str, Counter[str]] = defaultdict(Counter)
+    for a in answers:
+        key = vqa_normalize(a)
+        if key:
+            counts[key] += 1
+            spellings[key][a] += 1
+    ordered = sorted(counts, key=lambda k: (-counts[k], k))
+    if top_k is not None:
+        ordered = ordered[:top_k]
+    return tuple(spellings[k].most_common(1)[0][0] for k in ordered)
+
+
+def _read_candidate_file(path: Path) -> list[str]:
+    """One answer per line (.txt) or a JSON list of strings (.json)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        data = json.loads(text)
+        if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
+            raise DataError(f"{path}: a candidate file in JSON must be a list of strings")
+        return data
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
