@@ -38,5 +38,11 @@ def register_tasks(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_generators(register: Callable[..., None]) -> None:
+    """Register question-answer generators for dataset curation:
+    ``register(name, "pkg.module:GeneratorClass", summary=...)``."""
+
+
+@hookspec
 def register_commands(cli) -> None:
     """Add click commands or groups to the ``vlmbench`` CLI: ``cli.add_command(...)``."""

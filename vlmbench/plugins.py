@@ -19,7 +19,7 @@ import pluggy
 import yaml
 
 from vlmbench import hookspecs
-from vlmbench.registry import MetricEntry, ModelEntry, Registry, TaskEntry
+from vlmbench.registry import GeneratorEntry, MetricEntry, ModelEntry, Registry, TaskEntry
 
 ENTRY_POINT_GROUP = "vlmbench"
 
@@ -42,6 +42,7 @@ class Plugins:
     manager: pluggy.PluginManager
     models: Registry[ModelEntry] = field(default_factory=lambda: Registry("model"))
     metrics: Registry[MetricEntry] = field(default_factory=lambda: Registry("metric"))
+    generators: Registry[GeneratorEntry] = field(default_factory=lambda: Registry("generator"))
     tasks: Registry[TaskEntry] = field(default_factory=lambda: Registry("task"))
     plugins: list[PluginInfo] = field(default_factory=list)
 
@@ -103,6 +104,7 @@ def load_plugins(*, reload: bool = False, extra: Iterable[object] = ()) -> Plugi
     for hook_name, registry, entry_type in (
         ("register_models", plugins.models, ModelEntry),
         ("register_metrics", plugins.metrics, MetricEntry),
+        ("register_generators", plugins.generators, GeneratorEntry),
     ):
         _collect(plugins, hook_name, registry, entry_type)
     _collect_tasks(plugins)

@@ -75,6 +75,20 @@ class MetricEntry:
 
 
 @dataclass(frozen=True)
+class GeneratorEntry:
+    """A registered QA generator (dataset curation: listing + image -> single-word QA pairs)."""
+
+    name: str
+    target: str
+    summary: str = ""
+    needs_network: bool = False
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        _check_target(self.target, self.name)
+
+
+@dataclass(frozen=True)
 class TaskEntry:
     """A task YAML file found in a registered task folder."""
 
@@ -85,7 +99,7 @@ class TaskEntry:
     plugin: str = ""
 
 
-E = TypeVar("E", ModelEntry, MetricEntry, TaskEntry)
+E = TypeVar("E", ModelEntry, MetricEntry, GeneratorEntry, TaskEntry)
 
 
 @dataclass
