@@ -1,0 +1,39 @@
+"""``slow-echo``: answers the first word of the question after a delay, logging every call.
+
+Each generate() call appends one line per request (the sample id) to the file named by the
+``VLMBENCH_TEST_CALL_LOG`` environment variable, so tests can count exactly what was computed.
+"""
+
+import os
+import time
+
+from vlmbench import hookimpl
+from vlmbench.args import Arg
+from vlmbench.errors import AssetMissingError
+from vlmbench.model import Model
+
+
+class SlowEcho(Model):
+    args = {
+        "delay": Arg(float, 0.0, "seconds to sleep per batch"),
+        "missing": Arg(bool, False, "pretend the weights are missing"),
+    }
+
+    def load(self):
+        if self.arg_values["missing"]:
+            raise AssetMissingError("checkpoint test/missing", "pass --model-args pretrained=PATH")
+
+    def generate(self, batch, generation):
+        time.sleep(self.arg_values["delay"])
+        log = os.environ.get("VLMBENCH_TEST_CALL_LOG")
+        if log:
+            with open(log, "a") as fh:
+                fh.writelines(r.sample_id + "\n" for r in batch.requests)
+                fh.flush()
+                os.fsync(fh.fileno())
+        return [r.question.split()[-1].strip("?") for r in batch.requests]
+
+
+@hookimpl
+def register_models(register):
+    register("slow-echo", "vlmbench_test_helpers.slow:SlowEcho", summary="test model", parameters="0")
