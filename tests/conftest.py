@@ -57,8 +57,24 @@ def colour_rows(images: list[tuple[str, str]]) -> list[dict]:
     rows = []
     for rel, colour in images:
         stem = Path(rel).stem
-        rows.append({"image_id": stem, "path": rel, "question": "What colour is the square?", "answer": colour, "difficulty": 0})
-        rows.append({"image_id": stem, "path": rel, "question": "What shape is shown?", "answer": "square", "difficulty": 3})
+        rows.append(
+            {
+                "image_id": stem,
+                "path": rel,
+                "question": "What colour is the square?",
+                "answer": colour,
+                "difficulty": 0,
+            }
+        )
+        rows.append(
+            {
+                "image_id": stem,
+                "path": rel,
+                "question": "What shape is shown?",
+                "answer": "square",
+                "difficulty": 3,
+            }
+        )
     return rows
 
 
@@ -75,7 +91,9 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VLMBENCH_CACHE_DIR", str(tmp_path / "vlmbench-cache"))
 
 
-def run_cli(args: list[str], env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], env: dict | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run ``python -m vlmbench ARGS`` in a fresh process (what a user's shell does)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(

@@ -4,11 +4,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import SHARED, make_images
 from vlmbench.dataset import ImageSource, load_split
 from vlmbench.errors import AssetMissingError, DataError
 from vlmbench.images import ImageProblem, decode_image
 from vlmbench.spec import Columns, DatasetSpec
+
+from conftest import SHARED, make_images
 
 
 def _csv(tmp_path: Path, text: str, name="d.csv") -> DatasetSpec:
@@ -17,13 +18,20 @@ def _csv(tmp_path: Path, text: str, name="d.csv") -> DatasetSpec:
 
 
 def test_seed_format_loads_with_stable_ids(tmp_path):
-    spec = _csv(tmp_path, "image_id,path,question,answer,difficulty\nA1,aa/x.jpg,What colour?,Red,0\nA1,aa/x.jpg,What material?,Wood,1\n")
+    spec = _csv(
+        tmp_path,
+        "image_id,path,question,answer,difficulty\nA1,aa/x.jpg,What colour?,Red,0\nA1,aa/x.jpg,What material?,Wood,1\n",
+    )
     loaded, _ = load_split(spec, None)
     assert [s.answers for s in loaded.samples] == [("Red",), ("Wood",)]
     assert [s.difficulty for s in loaded.samples] == [0, 1]
     assert loaded.samples[0].image_id == "A1" and loaded.samples[0].where.endswith("d.csv:2")
     # ids depend on (image, question), not on the row order
-    spec2 = _csv(tmp_path, "image_id,path,question,answer,difficulty\nA1,aa/x.jpg,What material?,Wood,1\nA1,aa/x.jpg,What colour?,Red,0\n", "e.csv")
+    spec2 = _csv(
+        tmp_path,
+        "image_id,path,question,answer,difficulty\nA1,aa/x.jpg,What material?,Wood,1\nA1,aa/x.jpg,What colour?,Red,0\n",
+        "e.csv",
+    )
     again, _ = load_split(spec2, None)
     assert {s.id for s in again.samples} == {s.id for s in loaded.samples}
 
@@ -52,16 +60,22 @@ def test_duplicate_ids_with_id_column(tmp_path):
 
 
 def test_malformed_inputs_name_file_and_line(tmp_path):
-    spec = _csv(tmp_path, b"image_id,path,question,answer,difficulty\nA,a.jpg,Q?,red,0\nA,a.jpg,Q\xff?,red,0\n")
+    spec = _csv(
+        tmp_path, b"image_id,path,question,answer,difficulty\nA,a.jpg,Q?,red,0\nA,a.jpg,Q\xff?,red,0\n"
+    )
     with pytest.raises(DataError, match=r"d.csv:3: not valid UTF-8"):
         load_split(spec, None)
     spec = _csv(tmp_path, "image_id,path,question,answer,difficulty\nA,a.jpg,Q?,red\n")
     with pytest.raises(DataError, match=r"d.csv:2: expected 5 fields"):
         load_split(spec, None)
     spec = _csv(tmp_path, "image_id,path,query,answer,difficulty\nA,a.jpg,Q?,red,0\n")
-    with pytest.raises(DataError, match=r"column 'question' for 'question' not found.*dataset.columns.question"):
+    with pytest.raises(
+        DataError, match=r"column 'question' for 'question' not found.*dataset.columns.question"
+    ):
         load_split(spec, None)
-    (tmp_path / "d.jsonl").write_text('{"path": "a.jpg", "question": "Q?", "answer": "red"}\n{"path": oops}\n')
+    (tmp_path / "d.jsonl").write_text(
+        '{"path": "a.jpg", "question": "Q?", "answer": "red"}\n{"path": oops}\n'
+    )
     with pytest.raises(DataError, match=r"d.jsonl:2: malformed JSON"):
         load_split(DatasetSpec(path=str(tmp_path / "d.jsonl")), None)
     with pytest.raises(AssetMissingError, match="does not exist"):
@@ -76,7 +90,9 @@ def test_jsonl_with_mapping_multiple_references_and_splits(tmp_path):
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     spec = DatasetSpec(
         path=str(tmp_path / "d.jsonl"),
-        columns=Columns(image="img", question="q", answer="refs", difficulty="level", image_id=None, split="part"),
+        columns=Columns(
+            image="img", question="q", answer="refs", difficulty="level", image_id=None, split="part"
+        ),
     )
     test, _ = load_split(spec, "test")
     assert [s.answers for s in test.samples] == [("sofa", "couch")]
@@ -84,7 +100,12 @@ def test_jsonl_with_mapping_multiple_references_and_splits(tmp_path):
     train, _ = load_split(spec, "train")
     assert [s.question for s in train.samples] == ["Colour?"]
     with pytest.raises(DataError, match="names no split column"):
-        load_split(DatasetSpec(path=str(tmp_path / "d.jsonl"), columns=Columns(image="img", question="q", answer="refs")), "test")
+        load_split(
+            DatasetSpec(
+                path=str(tmp_path / "d.jsonl"), columns=Columns(image="img", question="q", answer="refs")
+            ),
+            "test",
+        )
 
 
 def test_hf_dataset_with_image_feature(tmp_path):
@@ -140,7 +161,11 @@ def test_image_decoding_modes_and_failures(tmp_path):
     cmyk = Image.new("CMYK", (4, 4), (0, 255, 255, 0))
     assert decode_image(encode(cmyk, "JPEG")).mode == "RGB"
     full = encode(Image.new("RGB", (64, 64), (1, 2, 3)), "JPEG")
-    for data, reason in [(b"", "empty_image"), (b"not an image", "corrupt_image"), (full[: len(full) // 2], "corrupt_image")]:
+    for data, reason in [
+        (b"", "empty_image"),
+        (b"not an image", "corrupt_image"),
+        (full[: len(full) // 2], "corrupt_image"),
+    ]:
         with pytest.raises(ImageProblem) as exc:
             decode_image(data)
         assert exc.value.reason == reason

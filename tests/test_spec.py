@@ -44,7 +44,9 @@ def test_wrong_type_names_key(tmp_path):
 
 
 def test_literal_and_missing_required(tmp_path):
-    with pytest.raises(SpecError, match=r"request_type: must be one of 'generate', 'rank', got 'rnak'; did you mean 'rank'"):
+    with pytest.raises(
+        SpecError, match=r"request_type: must be one of 'generate', 'rank', got 'rnak'; did you mean 'rank'"
+    ):
         load_spec(_write(tmp_path, {**BASE, "request_type": "rnak"}))
     with pytest.raises(SpecError, match=r"version: required key is missing"):
         load_spec(_write(tmp_path, {"task": "t", "dataset": {"path": "x.csv"}}))
@@ -52,7 +54,9 @@ def test_literal_and_missing_required(tmp_path):
 
 def test_env_expansion(tmp_path, monkeypatch):
     monkeypatch.setenv("MY_DATA", str(tmp_path / "elsewhere"))
-    spec = load_spec(_write(tmp_path, {**BASE, "dataset": {"path": "${MY_DATA}/d.csv", "image_root": "${NOPE:-imgs}"}}))
+    spec = load_spec(
+        _write(tmp_path, {**BASE, "dataset": {"path": "${MY_DATA}/d.csv", "image_root": "${NOPE:-imgs}"}})
+    )
     assert spec.dataset.path == str(tmp_path / "elsewhere" / "d.csv")
     assert spec.dataset.image_root == str(tmp_path / "imgs")
     monkeypatch.delenv("MY_DATA")
@@ -61,7 +65,11 @@ def test_env_expansion(tmp_path, monkeypatch):
 
 
 def test_prompt_templates(tmp_path):
-    spec = load_spec(_write(tmp_path, {**BASE, "prompt": {"default": "{question}", "blip2": "Question: {question} Answer:"}}))
+    spec = load_spec(
+        _write(
+            tmp_path, {**BASE, "prompt": {"default": "{question}", "blip2": "Question: {question} Answer:"}}
+        )
+    )
     assert spec.prompt_template("blip2") == "Question: {question} Answer:"
     assert spec.prompt_template("qwen", model_default="Q: {question}") == "Q: {question}"
     assert spec.prompt_template("qwen") == "{question}"
@@ -74,7 +82,18 @@ def test_prompt_templates(tmp_path):
 def test_filters_metrics_candidates(tmp_path):
     with pytest.raises(SpecError, match=r"unknown filter 'first_wrd'; did you mean 'first_word'"):
         load_spec(_write(tmp_path, {**BASE, "filters": ["first_wrd"]}))
-    spec = load_spec(_write(tmp_path, {**BASE, "metrics": ["exact_match", {"name": "average_mark", "options": {"correctness": "exact_match"}}]}))
+    spec = load_spec(
+        _write(
+            tmp_path,
+            {
+                **BASE,
+                "metrics": [
+                    "exact_match",
+                    {"name": "average_mark", "options": {"correctness": "exact_match"}},
+                ],
+            },
+        )
+    )
     assert spec.metrics[1].options == {"correctness": "exact_match"}
     spec = load_spec(_write(tmp_path, {**BASE, "request_type": "rank"}))
     assert spec.candidates is not None and spec.candidates.source == "task_answers"  # no train split

@@ -48,7 +48,7 @@ class DominantColor(Model):
     def rank(self, batch):
         return [
             [1.0 if c.lower() == colour else 0.0 for c in request.candidates]
-            for request, colour in zip(batch.requests, batch.inputs)
+            for request, colour in zip(batch.requests, batch.inputs, strict=True)
         ]
 
     def describe(self):

@@ -1,0 +1,34 @@
+# Set-up and the two everyday jobs. `make demo` and `make test` each create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup system-deps demo test lint clean
+
+$(BIN)/vlmbench: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/vlmbench
+
+# WordNet for the WUPS metric comes from Debian/Ubuntu's wordnet-base when it can be installed here.
+system-deps:
+	@if [ -d /usr/share/wordnet ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null; \
+	else echo "note: install the Debian/Ubuntu package wordnet-base (or see docs/metrics.md) for WUPS"; fi
+
+# The main job: a real VLM and the blind baseline on the bundled sample, then the leaderboard.
+demo: setup system-deps
+	$(BIN)/vlmbench run --model blip --model prior --task abo_sample --output-dir runs
+
+test: setup system-deps
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
