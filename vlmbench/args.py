@@ -65,9 +65,11 @@ def convert(name: str, arg: Arg, value: Any, owner: str) -> Any:
         else:
             out = arg.type(value)
     except (TypeError, ValueError) as exc:
-        raise ArgError(f"{owner}: invalid value {value!r} for {name!r}: {exc}") from None
+        shown = "***" if arg.secret else repr(value)
+        raise ArgError(f"{owner}: invalid value {shown} for {name!r}: {exc if not arg.secret else 'wrong type'}") from None
     if arg.choices is not None and out not in arg.choices:
-        raise ArgError(f"{owner}: {name!r} must be one of {', '.join(map(str, arg.choices))}, got {out!r}")
+        shown = "***" if arg.secret else repr(out)
+        raise ArgError(f"{owner}: {name!r} must be one of {', '.join(map(str, arg.choices))}, got {shown}")
     return out
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from vlmbench.errors import VlmbenchError
+from vlmbench.errors import Interrupted, VlmbenchError
 from vlmbench.plugins import load_plugins
 
 
@@ -18,6 +18,9 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:
+            click.secho(f"vlmbench: {exc}", fg="yellow", err=True)
+            ctx.exit(130)
         except VlmbenchError as exc:
             click.secho(f"Error: {exc}", fg="red", err=True)
             ctx.exit(2)
@@ -146,6 +149,8 @@ def run(
             on_bad_sample=on_bad_sample,
             progress=not quiet,
         )
+        if result.status == "worker":  # a data-parallel rank other than 0: rank 0 reports
+            continue
         if result.status == "skipped":
             click.secho(f"{name}: skipped: {result.results['reason']}", fg="yellow", err=True)
         else:
@@ -161,7 +166,8 @@ def run(
         rows.append(
             leaderboard._row(load_results(result.run_dir / "results.json"), result.run_dir / "results.json")
         )
-    click.echo(leaderboard.to_markdown(rows))
+    if rows:
+        click.echo(leaderboard.to_markdown(rows))
 
 
 @cli.command("list")

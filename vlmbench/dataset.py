@@ -88,22 +88,36 @@ def load_split(spec: DatasetSpec, split: str | None) -> tuple[LoadedSplit, Image
             "against the task file's folder)",
         )
     data = path.read_bytes()
-    rows = _csv_rows(path, data) if spec.format == "csv" else _jsonl_rows(path, data)
+    problems: list[RowProblem] = []
+    rows = _csv_rows(path, data, problems) if spec.format == "csv" else _jsonl_rows(path, data, problems)
     loaded = _to_samples(rows, spec, split, str(path))
+    loaded.problems[:0] = problems
     loaded.content_hash = hashlib.sha256(data).hexdigest()
     return loaded, ImageSource(spec.image_root)
 
 
-def _decode(path: Path, data: bytes) -> str:
+def _decode(path: Path, data: bytes, problems: list[RowProblem]) -> str:
+    """UTF-8 text; lines that are not valid UTF-8 are recorded as problems and left empty, so
+    line numbers in later messages still match the file."""
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {data[exc.start]:#04x})") from None
+    except UnicodeDecodeError:
+        pass
+    lines = data.split(b"\n")
+    out = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            out.append(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+        except UnicodeDecodeError as exc:
+            problems.append(
+                RowProblem("bad_encoding", f"{path}:{number}: not valid UTF-8 (byte {line[exc.start]:#04x})")
+            )
+            out.append("")
+    return "\n".join(out)
 
 
-def _csv_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
-    reader = csv.reader(io.StringIO(_decode(path, data), newline=""))
+def _csv_rows(path: Path, data: bytes, problems: list[RowProblem]) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.reader(io.StringIO(_decode(path, data, problems), newline=""))
     try:
         header = next(reader)
     except StopIteration:
@@ -111,30 +125,40 @@ def _csv_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
     except csv.Error as exc:
         raise DataError(f"{path}:1: malformed CSV header: {exc}") from None
     header = [h.strip() for h in header]
-    try:
-        for row in reader:
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise DataError(
-                    f"{path}:{reader.line_num}: expected {len(header)} fields ({', '.join(header)}), got {len(row)}"
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problems.append(RowProblem("malformed_row", f"{path}:{reader.line_num}: malformed CSV: {exc}"))
+            continue
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            problems.append(
+                RowProblem(
+                    "malformed_row",
+                    f"{path}:{reader.line_num}: expected {len(header)} fields ({', '.join(header)}), got {len(row)}",
                 )
-            yield reader.line_num, dict(zip(header, row, strict=True))
-    except csv.Error as exc:
-        raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+            )
+            continue
+        yield reader.line_num, dict(zip(header, row, strict=True))
 
 
-def _jsonl_rows(path: Path, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
-    text = _decode(path, data)
-    for number, line in enumerate(text.splitlines(), start=1):
+def _jsonl_rows(path: Path, data: bytes, problems: list[RowProblem]) -> Iterator[tuple[int, dict[str, Any]]]:
+    lines = _decode(path, data, problems).split("\n")
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{number}: malformed JSON: {exc.msg}") from None
+            problems.append(RowProblem("malformed_row", f"{path}:{number}: malformed JSON: {exc.msg}"))
+            continue
         if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: each line must be a JSON object")
+            problems.append(RowProblem("malformed_row", f"{path}:{number}: each line must be a JSON object"))
+            continue
         yield number, row
 
 

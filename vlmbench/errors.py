@@ -55,3 +55,7 @@ class AssetMissingError(VlmbenchError):
 
 class DataError(VlmbenchError):
     """A dataset file that cannot be read (the message names the file and the line)."""
+
+
+class Interrupted(VlmbenchError):
+    """The run was stopped by Ctrl-C after storing every finished batch."""

@@ -49,6 +49,8 @@ def _row(data: dict, path: Path) -> Row:
     if skipped_samples:
         detail = ", ".join(f"{k} {v}" for k, v in sorted(skipped_samples.items()))
         notes.append(f"{sum(skipped_samples.values())} samples skipped ({detail})")
+    for reason, count in sorted((data.get("warnings") or {}).items()):
+        notes.append(f"{count} {reason.replace('_', ' ')}")
     return Row(
         task=data.get("task", {}).get("name", "?"),
         model=model.get("label") or model.get("name", "?"),

@@ -6,12 +6,16 @@ task -> samples -> requests -> (DataLoader workers decode images) -> model -> pr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import re
 import resource
+import signal
+import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -20,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench import artifacts
+from vlmbench import artifacts, distributed
 from vlmbench.args import parse_kv
 from vlmbench.dataset import ImageSource, Sample
-from vlmbench.errors import AssetMissingError, DataError, VlmbenchError
+from vlmbench.distributed import dist_info
+from vlmbench.errors import AssetMissingError, DataError, Interrupted, VlmbenchError
 from vlmbench.filters import apply_filters
 from vlmbench.images import ImageProblem, decode_image, sha256_bytes
 from vlmbench.metric import MetricContext
@@ -35,7 +40,7 @@ from vlmbench.request import Batch, Request
 from vlmbench.scoring import build_metrics, score
 from vlmbench.spec import MetricSpec
 from vlmbench.store import CachedPrediction, PredictionStore, RunKey
-from vlmbench.task import Task, resolve_task
+from vlmbench.task import Task, resolve_task, task_warnings
 
 
 def default_cache_path() -> Path:
@@ -141,26 +146,75 @@ def evaluate(
         if cfg.cache not in (None, True)
         else default_cache_path()
     )
-    timing: dict[str, float] = {}
+    dist = dist_info()
+    distributed.init(dist)
+    timing: dict[str, Any] = {}
     started = time.perf_counter()
-    with PredictionStore(cache_path) as store:
+    warnings_: list[str] = []
+    # Data-parallel ranks write their own shard files next to the cache (or the run folder without
+    # a cache); rank 0 merges them after everyone is done. A single process writes the cache directly.
+    main_path = cache_path or (run_dir / ".ddp-cache.sqlite" if dist.enabled else None)
+    shard_dir = main_path.with_name(main_path.name + ".shards") if dist.enabled and main_path else None
+    with PredictionStore(main_path) as store:
+        if store.repaired:
+            warnings_.append(f"the prediction cache was damaged; it was moved to {store.repaired} and a new one started")
         done = store.done_ids(key)
+        writer = store
+        if shard_dir is not None:
+            shard_dir.mkdir(parents=True, exist_ok=True)
+            for shard in sorted(shard_dir.glob("rank*.sqlite")):
+                with PredictionStore(shard) as other:
+                    done |= other.done_ids(key)
+            writer = PredictionStore(shard_dir / f"rank{dist.rank}.sqlite")
         todo = [r for r in requests if r.sample_id not in done]
-        loop = _Loop(instance, task, cfg, store, key)
+        if dist.enabled:
+            todo = todo[dist.rank :: dist.world_size]
+        loop = _Loop(instance, task, cfg, writer, key, show_progress=cfg.progress and dist.is_main)
         try:
             loop.run(todo)
         except AssetMissingError as exc:
-            return _write_skipped_model(run_dir, exc, instance, task, cfg, key)
-        for reason, count in loop.skipped.items():
-            skipped[reason] += count
-        examples.extend(loop.examples)
+            if dist.is_main:
+                return _write_skipped_model(run_dir, exc, instance, task, cfg, key)
+            return RunResult("skipped", run_dir, {"status": "skipped", "reason": str(exc)})
+        finally:
+            if writer is not store:
+                writer.close()
+        if dist.enabled:
+            artifacts.write_json(shard_dir / f"rank{dist.rank}.skipped.json", {"counts": loop.skipped, "examples": loop.examples})
+            distributed.barrier(dist)
+            if not dist.is_main:
+                return RunResult("worker", run_dir, {}, loop.computed, 0, loop.model_calls, loop.skipped)
+            for shard in sorted(shard_dir.glob("rank*.skipped.json")):
+                info = json.loads(shard.read_text())
+                skipped.update(info["counts"])
+                examples.extend(info["examples"])
+                shard.unlink()
+            for shard in sorted(shard_dir.glob("rank*.sqlite")):
+                store.merge_from(shard)
+                for leftover in shard.parent.glob(shard.name + "*"):
+                    leftover.unlink()
+            with contextlib.suppress(OSError):
+                shard_dir.rmdir()  # left in place if another run is still writing shards there
+        else:
+            skipped.update(loop.skipped)
+            examples.extend(loop.examples)
         cached = store.get_many(key, [r.sample_id for r in requests])
+        computed = len(cached.keys() - done)  # on rank 0 of a data-parallel run: all ranks together
+    if cache_path is None and main_path is not None:
+        for leftover in main_path.parent.glob(main_path.name + "*"):
+            leftover.unlink()
     timing.update(loop.timing)
     timing["wall_seconds"] = time.perf_counter() - started
+    if loop.interrupted:
+        raise Interrupted(
+            f"interrupted: {loop.computed} answers from this run are stored in the cache; "
+            "run the same command again to resume"
+        )
 
     records = _records(samples, requests, cached, task.spec.filters)
     artifacts.write_jsonl(run_dir / artifacts.PREDICTIONS, records)  # outputs are safe before metrics run
 
+    n_cached = len(done & {r.sample_id for r in requests})
     scored_rows = [r for r in records if r["status"] == "ok"]
     scoring_started = time.perf_counter()
     scored = score(
@@ -189,32 +243,43 @@ def evaluate(
         "skipped_metrics": scored.skipped,
         "skipped_samples": dict(sorted(skipped.items())),
         "skipped_sample_examples": examples[:20],
+        "warnings": dict(sorted(task_warnings(task, samples).items())),
+        "notices": warnings_ + loop.notices,
         "config": _config_block(cfg, task, device),
         "cache": {
             "path": str(cache_path) if cache_path else None,
-            "computed": loop.computed,
-            "cached": len(requests) - len(todo),
+            "computed": computed,
+            "cached": n_cached,
         },
         "timing": timing,
         "provenance": provenance(),
     }
     artifacts.write_json(run_dir / artifacts.RESULTS, results)
-    return RunResult(
-        "ok", run_dir, results, loop.computed, len(requests) - len(todo), loop.model_calls, skipped
-    )
+    return RunResult("ok", run_dir, results, computed, n_cached, loop.model_calls, skipped)
 
 
 class _Loop:
-    """The model loop: batches from a DataLoader, one store transaction per batch."""
+    """The model loop: batches from a DataLoader, one store transaction per batch.
 
-    def __init__(self, model: Model, task: Task, cfg: RunConfig, store: PredictionStore, key: RunKey):
+    Ctrl-C (SIGINT) lets the batch in flight finish and be stored, then stops; a second Ctrl-C
+    stops at once. An out-of-memory error halves the batch and retries, and later batches stay at
+    the smaller size; a single request that still does not fit is skipped as ``out_of_memory``.
+    """
+
+    def __init__(
+        self, model: Model, task: Task, cfg: RunConfig, store: PredictionStore, key: RunKey, show_progress: bool = True
+    ):
         self.model, self.task, self.cfg, self.store, self.key = model, task, cfg, store, key
+        self.show_progress = show_progress
         self.loaded = False
         self.computed = 0
         self.model_calls = 0
+        self.max_batch = cfg.batch_size
+        self.interrupted = False
         self.skipped: Counter[str] = Counter()
         self.examples: list[str] = []
-        self.timing = {
+        self.notices: list[str] = []
+        self.timing: dict[str, Any] = {
             "load_seconds": 0.0,
             "model_seconds": 0.0,
             "data_wait_seconds": 0.0,
@@ -241,27 +306,23 @@ class _Loop:
 
         loader = _make_loader(todo, self.task.image_source, self.model, self.cfg)
         t_loop = time.perf_counter()
-        bar = tqdm(
-            total=len(todo),
-            unit="sample",
-            disable=not self.cfg.progress,
-            desc=self.model.name,
-            dynamic_ncols=True,
-        )
+        bar = tqdm(total=len(todo), unit="sample", disable=not self.show_progress, desc=self.model.name, dynamic_ncols=True)
         try:
-            waited = time.perf_counter()
-            for batch in loader:
-                self.timing["data_wait_seconds"] += time.perf_counter() - waited
-                self._handle_failed(batch.failed)
-                if batch.requests:
-                    self._ensure_loaded()
-                    t0 = time.perf_counter()
-                    outputs = self._call(batch)
-                    self.timing["model_seconds"] += time.perf_counter() - t0
-                    self.store.put_many(self.key, outputs)
-                    self.computed += len(outputs)
-                bar.update(len(batch.requests) + len(batch.failed))
+            with _GracefulInterrupt() as interrupt:
                 waited = time.perf_counter()
+                for batch in loader:
+                    self.timing["data_wait_seconds"] += time.perf_counter() - waited
+                    self._handle_failed(batch.failed)
+                    if batch.requests:
+                        self._ensure_loaded()
+                        t0 = time.perf_counter()
+                        self._run_batch(batch)
+                        self.timing["model_seconds"] += time.perf_counter() - t0
+                    bar.update(len(batch.requests) + len(batch.failed))
+                    if interrupt.requested:
+                        self.interrupted = True
+                        break
+                    waited = time.perf_counter()
         finally:
             bar.close()
             self.timing["loop_seconds"] = time.perf_counter() - t_loop
@@ -272,11 +333,42 @@ class _Loop:
 
     def _handle_failed(self, failed: list[Request]) -> None:
         for r in failed:
-            message = f"sample {r.sample_id} ({r.image_ref}): {r.problem.message}"
-            if self.cfg.on_bad_sample == "stop":
-                raise DataError(message)
-            self.skipped[r.problem.reason] += 1
-            self.examples.append(message)
+            self._skip(r, r.problem.reason, r.problem.message)
+
+    def _skip(self, r: Request, reason: str, message: str) -> None:
+        message = f"sample {r.sample_id} ({r.image_ref}): {message}"
+        if self.cfg.on_bad_sample == "stop":
+            raise DataError(message)
+        self.skipped[reason] += 1
+        self.examples.append(message)
+
+    def _run_batch(self, batch: Batch) -> None:
+        """Answer a batch (in chunks of at most ``max_batch``) and store each chunk as it completes."""
+        pending = [batch] if len(batch) <= self.max_batch else self._split(batch.requests, self.max_batch)
+        while pending:
+            part = pending.pop(0)
+            try:
+                outputs = self._call(part)
+            except Exception as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                _free_accelerator_memory()
+                if len(part) == 1:
+                    self._skip(part.requests[0], "out_of_memory", "out of memory with a batch of one")
+                    continue
+                self.max_batch = max(1, len(part) // 2)
+                self.notices.append(f"out of memory at batch size {len(part)}; continuing with {self.max_batch}")
+                pending = self._split(part.requests, self.max_batch) + pending
+                continue
+            self.store.put_many(self.key, outputs)
+            self.computed += len(outputs)
+
+    def _split(self, requests: list[Request], size: int) -> list[Batch]:
+        # Re-collate in this process: the worker's collated inputs belong to the whole batch.
+        return [
+            Batch(chunk, self.model.collate(chunk))
+            for chunk in (requests[i : i + size] for i in range(0, len(requests), size))
+        ]
 
     def _call(self, batch: Batch) -> list[CachedPrediction]:
         self.model_calls += 1
@@ -299,11 +391,53 @@ class _Loop:
                 )
             best = int(np.argmax(s)) if s else -1
             out.append(
-                CachedPrediction(
-                    r.sample_id, r.kind, r.prompt, r.candidates[best] if s else "", s, r.image_sha256
-                )
+                CachedPrediction(r.sample_id, r.kind, r.prompt, r.candidates[best] if s else "", s, r.image_sha256)
             )
         return out
+
+
+class _GracefulInterrupt:
+    """First SIGINT: note it (the loop stops after storing the current batch). Second: stop now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _GracefulInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nvlmbench: stopping after the current batch (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _is_out_of_memory(exc: Exception) -> bool:
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    return isinstance(exc, (RuntimeError, MemoryError)) and "out of memory" in str(exc).lower()
+
+
+def _free_accelerator_memory() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def _check_len(model: Model, outputs: list, reqs: list[Request]) -> None:
@@ -358,7 +492,13 @@ def _make_loader(todo: list[Request], source: ImageSource, model: Model, cfg: Ru
         collate_fn=_Collate(model),
         num_workers=workers,
         prefetch_factor=4 if workers else None,
+        worker_init_fn=_ignore_sigint if workers else None,
     )
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    # Ctrl-C is handled by the main process, which finishes its batch; workers must not die first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _request(task: Task, template: str, sample: Sample, kind: str) -> Request:

@@ -50,17 +50,39 @@ class RunKey:
 
 class PredictionStore:
     def __init__(self, path: str | Path | None):
-        """``path=None`` keeps predictions in memory only (``--no-cache``)."""
+        """``path=None`` keeps predictions in memory only (``--no-cache``).
+
+        A file that is not a readable SQLite database (truncated, overwritten, corrupted) is moved
+        aside as ``<name>.corrupt-<time>`` and a new cache is started; ``self.repaired`` then names
+        where the damaged file went.
+        """
         self.path = Path(path) if path else None
+        self.repaired: Path | None = None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path) if self.path else ":memory:", timeout=60)
-        self._db.execute("PRAGMA busy_timeout = 60000")
-        if self.path:
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError:
+            if self.path is None:
+                raise
+            self.repaired = _move_aside(self.path)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path) if self.path else ":memory:", timeout=60)
+        try:
+            db.execute("PRAGMA busy_timeout = 60000")
+            if self.path:
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = NORMAL")
+                if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                    raise sqlite3.DatabaseError("quick_check failed")
+            db.execute(_SCHEMA)
+            db.commit()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self._db.close()
@@ -70,6 +92,14 @@ class PredictionStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def merge_from(self, other: Path) -> int:
+        """Copy the rows of another cache file (a data-parallel rank's shard) into this one."""
+        with sqlite3.connect(str(other), timeout=60) as src:
+            rows = src.execute("SELECT * FROM predictions").fetchall()
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        return len(rows)
 
     def done_ids(self, key: RunKey) -> set[str]:
         rows = self._db.execute(
@@ -113,3 +143,14 @@ class PredictionStore:
                     sid, kind, prompt, raw, None if scores is None else json.loads(scores), sha
                 )
         return out
+
+
+def _move_aside(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    path.replace(target)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.replace(target.with_name(target.name + suffix))
+    return target

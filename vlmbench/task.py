@@ -137,6 +137,22 @@ class Task:
         }
 
 
+def task_warnings(task: Task, samples: list[Sample]) -> Counter[str]:
+    """Samples that are kept but deserve a note: references of several words (a single-word task's
+    metrics treat them as one string), unknown difficulty, or a difficulty without a weight (left out
+    of the Average Mark)."""
+    counts: Counter[str] = Counter()
+    weights = task.spec.difficulty_weights
+    for s in samples:
+        if any(len(a.split()) > 1 for a in s.answers):
+            counts["multi_word_reference"] += 1
+        if s.difficulty is None:
+            counts["unknown_difficulty"] += 1
+        elif s.difficulty not in weights:
+            counts["difficulty_without_weight"] += 1
+    return counts
+
+
 def _rank_answers(answers: list[str], top_k: int | None) -> tuple[str, ...]:
     """Unique answers by normalised form, most frequent first, each in its most frequent spelling."""
     counts: Counter[str] = Counter()
