@@ -60,7 +60,10 @@ def test_duplicate_ids_with_id_column(tmp_path):
 
 
 def test_malformed_rows_are_problems_naming_file_and_line(tmp_path):
-    spec = _csv(tmp_path, b"image_id,path,question,answer,difficulty\nA,a.jpg,Q?,red,0\nA,a.jpg,Q\xff?,red,0\nA,a.jpg,Q?,red\nB,b.jpg,Q2?,blue,1\n")
+    spec = _csv(
+        tmp_path,
+        b"image_id,path,question,answer,difficulty\nA,a.jpg,Q?,red,0\nA,a.jpg,Q\xff?,red,0\nA,a.jpg,Q?,red\nB,b.jpg,Q2?,blue,1\n",
+    )
     loaded, _ = load_split(spec, None)
     assert [(p.reason, p.message.split(": ")[0][-7:]) for p in loaded.problems] == [
         ("bad_encoding", "d.csv:3"),
@@ -68,7 +71,9 @@ def test_malformed_rows_are_problems_naming_file_and_line(tmp_path):
     ]
     assert [s.answers for s in loaded.samples] == [("red",), ("blue",)]
     assert loaded.samples[1].where.endswith("d.csv:5")  # line numbers survive the bad lines
-    (tmp_path / "d.jsonl").write_text('{"path": "a.jpg", "question": "Q?", "answer": "red"}\n{"path": oops}\n[1, 2]\n')
+    (tmp_path / "d.jsonl").write_text(
+        '{"path": "a.jpg", "question": "Q?", "answer": "red"}\n{"path": oops}\n[1, 2]\n'
+    )
     loaded, _ = load_split(DatasetSpec(path=str(tmp_path / "d.jsonl")), None)
     assert [p.message.split(" ", 1)[0][-10:] for p in loaded.problems] == ["d.jsonl:2:", "d.jsonl:3:"]
     assert len(loaded.samples) == 1
@@ -76,7 +81,9 @@ def test_malformed_rows_are_problems_naming_file_and_line(tmp_path):
 
 def test_file_level_errors(tmp_path):
     spec = _csv(tmp_path, "image_id,path,query,answer,difficulty\nA,a.jpg,Q?,red,0\n")
-    with pytest.raises(DataError, match=r"column 'question' for 'question' not found.*dataset.columns.question"):
+    with pytest.raises(
+        DataError, match=r"column 'question' for 'question' not found.*dataset.columns.question"
+    ):
         load_split(spec, None)
     with pytest.raises(DataError, match="the file is empty"):
         load_split(_csv(tmp_path, ""), None)

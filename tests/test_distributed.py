@@ -10,17 +10,35 @@ import pytest
 
 def _answers(out_dir):
     path = next(out_dir.rglob("predictions.jsonl"))
-    return [(d["sample_id"], d["raw"], d["answer"], d["scores"], d["image_sha256"]) for d in map(json.loads, path.read_text().splitlines())]
+    return [
+        (d["sample_id"], d["raw"], d["answer"], d["scores"], d["image_sha256"])
+        for d in map(json.loads, path.read_text().splitlines())
+    ]
 
 
 def _launch(launcher, args, env, timeout=300):
-    res = subprocess.run([*launcher, "-m", "vlmbench", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    res = subprocess.run(
+        [*launcher, "-m", "vlmbench", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
 
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+ACCELERATE = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
 @pytest.mark.parametrize("launcher", [TORCHRUN, ACCELERATE], ids=["torchrun", "accelerate"])
@@ -40,7 +58,13 @@ def test_two_processes_equal_one(launcher, plugin_env, tmp_path):
     one = json.loads(next((tmp_path / "one").rglob("results.json")).read_text())
     assert two["metrics"] == one["metrics"] and two["by_difficulty"] == one["by_difficulty"]
     # the merged cache serves a single-process rerun completely, and no shard files are left behind
-    again = subprocess.run([sys.executable, "-m", "vlmbench", *common, "-o", str(tmp_path / "three")], capture_output=True, text=True, env=env, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "vlmbench", *common, "-o", str(tmp_path / "three")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert again.returncode == 0 and "(0 computed, 225 cached)" in again.stderr
     assert not list((tmp_path / "cache").glob("*.shards"))
 
@@ -48,8 +72,25 @@ def test_two_processes_equal_one(launcher, plugin_env, tmp_path):
 def test_resume_across_world_sizes(plugin_env, tmp_path):
     """Half the samples computed by one process; two processes finish the rest and compute nothing twice."""
     env = {**os.environ, **plugin_env, "VLMBENCH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    common = ["run", "-m", "dominant-color", "-t", "abo_sample", "-q", "--num-workers", "0", "-o", str(tmp_path / "runs")]
-    first = subprocess.run([sys.executable, "-m", "vlmbench", *common, "--limit", "100"], capture_output=True, text=True, env=env, timeout=300)
+    common = [
+        "run",
+        "-m",
+        "dominant-color",
+        "-t",
+        "abo_sample",
+        "-q",
+        "--num-workers",
+        "0",
+        "-o",
+        str(tmp_path / "runs"),
+    ]
+    first = subprocess.run(
+        [sys.executable, "-m", "vlmbench", *common, "--limit", "100"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert first.returncode == 0 and "(100 computed, 0 cached)" in first.stderr
     res = _launch(TORCHRUN, common, env)
     assert "(125 computed, 100 cached)" in res.stderr

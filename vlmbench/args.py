@@ -66,7 +66,9 @@ def convert(name: str, arg: Arg, value: Any, owner: str) -> Any:
             out = arg.type(value)
     except (TypeError, ValueError) as exc:
         shown = "***" if arg.secret else repr(value)
-        raise ArgError(f"{owner}: invalid value {shown} for {name!r}: {exc if not arg.secret else 'wrong type'}") from None
+        raise ArgError(
+            f"{owner}: invalid value {shown} for {name!r}: {exc if not arg.secret else 'wrong type'}"
+        ) from None
     if arg.choices is not None and out not in arg.choices:
         shown = "***" if arg.secret else repr(out)
         raise ArgError(f"{owner}: {name!r} must be one of {', '.join(map(str, arg.choices))}, got {shown}")

@@ -236,6 +236,15 @@ def leaderboard_(runs_dir, sort_by, task, fmt, write):
         click.echo(f"wrote {md} and {cs}", err=True)
 
 
+@cli.group("check-parity")
+def check_parity() -> None:
+    """Check a from-scratch model implementation against reference outputs of the official code.
+
+    Each subcommand loads a parity fixture (config, weights, inputs, official outputs), runs the
+    vlmbench implementation and reports the largest absolute difference per output.
+    """
+
+
 def _warn_broken(plugins) -> None:
     for p in plugins.problems:
         click.secho(

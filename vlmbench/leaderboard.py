@@ -49,6 +49,11 @@ def _row(data: dict, path: Path) -> Row:
     if skipped_samples:
         detail = ", ".join(f"{k} {v}" for k, v in sorted(skipped_samples.items()))
         notes.append(f"{sum(skipped_samples.values())} samples skipped ({detail})")
+    vocabulary = model.get("vocabulary")
+    if vocabulary:
+        notes.append(
+            f"{vocabulary['reference_outside_share']:.0%} of references outside the model's answer vocabulary"
+        )
     for reason, count in sorted((data.get("warnings") or {}).items()):
         notes.append(f"{count} {reason.replace('_', ' ')}")
     return Row(

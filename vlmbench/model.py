@@ -87,6 +87,11 @@ class Model:
         """One score per candidate for each request (higher is better), in order."""
         raise VlmbenchError(f"model {self.name!r} does not support rank requests")
 
+    def answer_vocabulary(self) -> Sequence[str] | None:
+        """Closed-vocabulary models (a classifier head over fixed answers) return their answers; the
+        runner then reports which share of the reference answers the model cannot produce at all."""
+        return None
+
     # -- identity ---------------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
         """What determines this model's outputs (besides the request). Subclasses add checkpoint

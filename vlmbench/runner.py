@@ -33,6 +33,7 @@ from vlmbench.filters import apply_filters
 from vlmbench.images import ImageProblem, decode_image, sha256_bytes
 from vlmbench.metric import MetricContext
 from vlmbench.model import Model
+from vlmbench.normalize import vqa_normalize
 from vlmbench.plugins import Plugins, load_plugins
 from vlmbench.provenance import provenance
 from vlmbench.registry import load_target
@@ -157,7 +158,9 @@ def evaluate(
     shard_dir = main_path.with_name(main_path.name + ".shards") if dist.enabled and main_path else None
     with PredictionStore(main_path) as store:
         if store.repaired:
-            warnings_.append(f"the prediction cache was damaged; it was moved to {store.repaired} and a new one started")
+            warnings_.append(
+                f"the prediction cache was damaged; it was moved to {store.repaired} and a new one started"
+            )
         done = store.done_ids(key)
         writer = store
         if shard_dir is not None:
@@ -180,7 +183,10 @@ def evaluate(
             if writer is not store:
                 writer.close()
         if dist.enabled:
-            artifacts.write_json(shard_dir / f"rank{dist.rank}.skipped.json", {"counts": loop.skipped, "examples": loop.examples})
+            artifacts.write_json(
+                shard_dir / f"rank{dist.rank}.skipped.json",
+                {"counts": loop.skipped, "examples": loop.examples},
+            )
             distributed.barrier(dist)
             if not dist.is_main:
                 return RunResult("worker", run_dir, {}, loop.computed, 0, loop.model_calls, loop.skipped)
@@ -236,7 +242,7 @@ def evaluate(
         "schema": artifacts.RESULTS_SCHEMA,
         "status": "ok",
         "task": {**task.describe(), "n_samples": len(samples), "n_scored": len(scored_rows)},
-        "model": _model_block(instance, key),
+        "model": _model_block(instance, key, samples),
         "metrics": scored.metrics,
         "by_difficulty": scored.by_difficulty,
         "metric_details": scored.details,
@@ -267,7 +273,13 @@ class _Loop:
     """
 
     def __init__(
-        self, model: Model, task: Task, cfg: RunConfig, store: PredictionStore, key: RunKey, show_progress: bool = True
+        self,
+        model: Model,
+        task: Task,
+        cfg: RunConfig,
+        store: PredictionStore,
+        key: RunKey,
+        show_progress: bool = True,
     ):
         self.model, self.task, self.cfg, self.store, self.key = model, task, cfg, store, key
         self.show_progress = show_progress
@@ -306,7 +318,13 @@ class _Loop:
 
         loader = _make_loader(todo, self.task.image_source, self.model, self.cfg)
         t_loop = time.perf_counter()
-        bar = tqdm(total=len(todo), unit="sample", disable=not self.show_progress, desc=self.model.name, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(todo),
+            unit="sample",
+            disable=not self.show_progress,
+            desc=self.model.name,
+            dynamic_ncols=True,
+        )
         try:
             with _GracefulInterrupt() as interrupt:
                 waited = time.perf_counter()
@@ -357,7 +375,9 @@ class _Loop:
                     self._skip(part.requests[0], "out_of_memory", "out of memory with a batch of one")
                     continue
                 self.max_batch = max(1, len(part) // 2)
-                self.notices.append(f"out of memory at batch size {len(part)}; continuing with {self.max_batch}")
+                self.notices.append(
+                    f"out of memory at batch size {len(part)}; continuing with {self.max_batch}"
+                )
                 pending = self._split(part.requests, self.max_batch) + pending
                 continue
             self.store.put_many(self.key, outputs)
@@ -391,7 +411,9 @@ class _Loop:
                 )
             best = int(np.argmax(s)) if s else -1
             out.append(
-                CachedPrediction(r.sample_id, r.kind, r.prompt, r.candidates[best] if s else "", s, r.image_sha256)
+                CachedPrediction(
+                    r.sample_id, r.kind, r.prompt, r.candidates[best] if s else "", s, r.image_sha256
+                )
             )
         return out
 
@@ -412,7 +434,11 @@ class _GracefulInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nvlmbench: stopping after the current batch (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+        print(
+            "\nvlmbench: stopping after the current batch (Ctrl-C again to stop now)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
@@ -543,13 +569,19 @@ def _records(
     return rows
 
 
-def _model_block(model: Model, key: RunKey) -> dict:
-    return {
+def _model_block(model: Model, key: RunKey, samples: list[Sample] | None = None) -> dict:
+    block = {
         **model.describe(),
         "label": model.label(),
         "fingerprint": key.model_fp,
         "identity": model.identity(),
     }
+    vocabulary = model.answer_vocabulary() if samples else None
+    if vocabulary is not None:
+        known = {vqa_normalize(a) for a in vocabulary}
+        outside = sum(all(vqa_normalize(a) not in known for a in s.answers) for s in samples)
+        block["vocabulary"] = {"size": len(known), "reference_outside_share": outside / len(samples)}
+    return block
 
 
 def _config_block(cfg: RunConfig, task: Task, device: str) -> dict:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from vlmbench_plugins.models.vilbert.config import VilbertConfig
 from vlmbench_plugins.models.vilbert.loading import load_state_dict_strict
 from vlmbench_plugins.models.vilbert.modeling import VilbertForVLTasks

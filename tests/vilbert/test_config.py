@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from vlmbench_plugins.models.vilbert.config import ConfigError, VilbertConfig, coerce_config
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from vlmbench_plugins.models.vilbert import features as F
 from vlmbench_plugins.models.vilbert.features import (
     MAX_REGIONS,

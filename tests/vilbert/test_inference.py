@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 import torch
+
 from vlmbench_plugins.models.vilbert.config import NUM_VQA_ANSWERS
 from vlmbench_plugins.models.vilbert.features import RegionBatch, regions_from_detections
 from vlmbench_plugins.models.vilbert.inference import (

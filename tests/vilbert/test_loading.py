@@ -4,6 +4,7 @@ import pickle
 
 import pytest
 import torch
+
 from vlmbench_plugins.models.vilbert.config import VilbertConfig
 from vlmbench_plugins.models.vilbert.loading import (
     TIED_DECODER_KEY,

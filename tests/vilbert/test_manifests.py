@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+
 from vlmbench_plugins.models.vilbert.config import VilbertConfig
 from vlmbench_plugins.models.vilbert.modeling import VilbertForPreTraining, VilbertForVLTasks
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import torch
+
 from vlmbench_plugins.models.vilbert.modeling import VilbertForPreTraining, VilbertForVLTasks
 
 from .conftest import small_config

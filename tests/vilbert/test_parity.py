@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from vlmbench_plugins.models.vilbert.parity import check_parity, load_fixture, render_parity_report
 
 from .conftest import ALT_FIXTURE, PRETRAINED_FIXTURE, TINY_FIXTURE

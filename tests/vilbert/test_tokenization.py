@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from vlmbench_plugins.models.vilbert.tokenization import VQA_MAX_LENGTH, QuestionTokenizer
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "color", "is", "the", "chair", "?", "sofa", "##s",
