@@ -122,3 +122,46 @@ def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     assert result.returncode == 0, result.stderr
     path = os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return {"PYTHONPATH": path}
+
+
+# -- reliability report ---------------------------------------------------------------------------
+# Fault-injection tests call `reliability.record(...)`; with VLMBENCH_RELIABILITY_REPORT=PATH set, the
+# session writes the collected table there (docs/reliability.md is produced this way).
+
+
+class _Reliability:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, int, str, str]] = []
+
+    def record(self, group: str, fault: str, tries: int, outcome: str, lost: str = "nothing") -> None:
+        self.rows.append((group, fault, tries, outcome, lost))
+
+    def markdown(self) -> str:
+        lines = [
+            "# Reliability report",
+            "",
+            "Produced by the fault-injection tests (`tests/test_reliability.py`): each fault was injected",
+            "the given number of times; *lost* counts model answers that were computed and not kept.",
+            "Regenerate with `VLMBENCH_RELIABILITY_REPORT=docs/reliability.md pytest tests/test_reliability.py`.",
+            "",
+        ]
+        group = None
+        for g, fault, tries, outcome, lost in sorted(self.rows, key=lambda r: r[0]):
+            if g != group:
+                lines += ["", f"## {g}", "", "| fault | tries | what happened | lost |", "|---|---|---|---|"]
+                group = g
+            lines.append(f"| {fault} | {tries} | {outcome} | {lost} |")
+        total = sum(r[2] for r in self.rows)
+        lines += ["", f"{len(self.rows)} faults, {total} injections in all.", ""]
+        return "\n".join(lines)
+
+
+_RELIABILITY = _Reliability()
+
+
+@pytest.fixture(scope="session")
+def reliability():
+    yield _RELIABILITY
+    target = os.environ.get("VLMBENCH_RELIABILITY_REPORT")
+    if target and _RELIABILITY.rows:
+        Path(target).write_text(_RELIABILITY.markdown(), encoding="utf-8")

@@ -17,6 +17,7 @@ class SlowEcho(Model):
     args = {
         "delay": Arg(float, 0.0, "seconds to sleep per batch"),
         "missing": Arg(bool, False, "pretend the weights are missing"),
+        "token": Arg(str, None, "a secret (never written anywhere)", secret=True),
     }
 
     def load(self):

@@ -1,0 +1,553 @@
+"""Fault injection: bad inputs, crashes and hostile files never lose work or let anything in.
+
+Every test records what it injected and what happened; see the `reliability` fixture in conftest.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vlmbench.errors import SpecError
+from vlmbench.hookspecs import hookimpl
+from vlmbench.metric import SampleMetric
+from vlmbench.model import Model
+from vlmbench.plugins import load_plugins
+from vlmbench.runner import evaluate
+from vlmbench.spec import load_spec
+
+from conftest import REPO, colour_rows, make_images, run_cli, write_task
+
+# -- in-process test plugins ----------------------------------------------------------------------
+
+
+class Echo(Model):
+    """Answers the question's last word; raises out-of-memory for batches larger than `fits`."""
+
+    calls: list[int] = []
+    fits = 1000
+
+    def generate(self, batch, generation):
+        if len(batch) > Echo.fits:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        Echo.calls.append(len(batch))
+        return [r.question.split()[-1].strip("?") for r in batch.requests]
+
+
+class Exploding(SampleMetric):
+    def score(self, predictions, references):
+        raise RuntimeError("metric blew up")
+
+
+class _Plugin:
+    @hookimpl
+    def register_models(self, register):
+        register("echo", f"{__name__}:Echo")
+
+    @hookimpl
+    def register_metrics(self, register):
+        register("exploding", f"{__name__}:Exploding")
+
+
+@pytest.fixture
+def plugins():
+    Echo.calls.clear()
+    Echo.fits = 1000
+    yield load_plugins(extra=[_Plugin()])
+    load_plugins(reload=True)
+
+
+def _preds(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "predictions.jsonl").read_text().splitlines()]
+
+
+def _run(task, tmp_path, plugins, **kw):
+    kw.setdefault("output_dir", tmp_path / "runs")
+    kw.setdefault("num_workers", 0)
+    kw.setdefault("progress", False)
+    return evaluate(kw.pop("model", "echo"), task, plugins=plugins, **kw)
+
+
+def _png_with_size(width: int, height: int) -> bytes:
+    """A valid 1x1 PNG whose header claims ``width`` x ``height`` (a decompression bomb's signature)."""
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    ihdr = 8 + 8  # signature, then length + type of the IHDR chunk
+    data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[12 : ihdr + 13]))
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+# -- bad inputs -------------------------------------------------------------------------------------
+
+
+def test_bad_images_are_skipped_and_counted(tmp_path, plugins, reliability):
+    root = tmp_path / "t" / "images"
+    images = make_images(root, 18)
+    jpeg = (root / images[0][0]).read_bytes()
+    faults = {
+        "missing_image": lambda p: p.unlink(),
+        "empty_image": lambda p: p.write_bytes(b""),
+        "corrupt_image": lambda p: p.write_bytes(jpeg[: len(jpeg) // 3]),  # truncated
+        "image_too_large": lambda p: p.write_bytes(_png_with_size(40_000, 40_000)),
+    }
+    expected = {}
+    for i, (reason, inject) in enumerate(faults.items()):
+        for j in range(3):
+            inject(root / images[i * 3 + j][0])
+        expected[reason] = 3 * 2  # two questions per image
+    (root / images[12][0]).write_bytes(os.urandom(2000))  # random bytes named .jpg
+    expected["corrupt_image"] += 2
+    task = write_task(tmp_path / "t", colour_rows(images))
+    r = _run(task, tmp_path, plugins)
+    assert r.results["skipped_samples"] == expected
+    preds = _preds(r.run_dir)
+    assert len(preds) == 36 and sum(p["status"] == "ok" for p in preds) == 36 - sum(expected.values())
+    assert all(p["answer"] is not None for p in preds if p["status"] == "ok")
+    g = "Bad inputs"
+    reliability.record(g, "missing image file", 3, "skipped, counted as missing_image")
+    reliability.record(g, "zero-byte image", 3, "skipped, counted as empty_image")
+    reliability.record(g, "truncated JPEG", 3, "skipped, counted as corrupt_image")
+    reliability.record(g, "random bytes named .jpg", 1, "skipped, counted as corrupt_image")
+    reliability.record(
+        g, "decompression bomb (40000x40000 header)", 3, "refused before decoding, counted as image_too_large"
+    )
+    with pytest.raises(Exception, match="missing_image|does not exist|empty|cannot be decoded|pixels"):
+        _run(task, tmp_path, plugins, on_bad_sample="stop", cache=False, output_dir=tmp_path / "stop")
+    reliability.record(
+        g, "bad image with --on-bad-sample stop", 1, "run stops with the sample id, path and reason"
+    )
+
+
+def test_unusual_image_modes_are_evaluated(tmp_path, plugins, reliability):
+    root = tmp_path / "t" / "images"
+    root.mkdir(parents=True)
+    arrays = {
+        "cmyk.jpg": Image.new("CMYK", (16, 16), (0, 255, 255, 0)),
+        "grey.png": Image.new("L", (16, 16), 90),
+        "alpha.png": Image.new("RGBA", (16, 16), (10, 200, 10, 128)),
+        "grey16.png": Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)),
+        "palette.png": Image.new("RGB", (16, 16), (200, 0, 0)).convert("P"),
+    }
+    rows = []
+    for name, img in arrays.items():
+        img.save(root / name)
+        rows.append(
+            {"image_id": name, "path": name, "question": "What is it?", "answer": "it", "difficulty": 0}
+        )
+    r = _run(write_task(tmp_path / "t", rows), tmp_path, plugins)
+    assert r.results["skipped_samples"] == {} and all(len(p["image_sha256"]) == 64 for p in _preds(r.run_dir))
+    reliability.record(
+        "Bad inputs", "CMYK, greyscale, alpha, 16-bit and palette images", 5, "converted to RGB and evaluated"
+    )
+
+
+def test_bad_rows_are_skipped_with_file_and_line(tmp_path, plugins, reliability):
+    make_images(tmp_path / "t" / "images", 1)
+    head = "image_id,path,question,answer,difficulty\n"
+    good = "a,00/img000.jpg,What colour is it?,red,0\n"
+    body = (
+        head
+        + good
+        + "a,00/img000.jpg,Q\xff?,red,0\n"  # placeholder replaced by a raw byte below
+        + "a,00/img000.jpg,What size?,big\n"  # too few fields
+        + "a,00/img000.jpg,What brand?,,0\n"  # empty reference
+        + "a,00/img000.jpg,What finish?,matte,hard\n"  # difficulty not an integer
+        + "a,00/img000.jpg,What kind of table?,coffee table,1\n"  # multi-word reference: kept, noted
+        + "a,00/img000.jpg,What style?,modern,4\n"  # difficulty without a weight: kept, noted
+    )
+    raw = body.encode().replace("\xff".encode(), b"\xff")
+    (tmp_path / "t").mkdir(exist_ok=True)
+    task = write_task(tmp_path / "t", [])
+    (tmp_path / "t" / "data.csv").write_bytes(raw)
+    r = _run(task, tmp_path, plugins)
+    assert r.results["skipped_samples"] == {
+        "bad_difficulty": 1,
+        "bad_encoding": 1,
+        "empty_reference": 1,
+        "malformed_row": 1,
+    }
+    messages = " ".join(r.results["skipped_sample_examples"])
+    for line in (3, 4, 5, 6):
+        assert f"data.csv:{line}:" in messages
+    assert r.results["warnings"] == {"difficulty_without_weight": 1, "multi_word_reference": 1}
+    assert r.results["task"]["n_scored"] == 3
+    board = run_cli(["leaderboard", str(tmp_path / "runs")])
+    assert (
+        "4 samples skipped (bad_difficulty 1, bad_encoding 1, empty_reference 1, malformed_row 1)"
+        in board.stdout
+    )
+    g = "Bad inputs"
+    reliability.record(g, "non-UTF-8 CSV line", 1, "skipped as bad_encoding; message names file and line")
+    reliability.record(
+        g, "CSV row with too few fields", 1, "skipped as malformed_row; message names file and line"
+    )
+    reliability.record(g, "empty reference answer", 1, "skipped as empty_reference")
+    reliability.record(g, "difficulty that is not an integer", 1, "skipped as bad_difficulty")
+    reliability.record(
+        g, "multi-word reference answer", 1, "kept; counted under warnings.multi_word_reference"
+    )
+    reliability.record(
+        g, "difficulty without a weight", 1, "kept (left out of the Average Mark); counted under warnings"
+    )
+    with pytest.raises(Exception, match=r"data.csv:3: not valid UTF-8"):
+        _run(task, tmp_path, plugins, on_bad_sample="stop", cache=False, output_dir=tmp_path / "stop")
+
+
+def test_bad_jsonl_and_duplicate_ids(tmp_path, plugins, reliability):
+    make_images(tmp_path / "t" / "images", 1)
+    lines = [
+        json.dumps({"id": "q1", "path": "00/img000.jpg", "question": "Colour?", "answer": "red"}),
+        '{"id": "q2", "path": "00/img000.jpg", "question": ',  # cut off
+        json.dumps(["not", "an", "object"]),
+        json.dumps({"id": "q1", "path": "00/img000.jpg", "question": "Again?", "answer": "red"}),
+    ]
+    (tmp_path / "t").mkdir(exist_ok=True)
+    (tmp_path / "t" / "d.jsonl").write_text("\n".join(lines) + "\n")
+    spec = {
+        "task": "j",
+        "version": 1,
+        "dataset": {
+            "path": "d.jsonl",
+            "image_root": "images",
+            "columns": {"id": "id", "image_id": None, "difficulty": None},
+        },
+    }
+    import yaml
+
+    (tmp_path / "t" / "j.yaml").write_text(yaml.safe_dump(spec))
+    r = _run(tmp_path / "t" / "j.yaml", tmp_path, plugins)
+    assert r.results["skipped_samples"] == {"duplicate_id": 1, "malformed_row": 2}
+    assert r.results["task"]["n_scored"] == 1
+    reliability.record(
+        "Bad inputs",
+        "malformed JSONL lines (cut off, not an object)",
+        2,
+        "skipped as malformed_row with file:line",
+    )
+    reliability.record(
+        "Bad inputs", "duplicate sample id", 1, "second occurrence skipped as duplicate_id, naming both lines"
+    )
+
+
+def test_invalid_task_files_and_arguments_fail_clearly(tmp_path, reliability):
+    cases = {
+        "invalid YAML": ("task: [x", "invalid YAML"),
+        "unknown key": ("task: t\nversion: 1\ndataset: {path: d.csv}\nmetrix: []\n", "metrix: unknown key"),
+        "wrong type": (
+            "task: t\nversion: 1\ndataset: {path: d.csv}\nbootstrap_samples: many\n",
+            "expected an integer",
+        ),
+        "unknown prompt field": (
+            "task: t\nversion: 1\ndataset: {path: d.csv}\nprompt: {default: '{question} {colour}'}\n",
+            "unknown field {colour}",
+        ),
+        "python object tag": (
+            "task: !!python/object/apply:os.system ['echo hacked']\nversion: 1\n",
+            "invalid YAML",
+        ),
+    }
+    for name, (text, expected) in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.yaml"
+        path.write_text(text)
+        with pytest.raises(SpecError) as exc:
+            load_spec(path)
+        assert expected in str(exc.value) and str(path) in str(exc.value)
+        res = run_cli(["run", "-m", "prior", "-t", str(path), "-o", str(tmp_path / "r")])
+        assert res.returncode == 2 and "Traceback" not in res.stderr and expected in res.stderr
+    reliability.record(
+        "Bad inputs",
+        "invalid YAML / schema violations / unknown prompt fields",
+        len(cases),
+        "error naming file and key, exit 2, no traceback",
+    )
+    res = run_cli(["run", "-m", "prior", "-t", "abo_sample", "-a", "kk=3", "-o", str(tmp_path / "r")])
+    assert res.returncode == 2 and "did you mean 'k'" in res.stderr
+    reliability.record(
+        "Bad inputs", "unknown model argument", 1, "error with a did-you-mean suggestion, exit 2"
+    )
+
+
+# -- crashes and interruptions ------------------------------------------------------------------
+
+
+def _slow_cmd(task, tmp_path, *extra):
+    return [sys.executable, "-m", "vlmbench", "run", "-m", "slow-echo", "-a", "delay=0.25", "-t", str(task), "-b", "4",
+            "--cache", str(tmp_path / "cache.sqlite"), "-o", str(tmp_path / "runs"), "-q", "--num-workers", "0", *extra]  # fmt: skip
+
+
+def _count(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _wait_rows(db: Path, n: int, proc, timeout=120) -> None:
+    deadline = time.time() + timeout
+    while (not db.exists() or _count(db) < n) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.03)
+
+
+def test_sigint_stops_after_the_batch_and_resumes(plugin_env, tmp_path, reliability):
+    task = write_task(tmp_path / "t", colour_rows(make_images(tmp_path / "t" / "images", 16)))
+    log = tmp_path / "calls.log"
+    env = {**os.environ, **plugin_env, "VLMBENCH_TEST_CALL_LOG": str(log)}
+    proc = subprocess.Popen(
+        _slow_cmd(task, tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_rows(tmp_path / "cache.sqlite", 8, proc)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopping after the current batch" in err and "run the same command again to resume" in err
+    answered = log.read_text().split()
+    assert _count(tmp_path / "cache.sqlite") == len(answered)  # the batch in flight was finished and stored
+    res = subprocess.run(_slow_cmd(task, tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0
+    assert len(log.read_text().split()) == 32  # nothing answered twice
+    reliability.record(
+        "Crashes and interruptions",
+        "Ctrl-C (SIGINT) mid-run",
+        1,
+        "current batch finished and stored, exit 130; rerun answered only the rest",
+    )
+
+
+@pytest.mark.parametrize("kill_after", [1, 9, 21])
+def test_sigkill_at_any_point_loses_at_most_the_batch_in_flight(
+    plugin_env, tmp_path, reliability, kill_after
+):
+    task = write_task(tmp_path / "t", colour_rows(make_images(tmp_path / "t" / "images", 16)))
+    log = tmp_path / "calls.log"
+    env = {**os.environ, **plugin_env, "VLMBENCH_TEST_CALL_LOG": str(log)}
+    proc = subprocess.Popen(
+        _slow_cmd(task, tmp_path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _wait_rows(tmp_path / "cache.sqlite", kill_after, proc)
+    proc.kill()
+    proc.wait(timeout=30)
+    answered = len(log.read_text().split()) if log.exists() else 0
+    stored = _count(tmp_path / "cache.sqlite")
+    lost = answered - stored
+    assert 0 <= lost <= 4
+    res = subprocess.run(_slow_cmd(task, tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    preds = _preds(next((tmp_path / "runs").rglob("results.json")).parent)
+    assert len(preds) == 32 and len({p["sample_id"] for p in preds}) == 32
+    assert len(log.read_text().split()) == answered + (32 - stored)
+    reliability.record(
+        "Crashes and interruptions",
+        f"SIGKILL after ≥{kill_after} stored answers",
+        1,
+        f"resumed; {32 - stored} recomputed, each sample once",
+        f"{lost} answers (the batch in flight, at most 4)",
+    )
+
+
+def test_damaged_cache_is_moved_aside(tmp_path, plugins, tiny_task, reliability):
+    cache = tmp_path / "cache.sqlite"
+    _run(tiny_task, tmp_path, plugins, cache=cache)
+    for name, damage in [("garbage", lambda b: os.urandom(4096)), ("truncated", lambda b: b[: len(b) // 2])]:
+        with sqlite3.connect(cache) as con:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cache.write_bytes(damage(cache.read_bytes()))
+        r = _run(tiny_task, tmp_path, plugins, cache=cache)
+        assert r.status == "ok" and r.results["task"]["n_scored"] == 24
+        assert any("damaged" in n for n in r.results["notices"]) or r.computed == 0
+        reliability.record(
+            "Crashes and interruptions",
+            f"cache file {name}",
+            1,
+            "detected on open, moved aside as .corrupt-*, run recomputed",
+            "nothing (answers recomputed)",
+        )
+    assert list(tmp_path.glob("cache.sqlite.corrupt-*"))
+
+
+def test_half_written_predictions_file_is_rewritten(tmp_path, plugins, tiny_task, reliability):
+    r = _run(tiny_task, tmp_path, plugins)
+    path = r.run_dir / "predictions.jsonl"
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])  # cut mid-line
+    r2 = _run(tiny_task, tmp_path, plugins)
+    assert r2.computed == 0 and path.read_text() == text
+    reliability.record(
+        "Crashes and interruptions",
+        "predictions.jsonl cut mid-line",
+        1,
+        "rewritten whole from the cache on the next run",
+    )
+
+
+def test_out_of_memory_halves_the_batch(tmp_path, plugins, tiny_task, reliability):
+    Echo.fits = 3
+    r = _run(tiny_task, tmp_path, plugins, batch_size=8)
+    assert r.results["task"]["n_scored"] == 24 and max(Echo.calls) <= 3
+    assert any("out of memory at batch size 8; continuing with 4" in n for n in r.results["notices"])
+    Echo.fits = 0
+    r = _run(tiny_task, tmp_path, plugins, batch_size=8, cache=False, output_dir=tmp_path / "none")
+    assert r.results["skipped_samples"] == {"out_of_memory": 24}
+    reliability.record(
+        "Crashes and interruptions",
+        "GPU out of memory (simulated)",
+        2,
+        "batch halved 8→4→2 and retried; all answered; at batch 1 the sample is skipped as out_of_memory",
+    )
+
+
+def test_failing_metric_keeps_predictions(tmp_path, plugins, tiny_task, reliability):
+    r = _run(tiny_task, tmp_path, plugins, metrics=["exact_match", "exploding"])
+    assert (
+        "exploding" in r.results["skipped_metrics"]
+        and "metric blew up" in r.results["skipped_metrics"]["exploding"]
+    )
+    assert r.results["metrics"]["exact_match"]["n"] == 24 and len(_preds(r.run_dir)) == 24
+    reliability.record(
+        "Crashes and interruptions",
+        "metric raising an exception",
+        1,
+        "metric reported as skipped with its reason; predictions and other metrics kept",
+    )
+
+
+# -- hostile files ------------------------------------------------------------------------------
+
+
+def test_hostile_image_paths(tmp_path, plugins, reliability):
+    root = tmp_path / "t" / "images"
+    make_images(root, 1)
+    (tmp_path / "secret.jpg").write_bytes((root / "00" / "img000.jpg").read_bytes())
+    (root / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    bad = ["../secret.jpg", str(tmp_path / "secret.jpg"), "00/../../secret.jpg", "link.jpg"]
+    rows = [
+        {"image_id": str(i), "path": p, "question": "What?", "answer": "x", "difficulty": 0}
+        for i, p in enumerate(bad)
+    ]
+    r = _run(write_task(tmp_path / "t", rows), tmp_path, plugins)
+    assert r.results["skipped_samples"] == {"image_outside_root": 4} and Echo.calls == []
+    reliability.record(
+        "Hostile files",
+        "image paths with .., absolute paths, symlinks out of the root",
+        4,
+        "refused as image_outside_root; nothing read",
+    )
+
+
+def _calls(text: str, opening: str) -> list[str]:
+    """The argument text of every call starting with ``opening`` (balanced parentheses)."""
+    out = []
+    for m in re.finditer(re.escape(opening), text):
+        depth, i = 1, m.end()
+        while depth and i < len(text):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            i += 1
+        out.append(text[m.end() : i - 1])
+    return out
+
+
+def test_no_unsafe_loading_in_the_code(reliability):
+    sources = [p for d in ("vlmbench", "plugins") for p in (REPO / d).rglob("*.py")]
+    offenders = []
+    for path in sources:
+        text = path.read_text()
+        for call in _calls(text, "torch.load("):
+            if "weights_only=True" not in call:
+                offenders.append(f"{path}: torch.load without weights_only=True")
+        if re.search(r"(?<![\w.])(eval|exec)\(", text):
+            offenders.append(f"{path}: eval/exec")
+        if re.search(r"yaml\.load\(", text) or "yaml.unsafe_load" in text:
+            offenders.append(f"{path}: unsafe YAML loading")
+        if re.search(r"(?<!restricted_)pickle\.loads?\(", text) and "Unpickler" not in text:
+            offenders.append(f"{path}: unrestricted pickle")
+        if re.search(r"trust_remote_code\s*=\s*True", text):
+            offenders.append(f"{path}: trust_remote_code hard-coded to True")
+    assert offenders == []
+    reliability.record(
+        "Hostile files",
+        f"static scan of {len(sources)} modules",
+        1,
+        "no torch.load without weights_only, no eval/exec, no unsafe YAML or pickle, no hard-coded trust_remote_code",
+    )
+
+
+def test_secrets_never_reach_logs_or_artifacts(plugin_env, tmp_path, tiny_task, reliability):
+    secret = "sk-test-7f3a9c"
+    env = {**os.environ, **plugin_env}
+    res = subprocess.run(
+        [sys.executable, "-m", "vlmbench", "run", "-m", "slow-echo", "-a", f"token={secret}", "-t", str(tiny_task), "-o", str(tmp_path / "runs"), "-q"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    bad = run_cli(
+        [
+            "run",
+            "-m",
+            "slow-echo",
+            "-a",
+            f"token={secret},delay=x",
+            "-t",
+            str(tiny_task),
+            "-o",
+            str(tmp_path / "runs"),
+        ],
+        env=plugin_env,
+    )
+    assert bad.returncode == 2
+    texts = [res.stdout, res.stderr, bad.stdout, bad.stderr] + [
+        p.read_text() for p in (tmp_path / "runs").rglob("*") if p.is_file()
+    ]
+    assert texts and not any(secret in t for t in texts)
+    results = json.loads(next((tmp_path / "runs").rglob("results.json")).read_text())
+    assert results["model"]["args"]["token"] == "***" and "***" in results["provenance"]["command"]
+    reliability.record(
+        "Hostile files",
+        "secret model argument on the command line",
+        2,
+        "redacted (***) in results, provenance, labels, errors and logs",
+    )
+
+
+# -- concurrency --------------------------------------------------------------------------------
+
+
+def test_two_runs_share_an_output_folder_and_cache(plugin_env, tmp_path, reliability):
+    task = write_task(tmp_path / "t", colour_rows(make_images(tmp_path / "t" / "images", 16)))
+    env = {**os.environ, **plugin_env}
+    cmd = [sys.executable, "-m", "vlmbench", "run", "-m", "slow-echo", "-a", "delay=0.05", "-t", str(task), "-b", "2",
+           "--cache", str(tmp_path / "cache.sqlite"), "-o", str(tmp_path / "runs"), "-q", "--num-workers", "0"]  # fmt: skip
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert _count(tmp_path / "cache.sqlite") == 32
+    run_dir = next((tmp_path / "runs").rglob("results.json")).parent
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["task"]["n_scored"] == 32 and len(_preds(run_dir)) == 32
+    assert not list(run_dir.glob(".*.tmp"))
+    reliability.record(
+        "Concurrency",
+        "two runs writing the same output folder and cache at once",
+        1,
+        "both succeed; cache holds each answer once; artifacts complete (atomic replace)",
+    )
