@@ -14,11 +14,21 @@ PREDICTIONS = "predictions.jsonl"
 RESULTS_SCHEMA = "vlmbench.results/1"
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def _atomic_write(path: Path, write) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``: readers see
     the old file or the new one, never half of one, even if two runs write at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; artifacts get the usual permissions
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             write(fh)

@@ -36,6 +36,8 @@ def cli() -> None:
       vlmbench list                                   # installed models, metrics, tasks
       vlmbench run --model prior --task abo_sample    # evaluate, write predictions + results
       vlmbench leaderboard runs/                      # compare every run under runs/
+      vlmbench compare RUN_A RUN_B                    # paired deltas, McNemar, flipped samples
+      vlmbench plot runs/                             # figures and an HTML report
     """
 
 
@@ -236,6 +238,7 @@ def leaderboard_(runs_dir, sort_by, task, fmt, write):
         click.echo(f"wrote {md} and {cs}", err=True)
 
 
+<<<<<<< HEAD
 @cli.group("check-parity")
 def check_parity() -> None:
     """Check a from-scratch model implementation against reference outputs of the official code.
@@ -243,6 +246,108 @@ def check_parity() -> None:
     Each subcommand loads a parity fixture (config, weights, inputs, official outputs), runs the
     vlmbench implementation and reports the largest absolute difference per output.
     """
+=======
+@cli.command("compare")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--metric", "metrics", multiple=True,
+              help="Compare only this metric (repeatable) [default: every metric both runs have].")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(["markdown", "html", "json"]), default="markdown",
+              show_default=True)  # fmt: skip
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report to this file instead of stdout.")  # fmt: skip
+@click.option("--top", type=int, default=20, show_default=True,
+              help="Flipped samples listed per direction (0 = all).")  # fmt: skip
+@click.option("--bootstrap-samples", type=int, default=1000, show_default=True,
+              help="Paired bootstrap resamples for the 95% intervals (0 = no intervals).")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--allow-task-mismatch", is_flag=True,
+              help="Compare runs of different task names, versions or hashes (the report says so).")  # fmt: skip
+@click.option("--fail-on-regression", "gates", multiple=True, metavar="METRIC:TOL",
+              help="Exit with status 3 when METRIC got worse than the baseline by more than TOL "
+                   "(absolute; direction from the metric). Repeatable.")  # fmt: skip
+def compare_(runs, metrics, fmt, output, top, bootstrap_samples, seed, allow_task_mismatch, gates):
+    """Paired comparison of runs against a baseline, on the samples both answered.
+
+    RUNS are run folders (or their results.json); the first is the baseline and every other run is
+    compared with it. Per metric: run - baseline with a paired bootstrap 95% interval; for Exact
+    Match, McNemar's exact test and the samples that flipped (right->wrong, wrong->right) with their
+    questions; the same per difficulty level. Runs of different tasks (name, version or hash) are
+    refused unless --allow-task-mismatch is given.
+
+    \b
+    Exit status: 0 fine, 2 usage or input error, 3 a --fail-on-regression gate failed.
+    \b
+    Example (CI gate: fail when Exact Match drops by more than one point):
+      vlmbench compare runs/abo_sample/blip-1a2b3c4d runs/abo_sample/blip-5e6f7a8b \\
+          --fail-on-regression exact_match:0.01
+    """
+    from vlmbench import compare
+
+    if top < 0:
+        raise VlmbenchError("--top must be 0 or more")
+    parsed = [compare.parse_gate(g) for g in gates]  # bad gates fail before any work
+    report = compare.compare_runs(
+        runs,
+        metrics=list(metrics) or None,
+        bootstrap_samples=bootstrap_samples,
+        seed=seed,
+        allow_task_mismatch=allow_task_mismatch,
+    )
+    failures = compare.regressions(report, parsed)
+    text = compare.RENDERERS[fmt](report, top=top or None)
+    if output:
+        from vlmbench.artifacts import write_text
+
+        write_text(output, text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+    for comp in report["comparisons"]:
+        if comp["task_mismatch"]:
+            click.secho(
+                f"warning: {comp['run']['label']} compared across different tasks "
+                f"({'; '.join(comp['task_mismatch'])})",
+                fg="yellow",
+                err=True,
+            )
+    if failures:
+        for message in failures:
+            click.secho(message, fg="red", err=True)
+        click.get_current_context().exit(3)
+
+
+@cli.command("plot")
+@click.argument("runs_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Where figures and report.html go [default: RUNS_DIR/plots].")  # fmt: skip
+@click.option("--task", help="Task whose runs to plot (needed when RUNS_DIR holds several).")
+@click.option("--metric", default="exact_match", show_default=True,
+              help="Metric of the per-difficulty bar chart.")  # fmt: skip
+@click.option("--metrics", "vs_metrics",
+              help="Comma-separated metrics for the metric-vs-parameters figures "
+                   "[default: core and semantic-similarity metrics present].")  # fmt: skip
+@click.option("--top", type=int, default=10, show_default=True, help="Confusions shown per run.")
+def plot_(runs_dir, output_dir, task, metric, vs_metrics, top):
+    """Draw the study's figures from the runs under RUNS_DIR, as PNG and SVG, plus report.html.
+
+    \b
+    Figures:
+      metrics_vs_parameters   core metrics (Exact Match, Average Mark, WUPS) against parameter count
+      semantic_vs_parameters  SBERT, BERTScore, BARTScore, METEOR against parameter count (if present)
+      difficulty_METRIC       per-difficulty scores with 95% CIs, one bar per run
+      confusions              most frequent (reference -> wrong answer) pairs per run
+    report.html embeds every figure together with the leaderboard.
+    """
+    from vlmbench import plots
+
+    names = [m.strip() for m in vs_metrics.split(",") if m.strip()] if vs_metrics else None
+    report = plots.render(runs_dir, output_dir, task=task, metric=metric, metrics=names, top=top)
+    for fig in report.figures:
+        click.echo(f"{fig.png} and {fig.svg.name}")
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"report: {report.report}")
+>>>>>>> compare
 
 
 def _warn_broken(plugins) -> None:
