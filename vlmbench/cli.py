@@ -238,15 +238,6 @@ def leaderboard_(runs_dir, sort_by, task, fmt, write):
         click.echo(f"wrote {md} and {cs}", err=True)
 
 
-<<<<<<< HEAD
-@cli.group("check-parity")
-def check_parity() -> None:
-    """Check a from-scratch model implementation against reference outputs of the official code.
-
-    Each subcommand loads a parity fixture (config, weights, inputs, official outputs), runs the
-    vlmbench implementation and reports the largest absolute difference per output.
-    """
-=======
 @cli.command("compare")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--metric", "metrics", multiple=True,
@@ -347,7 +338,15 @@ def plot_(runs_dir, output_dir, task, metric, vs_metrics, top):
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"report: {report.report}")
->>>>>>> compare
+
+
+@cli.group("check-parity")
+def check_parity() -> None:
+    """Check a from-scratch model implementation against reference outputs of the official code.
+
+    Each subcommand loads a parity fixture (config, weights, inputs, official outputs), runs the
+    vlmbench implementation and reports the largest absolute difference per output.
+    """
 
 
 def _warn_broken(plugins) -> None:
