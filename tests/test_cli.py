@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import REPO, run_cli
+from vlmbench_testing import REPO, run_cli
 
 
 def test_prior_on_abo_sample_end_to_end(tmp_path):

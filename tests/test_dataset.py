@@ -9,7 +9,7 @@ from vlmbench.errors import AssetMissingError, DataError
 from vlmbench.images import ImageProblem, decode_image
 from vlmbench.spec import Columns, DatasetSpec
 
-from conftest import SHARED, make_images
+from vlmbench_testing import SHARED, make_images
 
 
 def _csv(tmp_path: Path, text: str, name="d.csv") -> DatasetSpec:

@@ -7,7 +7,7 @@ from vlmbench.errors import UnknownNameError, VlmbenchError
 from vlmbench.hookspecs import hookimpl
 from vlmbench.plugins import load_plugins
 
-from conftest import REPO, run_cli
+from vlmbench_testing import REPO, run_cli
 
 
 def test_load_plugins_is_idempotent_and_lists_builtins():

@@ -31,7 +31,7 @@ from vlmbench.plugins import load_plugins
 from vlmbench.runner import evaluate
 from vlmbench.spec import load_spec
 
-from conftest import REPO, colour_rows, make_images, run_cli, write_task
+from vlmbench_testing import REPO, colour_rows, make_images, run_cli, write_task
 
 # -- in-process test plugins ----------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import colour_rows, make_images, write_task
+from vlmbench_testing import colour_rows, make_images, write_task
 
 
 def _rows_in_cache(db) -> int:

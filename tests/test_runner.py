@@ -10,7 +10,7 @@ from vlmbench.model import Model
 from vlmbench.plugins import load_plugins
 from vlmbench.runner import evaluate
 
-from conftest import colour_rows, make_images, write_task
+from vlmbench_testing import colour_rows, make_images, write_task
 
 
 class CountingColour(Model):

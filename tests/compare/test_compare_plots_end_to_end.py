@@ -20,7 +20,7 @@ from vlmbench.model import Model
 from vlmbench.plugins import load_plugins
 from vlmbench.runner import evaluate
 
-from conftest import make_images, write_task
+from vlmbench_testing import make_images, write_task
 
 COLOURS = {"red": (220, 30, 30), "green": (40, 160, 60), "blue": (40, 80, 210), "yellow": (240, 220, 40)}
 

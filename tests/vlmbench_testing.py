@@ -1,0 +1,92 @@
+"""Helpers shared by the test modules (imported as ``vlmbench_testing``; fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+COLOURS = {"red": (220, 30, 30), "green": (40, 160, 60), "blue": (40, 80, 210), "yellow": (240, 220, 40)}
+
+
+def make_images(root: Path, n: int) -> list[tuple[str, str]]:
+    """``n`` solid-colour JPEG images under ``root/xx/``; returns (relative path, colour) pairs."""
+    out = []
+    names = list(COLOURS)
+    for i in range(n):
+        colour = names[i % len(names)]
+        rel = f"{i:02x}/img{i:03d}.jpg"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (32, 32), COLOURS[colour]).save(root / rel, quality=95)
+        out.append((rel, colour))
+    return out
+
+
+def write_task(
+    folder: Path,
+    rows: list[dict],
+    extra: dict | None = None,
+    name: str = "tiny",
+    filename: str = "data.csv",
+) -> Path:
+    """A task YAML + CSV (the study's columns) in ``folder``; images are expected in folder/images."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fields = list(rows[0].keys()) if rows else ["image_id", "path", "question", "answer", "difficulty"]
+    with open(folder / filename, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    spec = {"task": name, "version": 1, "dataset": {"path": filename, "image_root": "images"}}
+    spec.update(extra or {})
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def colour_rows(images: list[tuple[str, str]]) -> list[dict]:
+    """Two questions per image: its colour (difficulty 0) and a constant answer (difficulty 3)."""
+    rows = []
+    for rel, colour in images:
+        stem = Path(rel).stem
+        rows.append(
+            {
+                "image_id": stem,
+                "path": rel,
+                "question": "What colour is the square?",
+                "answer": colour,
+                "difficulty": 0,
+            }
+        )
+        rows.append(
+            {
+                "image_id": stem,
+                "path": rel,
+                "question": "What shape is shown?",
+                "answer": "square",
+                "difficulty": 3,
+            }
+        )
+    return rows
+
+
+def run_cli(
+    args: list[str], env: dict | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run ``python -m vlmbench ARGS`` in a fresh process (what a user's shell does)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "vlmbench", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )
