@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from abo_testkit import ArchiveServer, GeminiServer, derived_records, real_records, write_tree
+
+from .abo_testkit import ArchiveServer, GeminiServer, derived_records, real_records, write_tree
 
 
 @pytest.fixture

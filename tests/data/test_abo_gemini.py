@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from abo_testkit import api_error, prompt_text, real_records, reply
 
 from vlmbench.abo import reader
 from vlmbench.abo.prepare import PrepareOptions, create_generator, prepare
 from vlmbench.errors import AssetMissingError
 from vlmbench.generator import Job
+
+from .abo_testkit import api_error, prompt_text, real_records, reply
 
 pytest.importorskip("google.genai")
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from abo_testkit import ScriptedModel, ScriptedPlugin, real_records
 from vlmbench_plugins.generators import attributes
 from vlmbench_plugins.generators.prompting import Template
 
@@ -15,6 +14,8 @@ from vlmbench.abo.prepare import create_generator
 from vlmbench.errors import ArgError, UnknownNameError, VlmbenchError
 from vlmbench.generator import GenerationResult, Job, QAItem, parse_difficulty, parse_reply
 from vlmbench.plugins import load_plugins
+
+from .abo_testkit import ScriptedModel, ScriptedPlugin, real_records
 
 # -- parsing replies -------------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import datasets
 import pytest
-from abo_testkit import ScriptedPlugin
 from click.testing import CliRunner
 from PIL import Image
 
@@ -19,6 +18,8 @@ from vlmbench.cli import cli
 from vlmbench.errors import AssetMissingError, UnknownNameError, VlmbenchError
 from vlmbench.plugins import load_plugins
 from vlmbench.task import resolve_task
+
+from .abo_testkit import ScriptedPlugin
 
 STUDY = ["image_id", "path", "question", "answer", "difficulty"]
 

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from abo_testkit import FIXTURES, SHARED_ABO, real_records
 
 from vlmbench.abo import reader
 from vlmbench.errors import AssetMissingError, DataError
+
+from .abo_testkit import FIXTURES, SHARED_ABO, real_records
 
 
 def by_id(item_id: str) -> dict:
