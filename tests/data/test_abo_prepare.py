@@ -91,6 +91,7 @@ def test_rerun_is_a_no_op_and_options_redo_only_the_cheap_steps(abo_tree: Path, 
     again = prepare("abo_single_word", abo_tree, data, quiet())
     assert again.skipped
     assert {p: p.stat().st_mtime_ns for p in files} == stamps
+
     def fingerprint() -> str:
         return json.loads((out / "hf" / "test" / "state.json").read_text())["_fingerprint"]
 

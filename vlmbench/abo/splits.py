@@ -3,8 +3,9 @@
 All questions about one image go to the same split (a model must never be tested on an image it
 was trained on). Within that constraint the split keeps each difficulty's share close to the target
 fractions: images are shuffled with the seed, placed largest first (stable), and each goes to the
-split where it most reduces the squared gap between the current and the target number of questions
-per difficulty. The same rows and seed always give the same splits.
+split where it most reduces the gap between the current and the target number of questions per
+difficulty, sum over difficulties of (count - target)² / target. The same rows and seed always give
+the same splits.
 """
 
 from __future__ import annotations
@@ -64,9 +65,11 @@ def assign_images(
         for s in names:
             if fractions[s] == 0:
                 continue
-            # Change in squared error if the image went to s (other splits are unaffected).
+            # Change in the chi-square-like gap if the image went to s (other splits are unaffected);
+            # dividing by the target keeps rare difficulties as balanced as common ones.
             gain = sum(
-                (current[s][d] + c - target[s][d]) ** 2 - (current[s][d] - target[s][d]) ** 2
+                ((current[s][d] + c - target[s][d]) ** 2 - (current[s][d] - target[s][d]) ** 2)
+                / max(target[s][d], 1e-9)
                 for d, c in counts.items()
             )
             # Tie-break: the split furthest below its overall share, then the declared order.
