@@ -44,7 +44,9 @@ class LocalGenerator(Generator):
     def __init__(self, entry, args):
         super().__init__(entry, args)
         if not args["model"]:
-            raise VlmbenchError("generator 'local' needs model=<model plugin name>, e.g. model=qwen2_5_vl")
+            raise VlmbenchError(
+                "generator 'local' needs model=<name of a model plugin that can generate>; see `vlmbench list models`"
+            )
         if args["batch_size"] < 1 or args["questions"] < 1 or args["max_new_tokens"] < 1:
             raise VlmbenchError(
                 "generator 'local': batch_size, questions and max_new_tokens must be at least 1"
