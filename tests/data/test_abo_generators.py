@@ -1,0 +1,263 @@
+"""The generator contract, reply parsing, and the `attributes` and `local` generators."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from vlmbench_plugins.generators import attributes
+from vlmbench_plugins.generators.prompting import Template
+
+from vlmbench.abo import reader
+from vlmbench.abo.prepare import create_generator
+from vlmbench.errors import ArgError, UnknownNameError, VlmbenchError
+from vlmbench.generator import GenerationResult, Job, QAItem, parse_difficulty, parse_reply
+from vlmbench.plugins import load_plugins
+
+from .abo_testkit import ScriptedModel, ScriptedPlugin, real_records
+
+# -- parsing replies -------------------------------------------------------------------------------
+
+
+def test_parse_json_shapes():
+    expected = [{"question": "What colour?", "answer": "Red", "difficulty": 0}]
+    assert parse_reply(json.dumps(expected)) == (expected, {})
+    assert parse_reply("```json\n" + json.dumps(expected) + "\n```")[0] == expected
+    assert parse_reply(json.dumps({"questions": expected}))[0] == expected
+    assert parse_reply("Here you go: " + json.dumps(expected))[0] == expected
+    upper = [{"Question": "What colour?", "Answer": "Red", "Level": "0"}]
+    assert parse_reply(json.dumps(upper))[0] == [
+        {"question": "What colour?", "answer": "Red", "difficulty": "0"}
+    ]
+    triples, problems = parse_reply(json.dumps([*expected, {"question": "no answer"}, "text"]))
+    assert triples == expected and problems == {"unparsed_fragment": 2}
+
+
+def test_parse_the_studys_delimited_format():
+    text = "What colour is the sofa? # Grey # 0 % What is the frame made of? # Wood # 2 %"
+    triples, problems = parse_reply(text)
+    assert triples == [
+        {"question": "What colour is the sofa?", "answer": "Grey", "difficulty": "0"},
+        {"question": "What is the frame made of?", "answer": "Wood", "difficulty": "2"},
+    ]
+    assert problems == {}
+    numbered = "1. Question: What colour? # Answer: Red # Difficulty: 1\n2) What shape? | Round | 0\nnonsense"
+    triples, problems = parse_reply(numbered)
+    assert [(t["question"], t["answer"], parse_difficulty(t["difficulty"])) for t in triples] == [
+        ("What colour?", "Red", 1),
+        ("What shape?", "Round", 0),
+    ]
+    assert problems == {"unparsed_fragment": 1}
+
+
+def test_parse_csv_rows_with_quotes_and_header():
+    text = 'question,answer,difficulty\n"How tall is it, in inches?",12,3\nWhat colour?,Red,0'
+    triples, _ = parse_reply(text)
+    assert triples == [
+        {"question": "How tall is it, in inches?", "answer": "12", "difficulty": "3"},
+        {"question": "What colour?", "answer": "Red", "difficulty": "0"},
+    ]
+    unquoted, _ = parse_reply("How tall is it, in inches?,12,3")
+    assert unquoted[0]["question"] == "How tall is it, in inches?" and unquoted[0]["answer"] == "12"
+
+
+def test_malformed_and_empty_replies():
+    assert parse_reply("I cannot describe this image.") == ([], {"malformed_reply": 1})
+    assert parse_reply("") == ([], {"empty_reply": 1})
+    assert parse_reply('[{"foo": 1}]') == ([], {"malformed_reply": 1})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (2, 2),
+        ("2", 2),
+        ("Level 3", 3),
+        ("2.0", 2),
+        (2.0, 2),
+        ("2.5", None),
+        ("hard", None),
+        (None, None),
+        (True, None),
+    ],
+)
+def test_parse_difficulty(value, expected):
+    assert parse_difficulty(value) == expected
+
+
+def test_generation_result_round_trip():
+    r = GenerationResult("k", [QAItem("q?", "a", 1, "g", "s")], rejected={"x": 1}, usage={"prompt_tokens": 3})
+    assert GenerationResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+
+
+# -- attributes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "standardized", "expected"),
+    [
+        (("Black",), (), ("Black", 0)),
+        (("Iron Grey",), (), ("Grey", 0)),
+        (("Translucent Yellow",), (), ("Yellow", 0)),
+        (("Espresso",), (), ("Espresso", 1)),
+        (("Deep Forest Shade",), ("Green",), ("Green", 0)),
+        (("Black/White",), (), (None, 0)),
+        (("Red and Blue",), (), (None, 0)),
+        (("Multi",), (), (None, 0)),
+        (("Sea Mist",), (), (None, 0)),
+    ],
+)
+def test_colour_rules(values, standardized, expected):
+    answer, difficulty, _ = attributes.colour_answer(values, standardized)
+    assert (answer, difficulty if answer else 0) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Wood", "Wood"),
+        ("100% Polyester", "Polyester"),
+        ("PETG (Polyethylene Terephtalate Glycol-modified)", "PETG"),
+        ("Engineered Wood", None),
+        ("Wood, Metal", None),
+        ("N/A", None),
+        ("leather", "Leather"),
+    ],
+)
+def test_material_rules(value, expected):
+    assert attributes.material_answer(value)[0] == expected
+
+
+def listing_from(record: dict) -> reader.Listing:
+    return reader.parse_listing(record, reader.language_order("en_IN"))
+
+
+def make_generator(name: str, args=None):
+    gen = create_generator(name, args, load_plugins())
+    gen.setup()
+    return gen
+
+
+def run_one(gen, listing: reader.Listing, image: bytes = b"") -> GenerationResult:
+    return next(iter(gen.generate_many([Job(listing, image=lambda: image)])))
+
+
+def test_attributes_on_a_real_record():
+    record = next(r for r in real_records() if r["item_id"] == "B07H9GMYXS")
+    result = run_one(make_generator("attributes"), listing_from(record))
+    got = {i.source: (i.question, i.answer, i.difficulty) for i in result.items}
+    assert got == {
+        "color": ("What is the main color of this product?", "Yellow", 0),
+        "material": ("What material is this product made of?", "PETG", 2),
+        "brand": ("What brand is this product?", "AmazonBasics", 3),
+        "height": ("How tall is this product, in whole inches?", "3", 3),
+        "weight": ("How much does this product weigh, in whole pounds?", "2", 3),
+    }
+    # MECHANICAL_COMPONENTS is not one word; "1-Pack" is not an alphabetic word.
+    assert result.rejected == {"attribute_not_single_word": 2}
+    assert all(i.generator == "attributes" for i in result.items)
+
+
+def test_attributes_skips_what_it_cannot_make_one_word_of():
+    record = {
+        "item_id": "X",
+        "color": [{"language_tag": "en_IN", "value": "Black/White"}],
+        "pattern": [{"language_tag": "en_IN", "value": "N/A"}],
+        "product_type": [{"value": "HOME"}],
+        "item_shape": [{"language_tag": "en_IN", "value": "Round"}],
+        "item_dimensions": {"height": {"normalized_value": {"unit": "inches", "value": 400.0}}},
+        "item_weight": [{"normalized_value": {"unit": "kilograms", "value": 2.0}}],
+    }
+    result = run_one(make_generator("attributes"), listing_from(record))
+    assert [(i.source, i.answer) for i in result.items] == [("item_shape", "Round")]
+    assert result.rejected == {
+        "attribute_several_values": 1, "attribute_placeholder": 2, "attribute_out_of_range": 1, "attribute_unit": 1,
+    }  # fmt: skip
+
+
+def test_attributes_fields_option_and_identity():
+    gen = make_generator("attributes", "fields=color+item_shape")
+    record = next(r for r in real_records() if r["item_id"] == "B07H9GMYXS")
+    assert [i.source for i in run_one(gen, listing_from(record)).items] == ["color"]
+    assert gen.fingerprint() != make_generator("attributes").fingerprint()
+    with pytest.raises(ArgError, match="unknown fields"):
+        make_generator("attributes", "fields=colour")
+    with pytest.raises(ArgError, match="did you mean"):
+        create_generator("attributes", "field=color")
+    with pytest.raises(UnknownNameError):
+        create_generator("gemeni")
+
+
+# -- prompt templates ------------------------------------------------------------------------------
+
+
+def test_default_template_renders_the_description(tmp_path: Path):
+    record = next(r for r in real_records() if r["item_id"] == "B0841RDVFS")
+    listing = reader.parse_listing(record)  # en_US: the fallback after en_IN
+    text = Template().render(listing, 5, "delimited")
+    assert "exactly 5 different factual questions" in text
+    assert "Description: 10.3-ounce package of 12 wild blueberry miniature muffins | Naturally" in text
+    assert "<question> # <answer> # <difficulty>" in text and "{" not in text
+    assert '"difficulty" (an integer)' in Template().render(listing, 3, "json")
+    custom = tmp_path / "t.txt"
+    custom.write_text("About {product}: {questions} questions. {{literal}} {output_format}")
+    assert (
+        Template(custom)
+        .render(listing, 2, "json")
+        .startswith("About Fresh Brand – Wild Blueberry Mini Muffins")
+    )
+    custom.write_text("{questions} {colour}")
+    with pytest.raises(ArgError, match="unknown placeholders"):
+        Template(custom)
+
+
+# -- local -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scripted_plugins():
+    plugins = load_plugins(extra=[ScriptedPlugin()])
+    ScriptedModel.calls.clear()
+    yield plugins
+    load_plugins(reload=True)
+
+
+def test_local_generator_runs_a_model_plugin_on_the_images(scripted_plugins, abo_tree: Path):
+    paths = reader.read_image_paths(abo_tree / reader.IMAGES_CSV)
+    listings = list(reader.iter_listings(abo_tree, image_paths=paths, require_image=True))[:5]
+    small = abo_tree / reader.SMALL_IMAGES_DIR
+    gen = create_generator("local", "model=scripted,batch_size=2", scripted_plugins)
+    gen.setup()
+    jobs = [Job(x, image=lambda x=x: (small / x.image_path).read_bytes()) for x in listings]
+    results = list(gen.generate_many(jobs))
+    assert [r.key for r in results] == [x.key for x in listings]
+    assert ScriptedModel.calls == [2, 2, 1]
+    first = results[0]
+    assert [(i.answer, i.difficulty) for i in first.items] == [("32", 3), ("Yes", 0), ("Dark", 1)]
+    assert all(i.generator == "local" and i.source == "scripted" for i in first.items)
+    assert gen.usage() == {"model_calls": 3, "listings": 5, "unreadable_images": 0}
+    # The fingerprint follows the model's identity (its arguments), not only the generator's.
+    other = create_generator("local", "model=scripted,model_args=style=json", scripted_plugins)
+    assert other.fingerprint() != gen.fingerprint()
+
+
+def test_local_generator_handles_junk_and_broken_images(scripted_plugins, abo_tree: Path):
+    listing = next(
+        reader.iter_listings(abo_tree, image_paths=reader.read_image_paths(abo_tree / reader.IMAGES_CSV))
+    )
+    gen = create_generator("local", "model=scripted,model_args=style=junk", scripted_plugins)
+    gen.setup()
+    good = (abo_tree / reader.SMALL_IMAGES_DIR / listing.image_path).read_bytes()
+    junk = run_one(gen, listing, good)
+    assert junk.items == [] and junk.rejected == {"malformed_reply": 1} and "sorry" in junk.raw
+    broken = run_one(gen, listing, b"not an image")
+    assert broken.error is None and broken.rejected == {"image_corrupt_image": 1}
+
+
+def test_local_generator_refuses_unsuitable_models(scripted_plugins):
+    with pytest.raises(VlmbenchError, match="needs model="):
+        create_generator("local", None, scripted_plugins)
+    gen = create_generator("local", "model=prior", scripted_plugins)
+    with pytest.raises(VlmbenchError, match="needs training data"):
+        gen.setup()
