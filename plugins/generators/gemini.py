@@ -28,11 +28,10 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
-from vlmbench_plugins.generators.prompting import Template
-
 from vlmbench.args import Arg
 from vlmbench.errors import AssetMissingError, VlmbenchError
 from vlmbench.generator import GenerationResult, Generator, Job, items_from_reply
+from vlmbench_plugins.generators.prompting import Template
 
 DEFAULT_KEY_VARIABLES = "GEMINI_API_KEY,GOOGLE_API_KEY"
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})

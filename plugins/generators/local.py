@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from vlmbench_plugins.generators.prompting import OUTPUT_FORMATS, Template
-
 from vlmbench.args import Arg, parse_kv
 from vlmbench.errors import VlmbenchError
 from vlmbench.generator import GenerationResult, Generator, Job, items_from_reply
@@ -25,6 +23,7 @@ from vlmbench.images import ImageProblem, decode_image
 from vlmbench.model import Model
 from vlmbench.request import Batch, Request
 from vlmbench.spec import GenerationSpec
+from vlmbench_plugins.generators.prompting import OUTPUT_FORMATS, Template
 
 
 class LocalGenerator(Generator):
