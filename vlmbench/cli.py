@@ -173,9 +173,11 @@ def run(
 
 
 @cli.command("list")
-@click.argument("what", type=click.Choice(["models", "metrics", "tasks", "plugins", "all"]), default="all")
+@click.argument(
+    "what", type=click.Choice(["models", "metrics", "tasks", "generators", "plugins", "all"]), default="all"
+)
 def list_(what):
-    """List installed models, metrics, tasks and plugins (without importing any model code)."""
+    """List installed models, metrics, tasks, QA generators and plugins (without importing model code)."""
     plugins = load_plugins()
     if what in ("models", "all"):
         click.secho("Models", bold=True)
@@ -201,6 +203,11 @@ def list_(what):
         click.secho("Tasks", bold=True)
         for e in plugins.tasks:
             click.echo(f"  {e.name:<18} v{e.version}  {e.summary}")
+    if what in ("generators", "all"):
+        click.secho("QA generators (vlmbench data prepare --generator NAME)", bold=True)
+        for e in plugins.generators:
+            network = " (needs network)" if e.needs_network else ""
+            click.echo(f"  {e.name:<14} {e.summary}{network}")
     if what in ("plugins", "all"):
         click.secho("Plugins", bold=True)
         for p in plugins.plugins:
