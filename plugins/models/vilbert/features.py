@@ -374,6 +374,56 @@ def _read_weights(path: str | Path) -> dict[str, Tensor]:
 BoxProposer = Callable[[Any], Tensor]  # PIL image -> pixel boxes [K, 4]
 
 
+def approximation_label(arch: str, box_label: str, random_weights: bool = False) -> str:
+    """The provenance label of ``ResNetRegionExtractor`` features (results record it verbatim)."""
+    weights_note = ", RANDOM weights" if random_weights else ""
+    return (
+        f"approximation: torchvision {arch} C5 features RoIAlign-pooled over {box_label}{weights_note}, "
+        "not the VG X-152 detector"
+    )
+
+
+def grid_label(grid: tuple[int, int]) -> str:
+    """How ``ResNetRegionExtractor`` describes its grid boxes: ``"<columns>x<rows> grid cells"``."""
+    return f"{grid[0]}x{grid[1]} grid cells"
+
+
+@dataclass
+class PreparedImage:
+    """An image resized and normalised for the backbone, with its boxes in original pixels."""
+
+    pixels: Tensor  # [3, h, w] float32, ImageNet-normalised
+    boxes: Tensor  # [K, 4] pixel boxes (x1, y1, x2, y2) of the original image
+    image_size: tuple[int, int]  # original (width, height)
+    scale: float  # resized / original
+
+
+def resize_scale(width: int, height: int, min_size: int, max_size: int) -> float:
+    """Shorter side to ``min_size`` unless the longer side would exceed ``max_size`` (detectron rule)."""
+    scale = min_size / min(width, height)
+    if round(scale * max(width, height)) > max_size:
+        scale = max_size / max(width, height)
+    return scale
+
+
+def prepare_image(
+    image: Any, min_size: int = 600, max_size: int = 1000, grid: tuple[int, int] = (10, 10)
+) -> PreparedImage:
+    """Resize (``resize_scale``), ImageNet-normalise and tile with ``grid`` (columns, rows) boxes.
+
+    Needs only the image, so it runs in DataLoader workers; the backbone runs later on the device.
+    """
+    from torchvision.transforms.functional import normalize, pil_to_tensor, resize
+
+    image = image.convert("RGB")
+    width, height = image.size
+    scale = resize_scale(width, height, min_size, max_size)
+    size = [max(1, round(height * scale)), max(1, round(width * scale))]
+    pixels = pil_to_tensor(image).float().div(255.0)
+    pixels = normalize(resize(pixels, size, antialias=True), _IMAGENET_MEAN, _IMAGENET_STD)
+    return PreparedImage(pixels, grid_boxes(width, height, *grid), (width, height), scale)
+
+
 class ResNetRegionExtractor:
     """Approximate ViLBERT regions: RoIAlign-pooled C5 features of a torchvision ResNet.
 
@@ -429,51 +479,43 @@ class ResNetRegionExtractor:
         self.box_proposer = box_proposer
         if box_label is None:
             box_label = (
-                f"{grid[0]}x{grid[1]} grid cells"
-                if box_proposer is None
-                else getattr(box_proposer, "label", "proposed boxes")
+                grid_label(grid) if box_proposer is None else getattr(box_proposer, "label", "proposed boxes")
             )
-        weights_note = "" if weights is not None else ", RANDOM weights"
-        self.label = (
-            f"approximation: torchvision {arch} C5 features RoIAlign-pooled over {box_label}{weights_note}, "
-            "not the VG X-152 detector"
-        )
+        self.label = approximation_label(arch, box_label, random_weights=weights is None)
 
-    def _scale(self, width: int, height: int) -> float:
-        scale = self.min_size / min(width, height)
-        if round(scale * max(width, height)) > self.max_size:
-            scale = self.max_size / max(width, height)
-        return scale
+    def prepare(self, image: Any) -> PreparedImage:
+        """Preprocess one image; without a ``box_proposer`` this is CPU-only work, safe in a DataLoader worker."""
+        prepared = prepare_image(image, self.min_size, self.max_size, self.grid)
+        if self.box_proposer is not None:
+            boxes = torch.as_tensor(self.box_proposer(image.convert("RGB")), dtype=torch.float32)
+            boxes = boxes.reshape(-1, 4)
+            if boxes.shape[0] > 0:
+                prepared.boxes = boxes
+            else:
+                width, height = prepared.image_size
+                prepared.boxes = torch.tensor([[0.0, 0.0, float(width), float(height)]])
+        return prepared
 
     @torch.inference_mode()
-    def extract(self, images: Sequence[Any]) -> list[RegionFeatures]:
+    def extract_prepared(self, items: Sequence[PreparedImage]) -> list[RegionFeatures]:
+        """Run the backbone on prepared images and pool one feature per box."""
         from torchvision.ops import roi_align
-        from torchvision.transforms.functional import normalize, pil_to_tensor, resize
 
         out: list[RegionFeatures] = []
-        for image in images:
-            image = image.convert("RGB")
-            width, height = image.size
-            scale = self._scale(width, height)
-            size = [max(1, round(height * scale)), max(1, round(width * scale))]
-            pixels = pil_to_tensor(image).float().div(255.0)
-            pixels = resize(pixels, size, antialias=True)
-            pixels = normalize(pixels, _IMAGENET_MEAN, _IMAGENET_STD).unsqueeze(0).to(self.device)
-            c5 = self.body(pixels)
-            if self.box_proposer is not None:
-                boxes = torch.as_tensor(self.box_proposer(image), dtype=torch.float32).reshape(-1, 4)
-                if boxes.shape[0] == 0:
-                    boxes = torch.tensor([[0.0, 0.0, float(width), float(height)]])
-            else:
-                boxes = grid_boxes(width, height, *self.grid)
+        for item in items:
+            c5 = self.body(item.pixels.unsqueeze(0).to(self.device))
             # boxes are in original pixels; C5 of the resized image has stride 32
             pooled = roi_align(
-                c5, [boxes.to(self.device)], output_size=(2, 2), spatial_scale=scale / 32.0,
+                c5, [item.boxes.to(self.device)], output_size=(2, 2), spatial_scale=item.scale / 32.0,
                 sampling_ratio=2, aligned=True,
             )  # fmt: skip
             feats = pooled.mean(dim=(2, 3)).float().cpu()
-            out.append(regions_from_detections(feats, boxes, width, height, self.label))
+            width, height = item.image_size
+            out.append(regions_from_detections(feats, item.boxes, width, height, self.label))
         return out
+
+    def extract(self, images: Sequence[Any]) -> list[RegionFeatures]:
+        return self.extract_prepared([self.prepare(image) for image in images])
 
 
 class TorchvisionDetectorBoxes:

@@ -8,16 +8,18 @@ reference answers the head cannot produce at all is reported by ``out_of_vocabul
 
 from __future__ import annotations
 
+import io
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import pickle
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .features import RegionBatch, RegionFeatures, collate_regions, safe_unpickle
+from .features import RegionBatch, RegionFeatures, collate_regions
 from .modeling import VilbertForVLTasks
 from .tokenization import QuestionBatch
 
@@ -90,45 +92,77 @@ def normalize_answer(answer: str) -> str:
     return " ".join(str(answer).lower().split())
 
 
-class AnswerVocabulary:
-    """The head's answer list: row i of ``vil_prediction`` is ``answers[i]``."""
+class _StringsUnpickler(pickle.Unpickler):
+    """Admits only what pickle builds without importing anything: lists, dicts, strings, numbers."""
 
-    def __init__(self, answers: Sequence[str]) -> None:
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name} from an answer file: only lists or dicts of strings are allowed"
+        )
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("refusing persistent ids in an answer file")
+
+
+def read_answer_pickle(data: bytes) -> Any:
+    """Unpickle an answer list without running code: any reference to a class or function is refused."""
+    return _StringsUnpickler(io.BytesIO(data), encoding="utf-8").load()
+
+
+def read_answer_file(path: str | Path) -> list[str]:
+    """The head's answers in row order from ``trainval_label2ans.pkl`` (a pickled list, read with
+    ``read_answer_pickle``), a JSON list or ``{answer: index}`` map, or a text file with one answer per
+    line. Anything else than strings (and integer indices in a map) is an error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"answer list not found: {path} (the VQA trainval_label2ans.pkl)")
+    if path.suffix == ".pkl":
+        answers: Any = read_answer_pickle(path.read_bytes())
+    elif path.suffix == ".json":
+        answers = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        answers = path.read_text(encoding="utf-8").splitlines()
+    if isinstance(answers, Mapping):  # ans2label: answer -> row
+        if not all(isinstance(a, str) and type(i) is int for a, i in answers.items()):
+            raise ValueError(f"{path}: expected a map of answer strings to integer rows")
+        order = sorted(answers.items(), key=lambda item: item[1])
+        if [i for _, i in order] != list(range(len(order))):
+            raise ValueError(f"{path}: answer indices are not 0..{len(order) - 1}")
+        answers = [a for a, _ in order]
+    if not isinstance(answers, list | tuple) or not all(isinstance(a, str) for a in answers):
+        raise ValueError(f"{path}: expected a list of answer strings")
+    if not answers:
+        raise ValueError(f"{path}: the answer list is empty")
+    return list(answers)
+
+
+class AnswerVocabulary:
+    """The head's answer list: row i of ``vil_prediction`` is ``answers[i]``.
+
+    ``normalize`` maps answers and queries to the key they are matched on (default: lower case, single
+    spaces); the first answer of a key wins.
+    """
+
+    def __init__(self, answers: Sequence[str], normalize: Callable[[str], str] | None = None) -> None:
         self.answers = [str(a) for a in answers]
+        self.normalize = normalize or normalize_answer
         self._index: dict[str, int] = {}
         for i, answer in enumerate(self.answers):
-            self._index.setdefault(normalize_answer(answer), i)
+            self._index.setdefault(self.normalize(answer), i)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> AnswerVocabulary:
-        """Read ``trainval_label2ans.pkl`` (a pickled list, read without executing code), a JSON list /
-        ``{answer: index}`` map, or a text file with one answer per line."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"answer list not found: {path} (the VQA trainval_label2ans.pkl)")
-        if path.suffix == ".pkl":
-            answers: Any = safe_unpickle(path.read_bytes(), encoding="utf-8")
-        elif path.suffix == ".json":
-            answers = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            answers = path.read_text(encoding="utf-8").splitlines()
-        if isinstance(answers, Mapping):  # ans2label: answer -> row
-            order = sorted(answers.items(), key=lambda item: int(item[1]))
-            if [int(i) for _, i in order] != list(range(len(order))):
-                raise ValueError(f"{path}: answer indices are not 0..{len(order) - 1}")
-            answers = [a for a, _ in order]
-        if not isinstance(answers, list | tuple) or not all(isinstance(a, str) for a in answers):
-            raise ValueError(f"{path}: expected a list of answer strings")
-        return cls(answers)
+    def from_file(cls, path: str | Path, normalize: Callable[[str], str] | None = None) -> AnswerVocabulary:
+        """Read an answer file (see ``read_answer_file``)."""
+        return cls(read_answer_file(path), normalize)
 
     def __len__(self) -> int:
         return len(self.answers)
 
     def __contains__(self, answer: object) -> bool:
-        return normalize_answer(str(answer)) in self._index
+        return self.normalize(str(answer)) in self._index
 
     def index(self, answer: str) -> int | None:
-        return self._index.get(normalize_answer(answer))
+        return self._index.get(self.normalize(answer))
 
     def check_head(self, logits: Tensor) -> None:
         if logits.shape[-1] != len(self):

@@ -1,0 +1,587 @@
+"""``vilbert``: the VQA head of the 12-in-1 multi-task ViLBERT as a vlmbench model.
+
+``generate`` answers with the argmax of ``vil_prediction`` over the whole answer list (closed
+vocabulary); ``rank`` returns the logit of each of the task's candidates, with candidates the head
+cannot produce put below every logit (see ``OUT_OF_VOCABULARY_FLOOR``).
+
+Files come from one folder (``--model-args pretrained=PATH``), named as in the original release:
+``multi_task_model.bin`` (or a ``.safetensors`` conversion), the config ``bert_base_6layer_6conect.json``
+(optional: the base config is the default), ``vocab.txt`` of ``bert-base-uncased`` and the VQA answer list
+``trainval_label2ans.pkl``. Region features come either from ``ResNetRegionExtractor`` (``features=grid``,
+an approximation: an ImageNet ResNet pooled over grid cells) or from precomputed files
+(``features=precomputed``), which are faithful only when they were extracted with the original Visual
+Genome detector. Results record which through the feature label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import pickle
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# collate() runs in DataLoader workers forked from this process: importing the libraries it needs here
+# lets every worker inherit them instead of importing them again (seconds per worker).
+import torchvision.transforms.functional  # noqa: F401  # isort: skip
+from transformers import BertTokenizerFast  # noqa: F401  # isort: skip
+
+from vlmbench.args import Arg
+from vlmbench.errors import ArgError, AssetMissingError, DataError, VlmbenchError
+from vlmbench.model import Model
+from vlmbench.normalize import vqa_normalize
+from vlmbench.request import Batch, Request
+from vlmbench.spec import GenerationSpec
+
+from .config import NUM_TASK_EMBEDDINGS, ConfigError, VilbertConfig
+from .features import (
+    _C5_2048_ARCHS,
+    FAITHFUL_LABEL,
+    UNKNOWN_SOURCE_LABEL,
+    PreparedImage,
+    RegionFeatures,
+    approximation_label,
+    grid_label,
+    prepare_image,
+)
+from .inference import VQA_TASK_ID, AnswerVocabulary, answer_logits, candidate_scores, predict_answers
+from .loading import SAFETENSORS_CONFIG_KEY, CheckpointError, load_vilbert, read_safetensors_metadata
+from .tokenization import VQA_MAX_LENGTH, QuestionBatch
+
+# File names of the original release, looked up in the ``pretrained`` folder in this order.
+WEIGHT_NAMES = ("multi_task_model.safetensors", "multi_task_model.bin")
+CONFIG_NAMES = ("bert_base_6layer_6conect.json", "vilbert_config.json")
+VOCAB_NAMES = ("vocab.txt",)
+ANSWER_NAMES = ("trainval_label2ans.pkl", "trainval_label2ans.json", "answers.json", "answers.txt")
+# Score of a rank candidate outside the answer list: at most this, and always below every logit of
+# the row, so such candidates lose to any candidate the head knows. Finite, so results stay valid JSON.
+OUT_OF_VOCABULARY_FLOOR = -1e9
+# Grid features of this many recent images are kept (about 0.8 MB each at 101 x 2048 float32).
+REGION_CACHE_IMAGES = 256
+_DTYPES = {
+    "auto": torch.float32,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class _Files:
+    """Where each file was found; ``missing`` says, per file that was not, how to provide it."""
+
+    weights: Path | None
+    config: Path | None
+    vocab: Path | None
+    answers: Path | None
+    backbone: Path | None
+    features: Path | None
+    missing: tuple[str, ...]
+
+
+@dataclass
+class _Inputs:
+    """What ``collate`` prepares in a DataLoader worker."""
+
+    questions: QuestionBatch
+    images: list[PreparedImage] | None  # features=grid: resized, normalised pixels and boxes
+    regions: list[RegionFeatures] | None  # features=precomputed
+
+
+def _first_file(folder: Path, names: Sequence[str]) -> Path | None:
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def _grid_shape(num_regions: int) -> tuple[int, int]:
+    """(columns, rows) with columns * rows == num_regions, as close to square as possible."""
+    rows = max(d for d in range(1, math.isqrt(num_regions) + 1) if num_regions % d == 0)
+    return num_regions // rows, rows
+
+
+# -- content hashes (cached in memory and next to the prediction cache) ---------------------------
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _hash_cache_file() -> Path:
+    from vlmbench.runner import default_cache_path
+
+    return default_cache_path().parent / "file_hashes.json"
+
+
+def file_sha256(path: Path | None) -> str | None:
+    """sha256 of a file; remembered per (path, size, mtime) so a 1 GB checkpoint is hashed once."""
+    if path is None:
+        return None
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _HASHES:
+        return _HASHES[key]
+    cache_file = _hash_cache_file()
+    disk_key = "|".join(map(str, key))
+    try:
+        stored = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        stored = {}
+    if not isinstance(stored, dict):
+        stored = {}
+    digest = stored.get(disk_key)
+    if not isinstance(digest, str):
+        sha = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(chunk)
+        digest = sha.hexdigest()
+        stored[disk_key] = digest
+        try:  # best effort: a read-only cache folder only costs rehashing next time
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(stored, indent=0, sort_keys=True), encoding="utf-8")
+            tmp.replace(cache_file)
+        except OSError:
+            pass
+    _HASHES[key] = digest
+    return digest
+
+
+class VilbertModel(Model):
+    """ViLBERT 12-in-1: argmax of the VQA head (generate) or the logits of the candidates (rank)."""
+
+    args = {
+        "pretrained": Arg(
+            str, None,
+            "folder with multi_task_model.bin (or .safetensors), the config JSON, vocab.txt and the answer "
+            "list; or the weights file itself (the other files are then looked up next to it)",
+            affects_output=False,  # the files' content hashes are part of identity()
+        ),
+        "answers": Arg(
+            str, None,
+            "answer list in the head's row order: JSON (list or answer->row map), a text file, or a pickle "
+            "read without running code; default: trainval_label2ans.pkl/.json in the folder",
+            affects_output=False,
+        ),
+        "vocab": Arg(
+            str, None, "bert-base-uncased vocab.txt (or tokenizer folder); default: vocab.txt in the folder",
+            affects_output=False,
+        ),
+        "config": Arg(
+            str, None,
+            "ViLBERT config JSON; default: bert_base_6layer_6conect.json in the folder, else the config stored "
+            "in a .safetensors file, else the base config",
+            affects_output=False,
+        ),
+        "features": Arg(
+            str, "grid",
+            "grid: ResNet C5 features RoIAlign-pooled over grid cells (an approximation); "
+            "precomputed: region features read from features_path",
+            choices=("grid", "precomputed"),
+        ),
+        "backbone_weights": Arg(
+            str, None, "features=grid: local torchvision ResNet state dict (.pth read weights-only, or .safetensors)",
+            affects_output=False,
+        ),
+        "backbone": Arg(str, "resnet152", "features=grid: torchvision architecture of backbone_weights",
+                        choices=_C5_2048_ARCHS),
+        "features_path": Arg(
+            str, None,
+            "features=precomputed: an LMDB in the original layout, or a folder of <image_id>.npz/.npy files",
+            affects_output=False,
+        ),
+        "features_faithful": Arg(
+            bool, False,
+            "features=precomputed: declare that the features come from the original Visual Genome "
+            "ResNeXt-152 detector (results are then labelled faithful)",
+        ),
+        "num_regions": Arg(
+            int, 100,
+            "image regions besides the mean feature: grid cells (columns x rows closest to square) or the cap "
+            "on precomputed regions (the original uses at most 100)",
+        ),
+        # 800 / 1333: the scale at which the original feature extraction ran its detector
+        "min_size": Arg(int, 800, "features=grid: shorter image side after resizing"),
+        "max_size": Arg(int, 1333, "features=grid: cap on the longer image side after resizing"),
+        "task_id": Arg(int, VQA_TASK_ID, "task token of the 12-in-1 model (VQA = 1); the VQA head is read"),
+        "max_length": Arg(int, VQA_MAX_LENGTH, "question length in WordPiece tokens with [CLS] and [SEP]"),
+    }  # fmt: skip
+    # ViLBERT was trained on bare questions: a task's generic template must not add text around them.
+    default_prompt = "{question}"
+    version = "1"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        v = self.arg_values
+        problems = []
+        if v["features"] == "precomputed" and not v["features_path"]:
+            problems.append(
+                "features=precomputed needs features_path=PATH (an LMDB or a folder of .npz/.npy)"
+            )
+        if v["features"] == "grid" and v["features_path"]:
+            problems.append("features_path is only read with features=precomputed")
+        if v["features"] == "grid" and v["features_faithful"]:
+            problems.append(
+                "features_faithful applies to precomputed features; grid features are an approximation"
+            )
+        if v["num_regions"] < 1:
+            problems.append("num_regions must be at least 1")
+        if not 0 <= v["task_id"] < NUM_TASK_EMBEDDINGS:
+            problems.append(f"task_id must be between 0 and {NUM_TASK_EMBEDDINGS - 1}")
+        if v["max_length"] < 3:
+            problems.append("max_length must leave room for [CLS], one token and [SEP]")
+        if v["min_size"] < 32 or v["max_size"] < v["min_size"]:
+            problems.append("min_size must be at least 32 (one C5 cell) and max_size at least min_size")
+        if self.dtype not in _DTYPES:
+            problems.append(f"dtype must be one of {', '.join(_DTYPES)}")
+        if problems:
+            raise ArgError(f"model {self.name!r}: " + "; ".join(problems))
+        self._net: Any = None
+        self._extractor: Any = None
+        self._vocab: AnswerVocabulary | None = None
+        self._tokenizer: Any = None
+        self._reader: Any = None
+        self._reader_pid: int | None = None
+        self._resolved: _Files | None = None
+        self._sources_seen: set[str] = set()
+        self._region_cache: OrderedDict[str, RegionFeatures] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers started with "spawn" get a pickled copy: they only tokenise and preprocess, so the
+        # networks and open LMDB handles stay behind.
+        state = dict(self.__dict__)
+        state.update(_net=None, _extractor=None, _tokenizer=None, _reader=None, _reader_pid=None)
+        state["_region_cache"] = OrderedDict()
+        return state
+
+    # -- files ----------------------------------------------------------------------------------------
+
+    def _files(self) -> _Files:
+        if self._resolved is None:
+            self._resolved = self._resolve_files()
+        return self._resolved
+
+    def _resolve_files(self) -> _Files:
+        v = self.arg_values
+        missing: list[str] = []
+        weights = folder = None
+        if not v["pretrained"]:
+            missing.append(
+                f"the checkpoint ({' or '.join(WEIGHT_NAMES[::-1])} of the 12-in-1 release): pass "
+                "--model-args pretrained=PATH, a folder holding it with the config JSON, vocab.txt and "
+                "trainval_label2ans.pkl"
+            )
+        else:
+            given = Path(v["pretrained"]).expanduser()
+            if given.is_file():
+                weights, folder = given, given.parent
+            elif given.is_dir():
+                folder = given
+                weights = _first_file(folder, WEIGHT_NAMES)
+                if weights is None:
+                    missing.append(
+                        f"{' or '.join(WEIGHT_NAMES[::-1])} in {folder} (the 12-in-1 checkpoint; or give the "
+                        "weights file itself as pretrained=FILE)"
+                    )
+            else:
+                missing.append(
+                    f"pretrained={given} does not exist: pass --model-args pretrained=PATH, a folder holding "
+                    f"{WEIGHT_NAMES[1]}, the config JSON, vocab.txt and trainval_label2ans.pkl"
+                )
+        config = _first_file(folder, CONFIG_NAMES) if folder else None
+        if v["config"]:
+            config = Path(v["config"]).expanduser()
+            if not config.is_file():
+                missing.append(f"config={config} does not exist (the ViLBERT config JSON)")
+                config = None
+        vocab = self._named_or_found(
+            "vocab", folder, VOCAB_NAMES, "the bert-base-uncased WordPiece vocabulary", missing
+        )
+        answers = self._named_or_found(
+            "answers", folder, ANSWER_NAMES, "the VQA answer list in the head's row order", missing
+        )
+        backbone = features = None
+        if v["features"] == "grid":
+            backbone = self._named_or_found(
+                "backbone_weights",
+                None,
+                (),
+                f"torchvision {v['backbone']} weights for features=grid",
+                missing,
+            )
+        else:
+            features = Path(v["features_path"]).expanduser()
+            if not features.exists():
+                missing.append(
+                    f"features_path={features} does not exist (an LMDB or a folder of .npz/.npy files)"
+                )
+                features = None
+        return _Files(weights, config, vocab, answers, backbone, features, tuple(missing))
+
+    def _named_or_found(
+        self, arg: str, folder: Path | None, names: Sequence[str], what: str, missing: list[str]
+    ) -> Path | None:
+        given = self.arg_values[arg]
+        if given:
+            path = Path(given).expanduser()
+            if path.is_file() or (arg == "vocab" and path.is_dir()):
+                return path
+            missing.append(f"{arg}={path} does not exist ({what})")
+            return None
+        if names and folder is None:
+            return None  # the missing checkpoint folder is reported already, with what it should hold
+        found = _first_file(folder, names) if folder else None
+        if found is None:
+            looked = f"{' or '.join(names)} in {folder}, or " if names else ""
+            missing.append(f"{what}: {looked}--model-args {arg}=PATH")
+        return found
+
+    def _require_files(self) -> _Files:
+        files = self._files()
+        if files.missing:
+            raise AssetMissingError(
+                "a file ViLBERT needs",
+                "missing " + "; missing ".join(files.missing)
+                + ". Example: --model-args pretrained=DIR,backbone_weights=resnet152.pth",
+            )  # fmt: skip
+        return files
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    def _torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]  # auto: float32, the precision the checkpoints were trained in
+
+    def _config(self, files: _Files) -> VilbertConfig | None:
+        """The config file's, else None (load_vilbert then uses safetensors metadata or the base config)."""
+        if files.config is None:
+            return None
+        try:
+            return VilbertConfig.from_json_file(files.config)
+        except (ConfigError, ValueError) as exc:
+            raise VlmbenchError(f"ViLBERT config {files.config}: {exc}") from exc
+
+    def load(self) -> None:
+        if self._net is not None:
+            return
+        files = self._require_files()
+        vocab = self._answers()
+        try:
+            net = load_vilbert(
+                files.weights, config=self._config(files), variant="multitask",
+                device=self.device, dtype=self._torch_dtype(),
+            )  # fmt: skip
+        except CheckpointError as exc:
+            raise VlmbenchError(f"ViLBERT checkpoint {files.weights}: {exc}") from exc
+        heads = net.vil_prediction.logit_fc[-1].out_features
+        if heads != len(vocab):
+            raise VlmbenchError(
+                f"the answer list {files.answers} has {len(vocab)} answers but the VQA head of "
+                f"{files.weights.name} scores {heads}; the list must be the head's (trainval_label2ans.pkl)"
+            )
+        if self.arg_values["features"] == "grid":
+            from .features import ResNetRegionExtractor
+
+            columns, rows = _grid_shape(self.arg_values["num_regions"])
+            try:
+                extractor = ResNetRegionExtractor(
+                    files.backbone, arch=self.arg_values["backbone"], grid=(columns, rows),
+                    min_size=self.arg_values["min_size"], max_size=self.arg_values["max_size"],
+                    device=self.device,
+                )  # fmt: skip
+            except (ValueError, RuntimeError, pickle.UnpicklingError) as exc:
+                raise VlmbenchError(f"backbone_weights {files.backbone}: {exc}") from exc
+            self._extractor = extractor
+        self._net = net
+
+    def _answers(self) -> AnswerVocabulary:
+        if self._vocab is None:
+            path = self._files().answers
+            if path is None:
+                self._require_files()  # raises, naming every missing file
+            try:
+                # Matched with the VQA normalisation the runner uses for the out-of-vocabulary share.
+                self._vocab = AnswerVocabulary.from_file(path, normalize=vqa_normalize)
+            except (ValueError, pickle.UnpicklingError, UnicodeDecodeError, EOFError) as exc:
+                raise VlmbenchError(f"cannot read the answer list {path}: {exc}") from exc
+        return self._vocab
+
+    # -- worker side ----------------------------------------------------------------------------------
+
+    def _question_tokenizer(self):
+        if self._tokenizer is None:
+            from .tokenization import QuestionTokenizer
+
+            self._tokenizer = QuestionTokenizer(self._files().vocab, max_length=self.arg_values["max_length"])
+        return self._tokenizer
+
+    def _feature_reader(self):
+        # An LMDB handle must not cross a fork: each process opens its own.
+        if self._reader is None or self._reader_pid != os.getpid():
+            from .features import LmdbFeatureReader, NumpyFeatureReader
+
+            path = self._files().features
+            max_regions = self.arg_values["num_regions"] + 1
+            label = FAITHFUL_LABEL if self.arg_values["features_faithful"] else None
+            is_lmdb = path.is_file() or path.suffix == ".lmdb" or (path / "data.mdb").is_file()
+            reader_cls = LmdbFeatureReader if is_lmdb else NumpyFeatureReader
+            self._reader = reader_cls(path, label=label, max_regions=max_regions)
+            self._reader_pid = os.getpid()
+        return self._reader
+
+    def _regions_for(self, request: Request) -> RegionFeatures:
+        reader = self._feature_reader()
+        for key in (request.image_id, Path(request.image_ref).stem):
+            if key in reader:
+                return reader[key]
+        raise DataError(
+            f"no precomputed features for image {request.image_id!r} ({request.image_ref}) in "
+            f"{self._files().features}"
+        )
+
+    def collate(self, requests: list[Request]) -> _Inputs | None:
+        if self._files().missing:
+            return None  # load() reports what is missing before these inputs would be used
+        questions = self._question_tokenizer()([r.prompt for r in requests])
+        if self.arg_values["features"] == "grid":
+            grid = _grid_shape(self.arg_values["num_regions"])
+            size = (self.arg_values["min_size"], self.arg_values["max_size"])
+            images = [prepare_image(r.image, *size, grid=grid) for r in requests]
+            return _Inputs(questions, images, None)
+        return _Inputs(questions, None, [self._regions_for(r) for r in requests])
+
+    # -- inference ------------------------------------------------------------------------------------
+
+    def _logits(self, batch: Batch) -> torch.Tensor:
+        self.load()
+        inputs = batch.inputs if batch.inputs is not None else self.collate(batch.requests)
+        if inputs.images is not None:
+            regions = self._grid_regions(batch.requests, inputs.images)
+        else:
+            regions = inputs.regions
+        expected = self._net.config.v_feature_size
+        for item in regions:
+            self._sources_seen.add(item.source)
+            if item.features.shape[1] != expected:
+                raise VlmbenchError(
+                    f"region features are {item.features.shape[1]}-d but the checkpoint expects {expected}-d"
+                )
+        return answer_logits(self._net, inputs.questions, regions, task_id=self.arg_values["task_id"])
+
+    def _grid_regions(self, requests: list[Request], images: list[PreparedImage]) -> list[RegionFeatures]:
+        """Backbone features per image, computed once per image content: a task asks several questions
+        about each image, and the backbone costs far more than ViLBERT itself."""
+        out = []
+        for request, image in zip(requests, images, strict=True):
+            key = request.image_sha256
+            regions = self._region_cache.get(key) if key else None
+            if regions is None:
+                regions = self._extractor.extract_prepared([image])[0]
+                if key:
+                    self._region_cache[key] = regions
+                    if len(self._region_cache) > REGION_CACHE_IMAGES:
+                        self._region_cache.popitem(last=False)
+            else:
+                self._region_cache.move_to_end(key)
+            out.append(regions)
+        return out
+
+    def generate(self, batch: Batch, generation: GenerationSpec) -> list[str]:
+        return predict_answers(self._logits(batch), self._answers())
+
+    def rank(self, batch: Batch) -> list[list[float]]:
+        logits = self._logits(batch)
+        scores = candidate_scores(logits, self._answers(), [r.candidates for r in batch.requests])
+        out = []
+        for row, values in zip(logits, scores, strict=True):
+            floor = min(OUT_OF_VOCABULARY_FLOOR, float(row.min()) - 1.0)
+            out.append([s if s != -math.inf else floor for s in values])
+        return out
+
+    def answer_vocabulary(self) -> Sequence[str] | None:
+        if self._files().answers is None:
+            return None
+        return self._answers().answers
+
+    # -- identity -------------------------------------------------------------------------------------
+
+    def feature_label(self) -> str:
+        """Provenance of the region features, as results record it."""
+        v = self.arg_values
+        if v["features"] == "grid":
+            return approximation_label(v["backbone"], grid_label(_grid_shape(v["num_regions"])))
+        return FAITHFUL_LABEL if v["features_faithful"] else UNKNOWN_SOURCE_LABEL
+
+    def identity(self) -> dict[str, Any]:
+        files = self._files()
+        features: dict[str, Any] = {"source": self.arg_values["features"], "label": self.feature_label()}
+        if files.backbone is not None:
+            features["backbone_sha256"] = file_sha256(files.backbone)
+        if self.arg_values["features"] == "precomputed":
+            # a feature store can be many GB: it is identified by its location, not its content
+            features["path"] = str(Path(self.arg_values["features_path"]).expanduser().resolve())
+        return {
+            **super().identity(),
+            "checkpoint_sha256": file_sha256(files.weights),
+            "config_sha256": file_sha256(files.config),
+            "vocab_sha256": file_sha256(files.vocab) if files.vocab and files.vocab.is_file() else None,
+            "answers_sha256": file_sha256(files.answers),
+            "features": features,
+        }
+
+    @staticmethod
+    def _stored_config(weights: Path) -> VilbertConfig | None:
+        """The config ``save_safetensors`` stores in a .safetensors file's metadata, if any."""
+        if weights.suffix != ".safetensors":
+            return None
+        stored = read_safetensors_metadata(weights).get(SAFETENSORS_CONFIG_KEY)
+        return VilbertConfig.from_dict(json.loads(stored)) if stored else None
+
+    def _config_source(self, files: _Files) -> str | None:
+        if files.weights is None:
+            return None
+        if files.config is not None:
+            return str(files.config)
+        try:
+            stored = self._stored_config(files.weights)
+        except Exception:  # provenance only: an unreadable file is reported by load(), not here
+            return None
+        return "stored in the safetensors metadata" if stored else "base config (bert_base_6layer_6conect)"
+
+    def _parameters(self, files: _Files) -> int | None:
+        if self._net is not None:
+            return sum(p.numel() for p in self._net.parameters())
+        if files.weights is None:
+            return None
+        # Not loaded (every answer was cached, or the run was skipped): count a weightless copy.
+        from .modeling import build_model
+
+        try:
+            config = self._config(files) or self._stored_config(files.weights) or VilbertConfig.base()
+            with torch.device("meta"):
+                model = build_model(config, "multitask")
+        except Exception:  # provenance only, as above
+            return None
+        return sum(p.numel() for p in model.parameters())
+
+    def describe(self) -> dict[str, Any]:
+        files = self._files()
+        described = {
+            **super().describe(),
+            "parameters": self._parameters(files),
+            "checkpoint": str(files.weights) if files.weights else None,
+            "config": self._config_source(files),
+            "answers": str(files.answers) if files.answers else None,
+            "head": "vil_prediction (VQA answer classifier)",
+            "task_id": self.arg_values["task_id"],
+            "feature_extractor": self.feature_label(),
+            "faithful_features": self.arg_values["features"] == "precomputed"
+            and self.arg_values["features_faithful"],
+        }
+        other = sorted(self._sources_seen - {self.feature_label()})
+        if other:
+            described["feature_sources_seen"] = other  # labels stored in precomputed files
+        return described

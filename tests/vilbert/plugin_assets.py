@@ -1,0 +1,72 @@
+"""Builds tiny ViLBERT release folders (random weights) for the plugin tests."""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from vlmbench_plugins.models.vilbert.config import NUM_VQA_ANSWERS
+from vlmbench_plugins.models.vilbert.loading import save_safetensors
+from vlmbench_plugins.models.vilbert.modeling import VilbertForVLTasks
+
+from .conftest import small_config
+
+REPO = Path(__file__).resolve().parents[2]
+ABO_CSV = REPO / "tasks" / "abo_sample" / "abo_sample.csv"
+ABO_IMAGES = REPO / "tasks" / "abo_sample" / "images"
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def abo_rows() -> list[dict]:
+    with open(ABO_CSV, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def vocab_tokens() -> list[str]:
+    """The special tokens, punctuation and every word of the sample questions (uncased)."""
+    words = sorted({w for row in abo_rows() for w in re.findall(r"[a-z0-9]+", row["question"].lower())})
+    return [*SPECIAL_TOKENS, "?", ",", "'", "-", ".", *words]
+
+
+def answer_list() -> list[str]:
+    """3129 answers (the VQA head's size): every other answer of the sample task, then fillers, so
+    that some references are in the vocabulary and some are not."""
+    known = sorted({row["answer"].strip().lower() for row in abo_rows()})[::2]
+    return known + [f"filler{i}" for i in range(NUM_VQA_ANSWERS - len(known))]
+
+
+def build_release(folder: Path, weights_format: str = "safetensors", seed: int = 1) -> Path:
+    """A folder laid out like the 12-in-1 release: weights, config JSON, vocab.txt and answer lists
+    (trainval_label2ans.json and answers.pkl)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tokens = vocab_tokens()
+    # 2048-d regions as the checkpoints expect; a wider fusion so that answers differ between images
+    config = small_config(
+        vocab_size=len(tokens), v_feature_size=2048, bi_hidden_size=32, initializer_range=0.05
+    )
+    torch.manual_seed(seed)
+    model = VilbertForVLTasks(config).eval()
+    if weights_format == "safetensors":
+        save_safetensors(model, folder / "multi_task_model.safetensors")
+    else:
+        torch.save(model.state_dict(), folder / "multi_task_model.bin")
+    (folder / "bert_base_6layer_6conect.json").write_text(config.to_json_string(), encoding="utf-8")
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    answers = answer_list()
+    (folder / "trainval_label2ans.json").write_text(json.dumps(answers), encoding="utf-8")
+    (folder / "answers.pkl").write_bytes(pickle.dumps(answers))
+    return folder
+
+
+def build_backbone(path: Path, seed: int = 0) -> Path:
+    """Random torchvision resnet50 weights saved as a plain state dict (read back weights-only)."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    return path
