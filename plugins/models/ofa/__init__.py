@@ -1,6 +1,7 @@
 """OFA (One For All, Wang et al. 2022): a self-contained PyTorch implementation with loaders for
-the Hugging Face port and fairseq checkpoints, parity checking against the official code, and
-VQA decoding (free, Trie-constrained, all-candidate scoring).
+the Hugging Face port and fairseq checkpoints, parity checking against the official code,
+VQA decoding (free, Trie-constrained, all-candidate scoring) and the ``ofa`` model plugin
+(:mod:`.plugin`).
 
 Submodules import torch; importing this package does not.
 """
@@ -10,6 +11,7 @@ __all__ = [
     "OFAForVQA",
     "OFAModel",
     "Trie",
+    "VQAInputs",
     "beam_search",
     "check_parity",
     "load_ofa",
@@ -24,6 +26,7 @@ _LOCATIONS = {
     "OFAForVQA": "vqa",
     "OFAModel": "modeling",
     "Trie": "generation",
+    "VQAInputs": "vqa",
     "beam_search": "generation",
     "check_parity": "parity",
     "load_ofa": "loading",

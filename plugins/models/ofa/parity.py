@@ -9,6 +9,7 @@ weights through the strict loader and compares, in eval mode and float32.
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 from dataclasses import dataclass, field
@@ -22,7 +23,17 @@ from .loading import load_weights
 from .modeling import OFAModel
 
 DEFAULT_TOLERANCE = 1e-5
+FIXTURE_KEYS = {
+    "config": None,
+    "state_dict": None,
+    "inputs": ("input_ids", "patch_images", "decoder_input_ids"),
+    "outputs": ("logits", "encoder_last_hidden_state"),
+}
 _BUFFER_NAME = re.compile(r"^(?:(encoder|decoder)\.)?(\w+)(?:\[([0-9:, -]*)\])?$")
+
+
+class FixtureError(ValueError):
+    """A parity fixture that cannot be read or lacks a part; the message names it."""
 
 
 @dataclass
@@ -89,11 +100,37 @@ def _check_buffer(model: OFAModel, name: str, expected: Tensor) -> BufferCheck:
     return BufferCheck(name, shape, mismatches == 0, mismatches)
 
 
+def _max_abs_diff(actual: Tensor, expected: Tensor) -> float:
+    """Largest absolute difference; infinite when the shapes differ (reported as a failure)."""
+    if tuple(actual.shape) != tuple(expected.shape):
+        return float("inf")
+    return (actual.float().cpu() - expected).abs().max().item()
+
+
+def load_fixture(path: str | Path) -> dict:
+    """Read a fixture (weights-only) and check that it has every part :func:`check_parity` uses."""
+    try:
+        fixture = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise FixtureError(f"{path}: cannot be read as a parity fixture ({error})") from error
+    if not isinstance(fixture, dict):
+        raise FixtureError(f"{path}: expected a dict, found {type(fixture).__name__}")
+    missing = []
+    for key, parts in FIXTURE_KEYS.items():
+        if key not in fixture:
+            missing.append(key)
+        elif parts:
+            missing += [f"{key}.{part}" for part in parts if part not in fixture[key]]
+    if missing:
+        raise FixtureError(f"{path}: not an OFA parity fixture: missing {', '.join(missing)}")
+    return fixture
+
+
 def check_parity(
     fixture_path: str | Path, tolerance: float = DEFAULT_TOLERANCE, device: str = "cpu"
 ) -> ParityReport:
     """Rebuild the fixture's model, run its inputs and compare with its recorded outputs."""
-    fixture = torch.load(fixture_path, map_location="cpu", weights_only=True)
+    fixture = load_fixture(fixture_path)
     config = OFAConfig.from_dict(fixture["config"])
     model = OFAModel(config)
     load_weights(model, fixture["state_dict"])
@@ -107,8 +144,8 @@ def check_parity(
         )
     expected_logits = fixture["outputs"]["logits"].float()
     expected_encoder = fixture["outputs"]["encoder_last_hidden_state"].float()
-    logits_diff = (out.logits.float().cpu() - expected_logits).abs().max().item()
-    encoder_diff = (out.encoder_last_hidden_state.float().cpu() - expected_encoder).abs().max().item()
+    logits_diff = _max_abs_diff(out.logits, expected_logits)
+    encoder_diff = _max_abs_diff(out.encoder_last_hidden_state, expected_encoder)
     buffers = [_check_buffer(model, name, value) for name, value in fixture.get("buffer_slices", {}).items()]
     return ParityReport(
         fixture=str(fixture_path),
@@ -145,12 +182,18 @@ def render_parity_report(report: ParityReport) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vlmbench_plugins.models.ofa.parity FIXTURE.pt``: print the report; exit 1 on failure."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m vlmbench_plugins.models.ofa.parity FIXTURE.pt", file=sys.stderr)
+    """``python -m vlmbench_plugins.models.ofa.parity FIXTURE.pt [--tolerance T] [--device D]``:
+    print the report; exit status 0 when it passes, 1 when it does not, 2 for an unusable fixture."""
+    parser = argparse.ArgumentParser(prog="python -m vlmbench_plugins.models.ofa.parity")
+    parser.add_argument("fixture")
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        report = check_parity(args.fixture, tolerance=args.tolerance, device=args.device)
+    except (FixtureError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    report = check_parity(args[0])
     print(render_parity_report(report))
     return 0 if report.passed else 1
 

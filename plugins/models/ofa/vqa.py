@@ -12,7 +12,9 @@ Trie renormalises over the allowed tokens).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,6 +33,41 @@ PRETRAINED_RESOLUTION = 384
 
 Images = Sequence[Image.Image] | Tensor
 Candidates = Sequence[str] | Sequence[Sequence[str]]
+# Candidate lists whose token ids and Trie are kept (tasks reuse one list for every question).
+CANDIDATE_CACHE_SIZE = 16
+
+
+@dataclass
+class VQAInputs:
+    """A batch prepared on the CPU (tokenised questions, transformed images), ready for
+    :meth:`OFAForVQA.encode`. Safe to build in DataLoader workers: nothing here needs the model."""
+
+    input_ids: Tensor  # [B, L] long, ``<s> question </s>``, right-padded
+    pixels: Tensor  # [B, 3, R, R] float32
+    question_ids: list[list[int]]  # each question's BPE ids (no BOS/EOS)
+
+    def __len__(self) -> int:
+        return len(self.question_ids)
+
+
+def prepare_inputs(
+    tokenizer: PreTrainedTokenizerBase,
+    images: Images,
+    questions: Sequence[str],
+    resolution: int,
+    pad_token_id: int,
+    bos_token_id: int,
+    eos_token_id: int,
+    max_question_words: int | None = None,
+) -> VQAInputs:
+    """Normalise and tokenise the questions and transform the images (CPU only)."""
+    if len(images) != len(questions):
+        raise ValueError(f"{len(images)} images but {len(questions)} questions")
+    question_ids = [encode_text(tokenizer, question_text(q, max_question_words)) for q in questions]
+    sources = [[bos_token_id, *ids, eos_token_id] for ids in question_ids]
+    return VQAInputs(
+        pad_right(sources, pad_token_id), preprocess_images(images, resolution).float(), question_ids
+    )
 
 
 class OFAForVQA:
@@ -55,6 +92,7 @@ class OFAForVQA:
         self.resolution = resolution
         self.prompt_style = prompt_style
         self.max_question_words = max_question_words
+        self._candidate_cache: OrderedDict[tuple[str, ...], tuple[list[list[int]], Trie]] = OrderedDict()
 
     @classmethod
     def from_pretrained(
@@ -94,25 +132,45 @@ class OFAForVQA:
     def renormalize(self) -> bool:
         return self.prompt_style == "finetuned"
 
-    def _question_ids(self, questions: Sequence[str]) -> list[list[int]]:
-        return [encode_text(self.tokenizer, question_text(q, self.max_question_words)) for q in questions]
-
-    def encode(self, images: Images, questions: Sequence[str]) -> tuple[EncoderOutput, list[list[int]]]:
-        """Run the encoder; return its output and each row's decoder prefix."""
-        if len(images) != len(questions):
-            raise ValueError(f"{len(images)} images but {len(questions)} questions")
+    def prepare(self, images: Images, questions: Sequence[str]) -> VQAInputs:
+        """Tokenised questions and transformed images, on the CPU (see :class:`VQAInputs`)."""
         config = self.model.config
-        question_ids = self._question_ids(questions)
-        sources = [[config.bos_token_id, *ids, config.eos_token_id] for ids in question_ids]
-        input_ids = pad_right(sources, config.pad_token_id, self.device)
+        return prepare_inputs(
+            self.tokenizer,
+            images,
+            questions,
+            self.resolution,
+            config.pad_token_id,
+            config.bos_token_id,
+            config.eos_token_id,
+            self.max_question_words,
+        )
+
+    def _inputs(self, images: Images | VQAInputs, questions: Sequence[str] | None) -> VQAInputs:
+        if isinstance(images, VQAInputs):
+            if questions is not None:
+                raise ValueError("questions are already part of the prepared inputs")
+            return images
+        if questions is None:
+            raise ValueError("questions are needed with raw images")
+        return self.prepare(images, questions)
+
+    def encode(
+        self, images: Images | VQAInputs, questions: Sequence[str] | None = None
+    ) -> tuple[EncoderOutput, list[list[int]]]:
+        """Run the encoder on raw images and questions, or on :meth:`prepare`'s output; return
+        the encoder output and each row's decoder prefix."""
+        inputs = self._inputs(images, questions)
+        config = self.model.config
         dtype = next(self.model.parameters()).dtype
-        pixels = preprocess_images(images, self.resolution).to(self.device, dtype)
         with torch.no_grad():
-            encoder_out = self.model.encode(input_ids, pixels)
+            encoder_out = self.model.encode(
+                inputs.input_ids.to(self.device), inputs.pixels.to(self.device, dtype)
+            )
         if self.prompt_style == "finetuned":
-            prefixes = [[config.bos_token_id, *ids] for ids in question_ids]
+            prefixes = [[config.bos_token_id, *ids] for ids in inputs.question_ids]
         else:
-            prefixes = [[config.bos_token_id] for _ in questions]
+            prefixes = [[config.bos_token_id] for _ in inputs.question_ids]
         return encoder_out, prefixes
 
     def _candidate_ids(self, candidates: Sequence[str]) -> list[list[int]]:
@@ -132,30 +190,39 @@ class OFAForVQA:
         return list(candidates)  # type: ignore[arg-type]
 
     def _tries(self, per_row: list[Sequence[str]]) -> tuple[list[list[list[int]]], list[Trie]]:
-        """Token ids and a Trie per row; rows sharing one list object share the work."""
+        """Token ids and a Trie per row. Rows with equal candidate lists share one Trie (and are
+        decoded together); the last few lists are remembered across calls."""
         config = self.model.config
-        built: dict[int, tuple[list[list[int]], Trie]] = {}
         ids, tries = [], []
         for row in per_row:
-            if id(row) not in built:
+            key = tuple(row)
+            entry = self._candidate_cache.get(key)
+            if entry is None:
                 row_ids = self._candidate_ids(row)
                 trie = Trie(
                     config.eos_token_id, ([config.bos_token_id, *c, config.eos_token_id] for c in row_ids)
                 )
-                built[id(row)] = (row_ids, trie)
-            ids.append(built[id(row)][0])
-            tries.append(built[id(row)][1])
+                entry = (row_ids, trie)
+                self._candidate_cache[key] = entry
+                while len(self._candidate_cache) > CANDIDATE_CACHE_SIZE:
+                    self._candidate_cache.popitem(last=False)
+            else:
+                self._candidate_cache.move_to_end(key)
+            ids.append(entry[0])
+            tries.append(entry[1])
         return ids, tries
 
     def decode_tokens(self, tokens: Sequence[int]) -> str:
         return self.tokenizer.decode(list(tokens), skip_special_tokens=True).strip()
 
     # -- answer modes ---------------------------------------------------------------------------
+    # Each takes raw ``images`` with ``questions``, or a :class:`VQAInputs` from :meth:`prepare`
+    # (``questions`` then None).
 
     def generate_hypotheses(
         self,
-        images: Images,
-        questions: Sequence[str],
+        images: Images | VQAInputs,
+        questions: Sequence[str] | None = None,
         max_new_tokens: int = 5,
         num_beams: int = 5,
         length_penalty: float = 0.0,
@@ -178,8 +245,8 @@ class OFAForVQA:
 
     def generate(
         self,
-        images: Images,
-        questions: Sequence[str],
+        images: Images | VQAInputs,
+        questions: Sequence[str] | None = None,
         max_new_tokens: int = 5,
         num_beams: int = 5,
         length_penalty: float = 0.0,
@@ -188,20 +255,26 @@ class OFAForVQA:
         hypotheses = self.generate_hypotheses(images, questions, max_new_tokens, num_beams, length_penalty)
         return [self.decode_tokens(row[0].tokens) for row in hypotheses]
 
-    def constrained(
+    def _candidates(self, candidates: Candidates | None, rows: int) -> list[Sequence[str]]:
+        if candidates is None:
+            raise ValueError("candidates are required")
+        return self._per_row(candidates, rows)
+
+    def constrained_scores(
         self,
-        images: Images,
-        questions: Sequence[str],
-        candidates: Candidates,
+        images: Images | VQAInputs,
+        questions: Sequence[str] | None = None,
+        candidates: Candidates | None = None,
         num_beams: int = 5,
         max_new_tokens: int | None = None,
-    ) -> list[str]:
-        """Beam search that can only produce one of the candidates; returns the candidate text.
-        ``candidates``: one list for the whole batch or one list per question."""
+    ) -> list[dict[int, float]]:
+        """Trie-constrained beam search. Per row: {candidate index: summed log-probability} for
+        the candidates the beam finished, best first (at most ``num_beams``; candidates with
+        identical tokens share the entry of the first). ``candidates``: one list for the whole
+        batch or one list per question."""
         encoder_out, prefixes = self.encode(images, questions)
-        per_row = self._per_row(candidates, len(questions))
+        per_row = self._candidates(candidates, len(prefixes))
         ids, tries = self._tries(per_row)
-        answers = []
         # Rows with different candidate lists need different Tries: decode each group apart.
         groups: dict[int, list[int]] = {}
         for row, trie in enumerate(tries):
@@ -220,25 +293,44 @@ class OFAForVQA:
                 renormalize=self.renormalize,
             )
             results.update(zip(rows, hypotheses, strict=True))
-        for row, row_candidates in enumerate(per_row):
-            lookup: dict[tuple[int, ...], str] = {}
-            for text, tokens in zip(row_candidates, ids[row], strict=True):
-                lookup.setdefault(tuple(tokens), text)
-            best = results[row][0].tokens
-            answers.append(lookup.get(tuple(best), self.decode_tokens(best)))
-        return answers
+        out = []
+        for row in range(len(prefixes)):
+            lookup: dict[tuple[int, ...], int] = {}
+            for index, tokens in enumerate(ids[row]):
+                lookup.setdefault(tuple(tokens), index)
+            found: dict[int, float] = {}
+            for hypothesis in results[row]:
+                index = lookup.get(tuple(hypothesis.tokens))
+                if index is not None and index not in found:
+                    found[index] = hypothesis.log_prob
+            out.append(found)
+        return out
+
+    def constrained(
+        self,
+        images: Images | VQAInputs,
+        questions: Sequence[str] | None = None,
+        candidates: Candidates | None = None,
+        num_beams: int = 5,
+        max_new_tokens: int | None = None,
+    ) -> list[str]:
+        """Beam search that can only produce one of the candidates; returns the candidate text."""
+        scored = self.constrained_scores(images, questions, candidates, num_beams, max_new_tokens)
+        per_row = self._candidates(candidates, len(scored))
+        # A beam that finished no candidate (every path blocked) falls back to the first candidate.
+        return [row[next(iter(found), 0)] for row, found in zip(per_row, scored, strict=True)]
 
     def score_candidates(
         self,
-        images: Images,
-        questions: Sequence[str],
-        candidates: Candidates,
+        images: Images | VQAInputs,
+        questions: Sequence[str] | None = None,
+        candidates: Candidates | None = None,
         length_normalize: bool = False,
         chunk_size: int = 128,
     ) -> Tensor:
         """[B, C] log-likelihood of each candidate (-inf pads ragged per-row lists), on CPU."""
         encoder_out, prefixes = self.encode(images, questions)
-        per_row = self._per_row(candidates, len(questions))
+        per_row = self._candidates(candidates, len(prefixes))
         ids, tries = self._tries(per_row)
         scores = score_candidates(
             self.model,
