@@ -6,13 +6,6 @@ from vlmbench.hookspecs import hookimpl
 @hookimpl
 def register_models(register):
     register(
-        "prior",
-        "vlmbench_plugins.models.prior:PriorModel",
-        summary="Blind baseline: most frequent answer among the most similar training questions (no image, no weights)",
-        request_types=("generate", "rank"),
-        parameters="0",
-    )
-    register(
         "blip",
         "vlmbench_plugins.models.blip:BlipVQA",
         summary="BLIP fine-tuned for VQA: image-grounded question encoder + answer decoder",
@@ -51,4 +44,11 @@ def register_models(register):
         default_checkpoint="ViT-B-32 (openai)",
         request_types=("rank",),
         parameters="151M",
+    )
+    register(
+        "prior",
+        "vlmbench_plugins.models.prior:PriorModel",
+        summary="Blind baseline: most frequent answer among the most similar training questions (no image, no weights)",
+        request_types=("generate", "rank"),
+        parameters="0",
     )

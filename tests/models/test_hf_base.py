@@ -275,3 +275,33 @@ def test_a_third_party_subclass_gets_the_standard_machinery(tiny_checkpoint):
     answers = model.generate(batch, GenerationSpec(max_new_tokens=3))
     assert len(answers) == 3 and all(isinstance(a, str) for a in answers)
     assert model.describe()["parameters"] > 0 and model.identity()["checkpoint_sha256"]
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("qwen2.5-vl", {"max_pixels": 28 * 28 * 4}),
+        ("smolvlm", {"do_image_splitting": False}),
+        ("smolvlm", {"image_longest_edge": 32}),
+    ],
+)
+def test_image_settings_reach_the_processor(name, args, tiny_checkpoint):
+    from .conftest import sample_requests
+
+    ckpt = tiny_checkpoint(name)
+    default = create_model(name, pretrained=ckpt)
+    changed = create_model(name, pretrained=ckpt, **args)
+    requests = sample_requests("generate", default.default_prompt)
+    # Fewer image tokens in the prompt, and a different fingerprint.
+    assert changed.collate(requests)["input_ids"].shape[1] < default.collate(requests)["input_ids"].shape[1]
+    assert changed.fingerprint() != default.fingerprint()
+
+
+def test_image_settings_end_to_end(tiny_checkpoint, model_task, tmp_path):
+    ckpt = tiny_checkpoint("qwen2.5-vl")
+    run = run_model(
+        "qwen2.5-vl", model_task.rank, tmp_path / "runs", model_args=f"pretrained={ckpt},max_pixels=3136"
+    )
+    assert run.exit_code == 0 and run.results["status"] == "ok", run.output
+    with pytest.raises(ArgError, match="min_pixels"):
+        create_model("qwen2.5-vl", pretrained=ckpt, min_pixels=5000, max_pixels=4000)
