@@ -108,7 +108,13 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    root = Path(tempfile.mkdtemp(prefix="vlmbench-bench-"))
+    with tempfile.TemporaryDirectory(prefix="vlmbench-bench-") as tmp:
+        run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, root: Path) -> None:
+    import torch
+
     tasks = make_task(root / "task", args.samples)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     print(
