@@ -6,6 +6,46 @@ from vlmbench.hookspecs import hookimpl
 @hookimpl
 def register_models(register):
     register(
+        "blip",
+        "vlmbench_plugins.models.blip:BlipVQA",
+        summary="BLIP fine-tuned for VQA: image-grounded question encoder + answer decoder",
+        default_checkpoint="Salesforce/blip-vqa-base",
+        request_types=("generate", "rank"),
+        parameters="385M",
+    )
+    register(
+        "blip2",
+        "vlmbench_plugins.models.blip2:Blip2",
+        summary="BLIP-2: frozen ViT-g image encoder, Q-Former and OPT-2.7B language model",
+        default_checkpoint="Salesforce/blip2-opt-2.7b",
+        request_types=("generate", "rank"),
+        parameters="3.9B",
+    )
+    register(
+        "qwen2.5-vl",
+        "vlmbench_plugins.models.qwen2_5_vl:Qwen25VL",
+        summary="Qwen2.5-VL instruct chat model with native-resolution vision",
+        default_checkpoint="Qwen/Qwen2.5-VL-3B-Instruct",
+        request_types=("generate", "rank"),
+        parameters="3.8B",
+    )
+    register(
+        "smolvlm",
+        "vlmbench_plugins.models.smolvlm:SmolVLM",
+        summary="SmolVLM instruct chat model (Idefics3 architecture) with image splitting",
+        default_checkpoint="HuggingFaceTB/SmolVLM-500M-Instruct",
+        request_types=("generate", "rank"),
+        parameters="507M",
+    )
+    register(
+        "clip",
+        "vlmbench_plugins.models.clip:ClipRanker",
+        summary="CLIP zero-shot answer ranking with open_clip: prompt-ensembled image-text similarity",
+        default_checkpoint="ViT-B-32 (openai)",
+        request_types=("rank",),
+        parameters="151M",
+    )
+    register(
         "prior",
         "vlmbench_plugins.models.prior:PriorModel",
         summary="Blind baseline: most frequent answer among the most similar training questions (no image, no weights)",
