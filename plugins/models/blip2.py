@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmbench_plugins.models.decoder_vlm import DecoderVLM
-
 from vlmbench.hf import cache_kwarg, cache_of
+from vlmbench_plugins.models.decoder_vlm import DecoderVLM
 
 
 class Blip2(DecoderVLM):

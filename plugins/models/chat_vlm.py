@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from vlmbench_plugins.models.decoder_vlm import DecoderVLM
-
 from vlmbench.args import Arg
 from vlmbench.request import Request
+from vlmbench_plugins.models.decoder_vlm import DecoderVLM
 
 SYSTEM_PROMPT = "You answer questions about product images with exactly one word."
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmbench_plugins.models.chat_vlm import ChatVLM
-
 from vlmbench.args import Arg
 from vlmbench.errors import ArgError
+from vlmbench_plugins.models.chat_vlm import ChatVLM
 
 
 class Qwen25VL(ChatVLM):

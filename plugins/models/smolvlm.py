@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmbench_plugins.models.chat_vlm import ChatVLM
-
 from vlmbench.args import Arg
 from vlmbench.request import Request
+from vlmbench_plugins.models.chat_vlm import ChatVLM
 
 
 class SmolVLM(ChatVLM):
