@@ -86,7 +86,10 @@ def _split_model_args(models: tuple[str, ...], values: tuple[str, ...]) -> dict[
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--output-dir", "-o", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option(
-    "--num-workers", type=int, default=2, show_default=True, help="DataLoader workers decoding images."
+    "--num-workers",
+    type=int,
+    default=None,
+    help="DataLoader workers reading, decoding and preprocessing images [default: one per spare CPU core, at most 4].",
 )
 @click.option("--metrics", help="Comma-separated metric names to use instead of the task's.")
 @click.option(

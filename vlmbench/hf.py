@@ -29,6 +29,7 @@ from typing import Any, ClassVar, TypeVar
 
 from vlmbench.args import Arg
 from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
+from vlmbench.hub import download_blocker
 from vlmbench.model import Model
 from vlmbench.registry import ModelEntry
 from vlmbench.request import Batch, Request
@@ -100,13 +101,6 @@ def resolve_dtype(requested: str | None, device: str) -> str:
         if torch.cuda.is_available():
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return "float32"
-
-
-def hub_offline() -> bool:
-    """Whether the user asked for no network access (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
-    return any(
-        os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
 
 
 def is_hub_id(value: str) -> bool:
@@ -418,15 +412,11 @@ class HFModel(Model):
             return loader(self.checkpoint, local_files_only=True)
         except OSError:
             pass
-        if not download or self.arg_values["local_files_only"] or hub_offline():
-            reason = (
-                "downloads are disabled (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set)"
-                if hub_offline()
-                else "local_files_only is set"
-                if self.arg_values["local_files_only"]
-                else "it was not downloaded yet"
-            )
-            raise self._missing(reason)
+        if self.arg_values["local_files_only"]:
+            raise self._missing("local_files_only is set")
+        blocker = download_blocker()
+        if blocker or not download:
+            raise self._missing(blocker or "it was not downloaded yet")
         try:
             return loader(self.checkpoint, local_files_only=False)
         except OSError as exc:

@@ -61,7 +61,7 @@ class RunConfig:
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
-    num_workers: int = 2
+    num_workers: int | None = None  # None: one per spare CPU core, at most 4
     output_dir: Path = Path("runs")
     cache: Path | bool | None = None
     metrics: list[str] | None = None
@@ -73,6 +73,10 @@ class RunConfig:
             raise VlmbenchError("batch size must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise VlmbenchError("--limit must be at least 1")
+        if self.num_workers is None:
+            # The main process needs a core for the model loop; workers beyond the spare cores only
+            # compete with it (measured in benchmarks/harness_overhead.py).
+            self.num_workers = min(4, max(0, (os.cpu_count() or 1) - 1))
         if self.num_workers < 0:
             raise VlmbenchError("--num-workers must be 0 or more")
         if self.on_bad_sample not in ("skip", "stop"):

@@ -25,7 +25,8 @@ from typing import Any
 
 from vlmbench.args import Arg
 from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
-from vlmbench.hf import cached_commit, count_parameters, hub_offline, resolve_dtype, tree_sha256
+from vlmbench.hf import cached_commit, count_parameters, resolve_dtype, tree_sha256
+from vlmbench.hub import download_blocker
 from vlmbench.model import Model
 from vlmbench.registry import ModelEntry
 from vlmbench.request import Batch, Request
@@ -198,7 +199,7 @@ class ClipRanker(Model):
 
     # -- loading -------------------------------------------------------------------------------------------
     def _may_download(self) -> bool:
-        return not (self.arg_values["local_files_only"] or hub_offline())
+        return not (self.arg_values["local_files_only"] or download_blocker())
 
     def _missing(self, what: str, reason: str) -> AssetMissingError:
         return AssetMissingError(

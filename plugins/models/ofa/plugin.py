@@ -28,6 +28,7 @@ import torch
 
 from vlmbench.args import Arg
 from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
+from vlmbench.hub import download_blocker
 from vlmbench.model import Model
 from vlmbench.request import Batch
 from vlmbench.spec import GenerationSpec
@@ -181,13 +182,6 @@ def _tokenizer_hash(folder: Path) -> str:
 # finding files
 
 
-def _offline() -> bool:
-    return any(
-        os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
 def _looks_like_hub_id(text: str) -> bool:
     return bool(_HUB_ID.match(text)) and not text.lower().endswith(_FILE_SUFFIXES)
 
@@ -231,11 +225,11 @@ def hub_snapshot(
         )
         if complete(folder):
             return folder
-    if local_files_only or _offline():
+    blocker = "local_files_only is set" if local_files_only else download_blocker()
+    if blocker:
         raise AssetMissingError(
             asset,
-            "it is not a local file or folder and not in the Hugging Face cache, and downloads are off "
-            f"(HF_HUB_OFFLINE or local_files_only); {HOW_TO_PROVIDE}",
+            f"it is not a local file or folder and not in the Hugging Face cache, and {blocker}; {HOW_TO_PROVIDE}",
         )
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(patterns)))
