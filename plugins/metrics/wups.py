@@ -54,6 +54,7 @@ class WupScorer:
         self._objects: dict[str, Any] = {}
         self._min_depth: dict[str, int] = {}
         self._max_depth: dict[str, int] = {}
+        self._lengths: dict[tuple[str, str], float] = {}
         self.lock = threading.Lock()
 
     def noun_synsets(self, word: str) -> tuple[Any, ...]:
@@ -121,12 +122,18 @@ class WupScorer:
         self._paths[name] = dist
         return dist
 
-    def _path_length(self, dist: dict[str, int], subsumer: str) -> float:
-        # nltk's shortest_path_distance: the best meeting point of both upward searches.
-        if dist.get(subsumer) == 0:
+    def _path_length(self, name: str, dist: dict[str, int], subsumer: str) -> float:
+        # nltk's shortest_path_distance: the best meeting point of both upward searches (in a DAG this
+        # can be shorter than the distance to the subsumer itself). Subsumers repeat: memoised.
+        if name == subsumer:
             return 0
-        sub = self._distances(self._objects[subsumer])
-        return min(d1 + sub.get(node, _INF) for node, d1 in dist.items())
+        key = (name, subsumer)
+        found = self._lengths.get(key)
+        if found is None:
+            sub = self._distances(self._objects[subsumer])
+            found = min(d1 + sub.get(node, _INF) for node, d1 in dist.items())
+            self._lengths[key] = found
+        return found
 
     def _wup(self, x: Any, y: Any) -> float | None:
         dx, dy = self._distances(x), self._distances(y)
@@ -138,8 +145,8 @@ class WupScorer:
         lowest = sorted(s for s in common if self._min_depth[s] == deepest)
         subsumer = x._name if x._name in lowest else lowest[0]
         depth = self._max_depth[subsumer] + 1
-        len1 = self._path_length(dx, subsumer)
-        len2 = self._path_length(dy, subsumer)
+        len1 = self._path_length(x._name, dx, subsumer)
+        len2 = self._path_length(y._name, dy, subsumer)
         if math.isinf(len1) or math.isinf(len2):
             return None
         return (2.0 * depth) / ((len1 + depth) + (len2 + depth))
@@ -169,6 +176,9 @@ def set_scores(scorer: WupScorer, gt: list[str], pred: list[str]) -> tuple[float
     """WUPS of one answer pair at each of :data:`THRESHOLDS`."""
     out = []
     for t in THRESHOLDS:
+        if len(gt) == 1 and len(pred) == 1:  # the common case: both products have one factor
+            out.append(scorer.word_score(gt[0], pred[0], t))
+            continue
         left = float(np.prod([max(scorer.word_score(a, p, t) for p in pred) for a in gt]))
         right = float(np.prod([max(scorer.word_score(a, p, t) for a in gt) for p in pred]))
         out.append(min(left, right))

@@ -11,8 +11,6 @@ from metric_helpers import HAS_MINILM, SHARED, SYSTEM_WORDNET
 from vlmbench import assets
 from vlmbench.errors import AssetMissingError
 
-pytest_plugins = ["metric_helpers"]
-
 
 def test_wordnet_is_built_from_the_system_files(wordnet_cache, wordnet_reader):
     cache, location = wordnet_cache

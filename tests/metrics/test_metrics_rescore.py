@@ -19,8 +19,6 @@ from vlmbench.filters import apply_filters
 from vlmbench.normalize import vqa_normalize
 from vlmbench.rescore import DEFAULT_FILTERS, Columns, rescore
 
-pytest_plugins = ["metric_helpers"]
-
 ROWS = [
     # question, answer, generated_answer, difficulty
     ("What color is the sofa?", "Red", "red", 0),

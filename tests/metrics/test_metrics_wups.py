@@ -12,9 +12,6 @@ from vlmbench.errors import ArgError
 from vlmbench.scoring import build_metrics, score
 from vlmbench.spec import MetricSpec
 
-# Fixtures (wordnet_cache, wordnet_env, wordnet_reader, offline_env) live in metric_helpers.
-pytest_plugins = ["metric_helpers"]
-
 # pred, gt, WUPS@0.0, WUPS@0.9 (reference mode). Fractions are the exact values behind the 4-decimal
 # table of the metric notes: crimson/red 16/17, plastic/rubber 3/7.
 REFERENCE_TABLE = [
