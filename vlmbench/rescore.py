@@ -17,8 +17,11 @@ Both write ``predictions.jsonl`` and ``results.json`` in the same schema as a ru
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
+import io
+import json
 import re
 import time
 from collections import Counter
@@ -223,25 +226,16 @@ def _rescore_external(
     runs_root: Path,
     plugins: Plugins,
 ) -> RescoreResult:
-    from vlmbench.dataset import _csv_rows, _jsonl_rows
-
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        rows = list(_csv_rows(path, data))
-    elif suffix in (".jsonl", ".json"):
-        rows = list(_jsonl_rows(path, data))
-    else:
-        raise DataError(f"{path}: score reads .csv or .jsonl files (or a run folder), not {suffix or 'this'}")
+    skipped: Counter[str] = Counter()
+    examples: list[str] = []
+    header, rows = read_rows(path, data, skipped, examples)
     if not rows:
         raise DataError(f"{path}: the file has no rows")
-    header = list(rows[0][1].keys())
     cols = _resolve_columns(columns, header, path)
 
     records: list[dict[str, Any]] = []
-    skipped: Counter[str] = Counter()
-    examples: list[str] = []
     seen: set[str] = set()
     for line, row in rows:
         pred_cell = row.get(cols["prediction"])
@@ -316,6 +310,65 @@ def _rescore_external(
     )
     artifacts.write_json(out_dir / artifacts.RESULTS, _ordered(results))
     return RescoreResult(out_dir, results, "external", skipped)
+
+
+def read_rows(
+    path: Path, data: bytes, skipped: Counter, examples: list[str]
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """(column names, [(line number, row)]) of a CSV or JSONL file. Malformed rows are counted in
+    ``skipped`` (``malformed_row``) with a message naming the line; blank lines are ignored."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".json"):
+        raise DataError(f"{path}: score reads .csv or .jsonl files (or a run folder), not {suffix or 'this'}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {data[exc.start]:#04x})") from None
+
+    def problem(line: int, message: str) -> None:
+        skipped["malformed_row"] += 1
+        examples.append(f"{path.name}:{line}: {message}")
+
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if suffix == ".csv":
+        reader = csv.reader(io.StringIO(text, newline=""))
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise DataError(f"{path}: the file is empty") from None
+        except csv.Error as exc:
+            raise DataError(f"{path}:1: malformed CSV header: {exc}") from None
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                problem(reader.line_num, f"malformed CSV: {exc}")
+                continue
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                problem(reader.line_num, f"expected {len(header)} fields, got {len(cells)}")
+                continue
+            rows.append((reader.line_num, dict(zip(header, cells, strict=True))))
+        return header, rows
+    header = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problem(number, f"malformed JSON: {exc.msg}")
+            continue
+        if not isinstance(row, dict):
+            problem(number, "not a JSON object")
+            continue
+        header += [k for k in row if k not in header]
+        rows.append((number, row))
+    return header, rows
 
 
 def _resolve_columns(columns: Columns, header: list[str], path: Path) -> dict[str, str | None]:

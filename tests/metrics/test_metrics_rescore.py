@@ -205,3 +205,22 @@ def test_a_real_peer_prediction_file(tmp_path, offline_env):
     ) / sum(1 for r in rows if r["answer"].strip())
     assert result.results["metrics"]["exact_match"]["value"] == pytest.approx(expected)
     assert result.results["task"]["n_scored"] == sum(1 for r in rows if r["answer"].strip())
+
+
+def test_malformed_rows_are_skipped_and_counted(tmp_path, offline_env):
+    source = tmp_path / "broken.csv"
+    source.write_text('answer,prediction\nred,red\nblue,blue,extra\n\ngreen,"grey"\n', encoding="utf-8")
+    result = rescore(source, metrics=["exact_match"], output_dir=tmp_path / "out", bootstrap_samples=0)
+    assert result.results["skipped_samples"] == {"malformed_row": 1}
+    assert "broken.csv:3" in result.results["skipped_sample_examples"][0]
+    assert (
+        result.results["task"]["n_scored"] == 2 and result.results["metrics"]["exact_match"]["value"] == 0.5
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"reference": "red", "prediction": "red"}\n{not json\n[1, 2]\n', encoding="utf-8")
+    result = rescore(bad, metrics=["exact_match"], output_dir=tmp_path / "out2", bootstrap_samples=0)
+    assert result.results["skipped_samples"] == {"malformed_row": 2}
+    other = tmp_path / "preds.tsv"
+    other.write_bytes(source.read_bytes())
+    with pytest.raises(DataError, match=r"reads \.csv or \.jsonl"):
+        rescore(other, metrics=["exact_match"])
