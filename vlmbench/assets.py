@@ -20,12 +20,15 @@ Offline means ``VLMBENCH_OFFLINE``, ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 import threading
+import urllib.parse
 import warnings
 from dataclasses import dataclass
 from importlib import resources
@@ -51,6 +54,19 @@ _SS_TYPE = {"n": 1, "v": 2, "a": 3, "r": 4, "s": 5}
 _TRUE = {"1", "true", "yes", "on"}
 _lock = threading.Lock()
 _readers: dict[str, Any] = {}
+
+
+@functools.lru_cache(maxsize=8)
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host of ``url`` accepts a connection: a quick probe before any download, so a machine
+    without network fails in seconds instead of sitting through a library's retries."""
+    parsed = urllib.parse.urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def cache_dir() -> Path:
@@ -138,7 +154,9 @@ def find_wordnet(
 
     if download is None:
         download = not is_offline()
-    if download:
+    if download and not reachable(_nltk_data_url()):
+        tried.append("the nltk data server cannot be reached")
+    elif download:
         data_dir.mkdir(parents=True, exist_ok=True)
         try:
             ok = nltk.download("wordnet", download_dir=str(data_dir), quiet=True, raise_on_error=True)
@@ -153,6 +171,12 @@ def find_wordnet(
     else:
         tried.append("downloads are off (offline)")
     raise AssetMissingError(WORDNET_ASSET, f"{wordnet_how(cache)} [{'; '.join(tried)}]")
+
+
+def _nltk_data_url() -> str:
+    from nltk.downloader import Downloader
+
+    return Downloader.DEFAULT_URL
 
 
 def load_wordnet(location: WordNetLocation | None = None):
@@ -380,6 +404,11 @@ def resolve_model(name_or_path: str, *, purpose: str, download: bool | None = No
     if download is None:
         download = not is_offline()
     problem = "downloads are off (offline)"
+    if download:
+        from huggingface_hub import constants
+
+        if not reachable(constants.ENDPOINT):
+            download, problem = False, f"{constants.ENDPOINT} cannot be reached"
     if download:
         try:
             path = _download(names[0])

@@ -164,3 +164,21 @@ def test_offline_switches(monkeypatch):
     assert not assets.is_offline()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert assets.is_offline()
+
+
+def test_no_network_fails_fast_without_trying_downloads(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import nltk
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(assets, "reachable", lambda url, timeout=3.0: False)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(assets, "_download", no_download)
+    monkeypatch.setattr(nltk, "download", no_download)
+    with pytest.raises(AssetMissingError, match="cannot be reached"):
+        assets.resolve_model("some-org/not-here", purpose="BARTScore", download=True)
+    with pytest.raises(AssetMissingError, match="cannot be reached"):
+        assets.find_wordnet(cache=tmp_path, system_dirs=(), search_nltk=False, download=True)
