@@ -21,8 +21,11 @@ def tiny_task(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never touch the user's prediction cache from tests."""
+    """Never touch the user's prediction cache from tests, and never download: tests are offline
+    whatever the machine can reach (metrics whose models are absent are reported as skipped)."""
     monkeypatch.setenv("VLMBENCH_CACHE_DIR", str(tmp_path / "vlmbench-cache"))
+    monkeypatch.setenv("VLMBENCH_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -521,6 +521,124 @@ def data_generators():
         click.echo(f"  {e.name:<12} {e.summary}{net}; from {e.plugin}")
 
 
+@cli.command("score")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--metrics",
+    help="Comma-separated metric names [default: exact_match, average_mark, wups, meteor, sbert, "
+    "bertscore, bartscore].",
+)
+@click.option(
+    "--metric-args",
+    multiple=True,
+    help="METRIC:k=v,... options for one metric (repeatable), e.g. wups:mode=reference.",
+)
+@click.option("--prediction-column", help="Column holding the predictions [default: guessed].")
+@click.option("--reference-column", help="Column holding the reference answer(s) [default: guessed].")
+@click.option("--difficulty-column", help="Column holding the difficulty level (integer).")
+@click.option("--id-column", help="Column holding a sample id [default: the line number].")
+@click.option("--question-column", help="Column holding the question.")
+@click.option("--image-column", help="Column naming the image.")
+@click.option("--reference-separator", help="Separator of several references in one cell, e.g. '|'.")
+@click.option("--name", help="Label of these predictions on the leaderboard [default: the file name].")
+@click.option("--task-name", help="Task name on the leaderboard for an external file [default: external].")
+@click.option(
+    "--filters",
+    help="Comma-separated answer filters, or 'none' [default: a run's stored answers; for an external "
+    "file strip,remove_answer_prefix,first_word,strip_punctuation].",
+)
+@click.option(
+    "--output-dir",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Folder for predictions.jsonl and results.json [default: the run's folder; for an external "
+    "file runs/TASK-NAME/NAME-SHA8].",
+)
+@click.option("--bootstrap-samples", type=int, help="Bootstrap resamples for the 95% CIs [default: 1000].")
+@click.option("--seed", type=int, help="Bootstrap seed [default: the run's, else 0].")
+@click.option("--device", default="auto", show_default=True, help="Device for encoder metrics.")
+def score_(
+    source,
+    metrics,
+    metric_args,
+    prediction_column,
+    reference_column,
+    difficulty_column,
+    id_column,
+    question_column,
+    image_column,
+    reference_separator,
+    name,
+    task_name,
+    filters,
+    output_dir,
+    bootstrap_samples,
+    seed,
+    device,
+):
+    """Score stored or external predictions without running a model.
+
+    SOURCE is a run folder (or its predictions.jsonl) to score again with any metrics, or an external
+    CSV/JSONL file with a prediction and a reference per row. Writes predictions.jsonl and results.json
+    like a run and prints the leaderboard row. A metric whose assets are missing is reported as skipped.
+
+    \b
+    Example:
+      vlmbench score preds_blip.csv --prediction-column generated_answer \\
+          --reference-column answer --name blip --metrics exact_match,wups,meteor
+    """
+    from vlmbench import leaderboard
+    from vlmbench.rescore import Columns, parse_metric_args, rescore
+    from vlmbench.spec import MetricSpec
+
+    plugins = load_plugins()
+    options = parse_metric_args(metric_args)
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    if names is None:
+        from vlmbench.rescore import DEFAULT_METRICS
+
+        names = list(DEFAULT_METRICS)
+    for metric in [*names, *options]:
+        plugins.metrics.get(metric)  # unknown names fail before any work
+    unused = [m for m in options if m not in names]
+    if unused:
+        raise VlmbenchError(f"--metric-args names {', '.join(unused)}, which is not among the metrics scored")
+    chain = None
+    if filters is not None:
+        chain = (
+            [] if filters.strip().lower() == "none" else [f.strip() for f in filters.split(",") if f.strip()]
+        )
+    result = rescore(
+        source,
+        metrics=[MetricSpec(n, options.get(n, {})) for n in names],
+        output_dir=output_dir,
+        name=name,
+        task_name=task_name,
+        filters=chain,
+        columns=Columns(
+            prediction=prediction_column,
+            reference=reference_column,
+            difficulty=difficulty_column,
+            id=id_column,
+            question=question_column,
+            image=image_column,
+        ),
+        reference_separator=reference_separator,
+        bootstrap_samples=bootstrap_samples,
+        seed=seed,
+        device=device,
+        plugins=plugins,
+    )
+    for metric, reason in result.results.get("skipped_metrics", {}).items():
+        click.secho(f"{metric}: skipped: {reason}", fg="yellow", err=True)
+    if result.skipped_samples:
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(result.skipped_samples.items()))
+        click.secho(f"rows skipped: {detail}", fg="yellow", err=True)
+    click.echo(f"wrote {result.run_dir}", err=True)
+    path = result.run_dir / "results.json"
+    click.echo(leaderboard.to_markdown([leaderboard._row(result.results, path)]), nl=False)
+
+
 def _warn_broken(plugins) -> None:
     for p in plugins.problems:
         click.secho(

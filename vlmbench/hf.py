@@ -17,10 +17,7 @@ this module is cheap.
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
-import json
-import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +26,7 @@ from typing import Any, ClassVar, TypeVar
 
 from vlmbench.args import Arg
 from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
+from vlmbench.filehash import tree_sha256
 from vlmbench.hub import download_blocker
 from vlmbench.model import Model
 from vlmbench.registry import ModelEntry
@@ -126,80 +124,6 @@ def cached_commit(repo_id: str, revision: str | None) -> str | None:
 
 
 # -- content hashes ----------------------------------------------------------------------------------
-
-_MEMO_MIN_BYTES = 16 * 2**20
-
-
-def tree_sha256(path: str | Path) -> str:
-    """sha256 over the files under ``path`` (relative names and contents; hidden files ignored).
-
-    Hashes of large files are remembered next to the prediction cache, keyed by path, size and
-    modification time, so a multi-gigabyte checkpoint is read in full only once.
-    """
-    root = Path(path)
-    files = (
-        [root]
-        if root.is_file()
-        else sorted(
-            p
-            for p in root.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        )
-    )
-    memo = _HashMemo()
-    digest = hashlib.sha256()
-    for file in files:
-        name = file.name if file == root else file.relative_to(root).as_posix()
-        digest.update(name.encode() + b"\0" + memo.sha256(file).encode() + b"\n")
-    memo.save()
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(2**20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-class _HashMemo:
-    def __init__(self) -> None:
-        from vlmbench.runner import default_cache_path
-
-        self.path = default_cache_path().parent / "file_hashes.json"
-        self.entries: dict[str, dict] | None = None
-        self.dirty = False
-
-    def sha256(self, file: Path) -> str:
-        st = file.stat()
-        if st.st_size < _MEMO_MIN_BYTES:
-            return _file_sha256(file)
-        if self.entries is None:
-            try:
-                self.entries = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                self.entries = {}
-        key = str(file.resolve())
-        known = self.entries.get(key)
-        if known and known.get("size") == st.st_size and known.get("mtime_ns") == st.st_mtime_ns:
-            return known["sha256"]
-        value = _file_sha256(file)
-        self.entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": value}
-        self.dirty = True
-        return value
-
-    def save(self) -> None:
-        if not self.dirty or self.entries is None:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.entries, indent=0, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # only a speed-up: the hash is recomputed next time
-
 
 # -- the base class ------------------------------------------------------------------------------------
 

@@ -1,45 +1,46 @@
-"""Is the Hugging Face Hub usable from here? Asked once per process, answered in seconds.
+"""Can anything be downloaded from here? Asked once per host and process, answered in seconds.
 
-Without this, a download attempt on a machine with no network spends minutes in retries before it
-fails; vlmbench instead reports the missing asset at once.
+Without this, a download attempt on a machine with no network spends minutes in library retries
+before it fails; vlmbench instead reports the missing asset at once.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
-from functools import lru_cache
 from urllib.parse import urlparse
 
 _TRUE = {"1", "true", "yes", "on"}
+OFFLINE_VARIABLES = ("VLMBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
-def hub_offline() -> bool:
-    """Whether the user asked for no network access (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``)."""
-    return any(
-        os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
+def is_offline() -> bool:
+    """Whether the user asked for no downloads (any of ``VLMBENCH_OFFLINE``, ``HF_HUB_OFFLINE``,
+    ``TRANSFORMERS_OFFLINE`` set to 1/true/yes/on)."""
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in OFFLINE_VARIABLES)
 
 
-@lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A TCP connection to the Hub's endpoint (``HF_ENDPOINT``, default huggingface.co) succeeds."""
-    if hub_offline():
-        return False
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host = url.hostname or "huggingface.co"
-    port = url.port or (443 if url.scheme != "http" else 80)
+@functools.lru_cache(maxsize=16)
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether the host of ``url`` accepts a TCP connection."""
+    parsed = urlparse(url)
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
             return True
     except OSError:
         return False
 
 
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+
+
 def download_blocker() -> str | None:
-    """Why a download cannot work right now, or None when it may."""
-    if hub_offline():
-        return "downloads are disabled (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set)"
-    if not hub_reachable():
-        return "the Hugging Face Hub cannot be reached from this machine"
+    """Why a Hugging Face Hub download cannot work right now, or None when it may."""
+    if is_offline():
+        return f"downloads are disabled ({' / '.join(OFFLINE_VARIABLES)} is set)"
+    if not reachable(hub_endpoint()):
+        return f"the Hugging Face Hub ({hub_endpoint()}) cannot be reached from this machine"
     return None

@@ -26,6 +26,7 @@ import numpy as np
 
 from vlmbench import artifacts, distributed
 from vlmbench.args import parse_kv
+from vlmbench.assets import cache_dir
 from vlmbench.dataset import ImageSource, Sample
 from vlmbench.distributed import dist_info
 from vlmbench.errors import AssetMissingError, DataError, Interrupted, VlmbenchError
@@ -45,10 +46,7 @@ from vlmbench.task import Task, resolve_task, task_warnings
 
 
 def default_cache_path() -> Path:
-    base = os.environ.get("VLMBENCH_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "vlmbench"
-    )
-    return Path(base) / "predictions.sqlite"
+    return cache_dir() / "predictions.sqlite"
 
 
 @dataclass

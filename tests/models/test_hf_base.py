@@ -73,21 +73,6 @@ def test_hub_fingerprint_names_checkpoint_and_revision():
     assert other.fingerprint() != create_model("qwen2.5-vl", revision="a" * 40).fingerprint()
 
 
-def test_large_file_hashes_are_remembered(tmp_path, monkeypatch):
-    folder = tmp_path / "ckpt"
-    folder.mkdir()
-    (folder / "weights.bin").write_bytes(b"x" * 1000)
-    monkeypatch.setattr(hf, "_MEMO_MIN_BYTES", 10)
-    calls = []
-    real = hf._file_sha256
-    monkeypatch.setattr(hf, "_file_sha256", lambda p: calls.append(p) or real(p))
-    first = hf.tree_sha256(folder)
-    second = hf.tree_sha256(folder)
-    assert first == second and len(calls) == 1
-    (folder / "weights.bin").write_bytes(b"y" * 1000)
-    assert hf.tree_sha256(folder) != first
-
-
 def test_generation_is_greedy_whatever_the_checkpoint_suggests():
     from transformers import GenerationConfig
 

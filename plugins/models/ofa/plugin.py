@@ -17,15 +17,14 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vlmbench import filehash
 from vlmbench.args import Arg
 from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
 from vlmbench.hub import download_blocker
@@ -94,72 +93,28 @@ class ResolvedCheckpoint:
 # content hashes, remembered by size and modification time
 
 
-def _hash_cache_path() -> Path:
-    from vlmbench.runner import default_cache_path
-
-    return default_cache_path().parent / "ofa-checkpoints.json"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
+def _format_facts(path: Path) -> dict[str, Any]:
+    """What reading a weights file tells: its format ("fairseq", "torch", "safetensors") and a
+    fairseq checkpoint's stored image size."""
+    if path.suffix == ".safetensors" or path.name.endswith(".index.json"):
+        return {"source_format": "safetensors" if "safetensors" in path.name else "torch"}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-        os.replace(handle.name, path)
-    except OSError:
-        pass  # a read-only cache only costs re-hashing next time
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        raw = read_checkpoint(path)
+    except OFACheckpointError:
+        raw = None  # load() reports it with the full message
+    facts: dict[str, Any] = {"source_format": raw.source_format if raw is not None else "torch"}
+    if raw is not None and "patch_image_size" in raw.metadata:
+        facts["patch_image_size"] = int(raw.metadata["patch_image_size"])
+    return facts
 
 
 def file_facts(path: Path, inspect: bool = False) -> dict[str, Any]:
-    """sha256 of a weights file and, with ``inspect``, what reading it tells: its format
-    ("fairseq", "torch", "safetensors") and a fairseq checkpoint's stored image size.
-    Remembered in the vlmbench cache folder, keyed by path, size and modification time."""
-    path = path.resolve()
-    stat = path.stat()
-    cache_path = _hash_cache_path()
-    cache = _read_json(cache_path)
-    key = str(path)
-    entry = cache.get(key)
-    fresh = (
-        isinstance(entry, dict)
-        and entry.get("size") == stat.st_size
-        and entry.get("mtime_ns") == stat.st_mtime_ns
-        and isinstance(entry.get("sha256"), str)
-    )
-    if fresh and (not inspect or "source_format" in entry):
-        return entry
-    if not fresh:
-        entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _sha256_file(path)}
+    """sha256 of a weights file and, with ``inspect``, its format facts; both remembered per file
+    version in the vlmbench cache folder (reading a large fairseq checkpoint takes a while)."""
+    facts: dict[str, Any] = {"sha256": filehash.file_sha256(path)}
     if inspect:
-        if path.suffix == ".safetensors" or path.name.endswith(".index.json"):
-            entry["source_format"] = "safetensors" if "safetensors" in path.name else "torch"
-        else:
-            try:
-                raw = read_checkpoint(path)
-            except OFACheckpointError:
-                raw = None  # load() reports it with the full message
-            entry["source_format"] = raw.source_format if raw is not None else "torch"
-            if raw is not None and "patch_image_size" in raw.metadata:
-                entry["patch_image_size"] = int(raw.metadata["patch_image_size"])
-    cache[key] = entry
-    _write_json(cache_path, cache)
-    return entry
+        facts.update(filehash.remembered(path, "ofa_format", _format_facts, always=True))
+    return facts
 
 
 def _combined_hash(files: list[Path], root: Path | None = None) -> str:
@@ -174,7 +129,7 @@ def _tokenizer_hash(folder: Path) -> str:
     digest = hashlib.sha256()
     for name in TOKENIZER_HASHED:
         if (folder / name).is_file():
-            digest.update(f"{name}:{_sha256_file(folder / name)}\n".encode())
+            digest.update(f"{name}:{filehash.file_sha256(folder / name)}\n".encode())
     return digest.hexdigest()
 
 

@@ -15,7 +15,6 @@ Genome detector. Results record which through the feature label.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -33,6 +32,7 @@ import torch
 import torchvision.transforms.functional  # noqa: F401  # isort: skip
 from transformers import BertTokenizerFast  # noqa: F401  # isort: skip
 
+from vlmbench import filehash
 from vlmbench.args import Arg
 from vlmbench.errors import ArgError, AssetMissingError, DataError, VlmbenchError
 from vlmbench.model import Model
@@ -105,50 +105,9 @@ def _grid_shape(num_regions: int) -> tuple[int, int]:
     return num_regions // rows, rows
 
 
-# -- content hashes (cached in memory and next to the prediction cache) ---------------------------
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def _hash_cache_file() -> Path:
-    from vlmbench.runner import default_cache_path
-
-    return default_cache_path().parent / "file_hashes.json"
-
-
 def file_sha256(path: Path | None) -> str | None:
-    """sha256 of a file; remembered per (path, size, mtime) so a 1 GB checkpoint is hashed once."""
-    if path is None:
-        return None
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key in _HASHES:
-        return _HASHES[key]
-    cache_file = _hash_cache_file()
-    disk_key = "|".join(map(str, key))
-    try:
-        stored = json.loads(cache_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        stored = {}
-    if not isinstance(stored, dict):
-        stored = {}
-    digest = stored.get(disk_key)
-    if not isinstance(digest, str):
-        sha = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(chunk)
-        digest = sha.hexdigest()
-        stored[disk_key] = digest
-        try:  # best effort: a read-only cache folder only costs rehashing next time
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(stored, indent=0, sort_keys=True), encoding="utf-8")
-            tmp.replace(cache_file)
-        except OSError:
-            pass
-    _HASHES[key] = digest
-    return digest
+    """sha256 of a file (remembered, so a 1 GB checkpoint is hashed once), or None without a file."""
+    return None if path is None else filehash.file_sha256(path)
 
 
 class VilbertModel(Model):

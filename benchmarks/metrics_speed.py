@@ -1,0 +1,220 @@
+"""Metric speed at the study's scale: WUPS and SBERT on ~80k answers, measured side by side in one run.
+
+Predictions are a seeded shuffle of the references (the seed study's answers, read from
+``../shared/data/seed_project/dataset_csv/*.csv`` when present, else from ``--data``; without either, a
+synthetic Zipf-distributed answer list of the same size is used and the output says so).
+
+- WUPS: vlmbench's metric through the scoring path (unique pairs, memoised words, synset pairs and word
+  pairs) against a straightforward per-pair implementation of the reference definition on nltk (every
+  pair computed from scratch, both thresholds from one similarity). Values must be identical.
+  Target: >= 20x faster.
+- SBERT: vlmbench's metric through the scoring path against encoding only the distinct strings once with
+  the same model and batch size (the lower bound for any implementation). Target: <= 1.2x that time.
+
+Model and WordNet loading happen once, before any timing. Run from the repository root::
+
+    python benchmarks/metrics_speed.py              # full run (the per-pair WUPS baseline takes minutes)
+    python benchmarks/metrics_speed.py --naive-limit 5000   # time the baseline on a sample, extrapolate
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SEED_DATA = REPO.parent / "shared" / "data" / "seed_project" / "dataset_csv"
+
+
+def load_answers(folder: Path | None, n_synthetic: int = 80336) -> tuple[list[str], str]:
+    if folder is not None and folder.is_dir():
+        answers = []
+        for path in sorted(glob.glob(str(folder / "*.csv"))):
+            with open(path, newline="", encoding="utf-8") as fh:
+                answers += [row["answer"] for row in csv.DictReader(fh)]
+        if answers:
+            return answers, f"{len(answers)} answers from {folder}"
+    words = ["black", "white", "red", "blue", "green", "gray", "brown", "beige", "pink", "silver", "gold", "wood", "metal", "plastic", "glass", "leather", "cotton", "rubber", "steel", "ceramic", "round", "square", "oval", "rectangular", "sofa", "chair", "table", "lamp", "shoe", "bag", "case", "phone", "two", "three", "four", "one", "none", "floral", "striped", "solid", "matte", "glossy"]  # fmt: skip
+    rng = np.random.default_rng(0)
+    weights = 1.0 / np.arange(1, len(words) + 1)
+    picks = rng.choice(len(words), size=n_synthetic, p=weights / weights.sum())
+    return [words[i] for i in picks], f"{n_synthetic} synthetic answers (seed data not found)"
+
+
+def naive_wups_pair(wn, pred: str, gt: str) -> tuple[float, float]:
+    """The reference definition, per pair, with no memory of earlier pairs."""
+
+    def best(a: str, b: str) -> float | None:
+        sa, sb = wn.synsets(a, pos=wn.NOUN), wn.synsets(b, pos=wn.NOUN)
+        if not sa or not sb:
+            return None
+        value = 0.0
+        for x in sa:
+            for y in sb:
+                s = x.wup_similarity(y)
+                if s is not None and s > value:
+                    value = s
+        return value
+
+    gt_items = [x.strip() for x in gt.split(",")]
+    pred_items = [x.strip() for x in pred.split(",")]
+    raw = {(a, p): (None if a == p else best(a, p)) for a in gt_items for p in pred_items}
+    out = []
+    for t in (0.0, 0.9):
+
+        def mu(a: str, p: str, t: float = t) -> float:
+            if a == p:
+                return 1.0
+            w = raw[(a, p)]
+            return 0.0 if w is None else (w if w >= t else w * 0.1)
+
+        left = float(np.prod([max(mu(a, p) for p in pred_items) for a in gt_items]))
+        right = float(np.prod([max(mu(a, p) for a in gt_items) for p in pred_items]))
+        out.append(min(left, right))
+    return out[0], out[1]
+
+
+def score_through_vlmbench(names_options, preds, refs, device):
+    from vlmbench.metric import MetricContext
+    from vlmbench.plugins import load_plugins
+    from vlmbench.scoring import build_metrics, score
+    from vlmbench.spec import MetricSpec
+
+    context = MetricContext({}, 0, device)
+    metrics = build_metrics([MetricSpec(n, o) for n, o in names_options], load_plugins(), context)
+    for m in metrics:
+        m.setup()  # assets load before the clock starts
+    t0 = time.perf_counter()
+    result = score(metrics, preds, [[r] for r in refs], [None] * len(preds), weights={},
+                   bootstrap_samples=0, seed=0)  # fmt: skip
+    return time.perf_counter() - t0, result, metrics
+
+
+def bench_wups(preds, refs, naive_limit, rows, figures):
+    from vlmbench.assets import find_wordnet, load_wordnet
+
+    t0 = time.perf_counter()
+    wn = load_wordnet(find_wordnet())
+    figures["wordnet_load_seconds"] = time.perf_counter() - t0
+
+    fast_s, result, _ = score_through_vlmbench([("wups", {"mode": "reference"})], preds, refs, "cpu")
+    fast0, fast9 = result.sample_scores["wups_0.0"], result.sample_scores["wups_0.9"]
+
+    n = len(preds)
+    idx = list(range(n))
+    if naive_limit and naive_limit < n:
+        idx = sorted(random.Random(1).sample(idx, naive_limit))
+    t0 = time.perf_counter()
+    naive = [naive_wups_pair(wn, preds[i], refs[i]) for i in idx]
+    naive_s = time.perf_counter() - t0
+    measured = len(idx)
+    naive_full = naive_s * n / measured
+    mismatches = sum(1 for k, i in enumerate(idx) if naive[k][0] != fast0[i] or naive[k][1] != fast9[i])
+    unique = len(set(zip(preds, refs, strict=True)))
+    label = "per-pair reference" + ("" if measured == n else f" ({measured} pairs timed, extrapolated)")
+    rows.append(("WUPS", label, n, unique, naive_full, 1.0, "", ""))
+    rows.append(("WUPS", "vlmbench wups (unique pairs, memoised)", n, unique, fast_s, naive_full / fast_s,
+                 ">= 20x faster", f"{mismatches} mismatches in {measured}"))  # fmt: skip
+    figures["wups"] = {
+        "pairs": n,
+        "unique_pairs": unique,
+        "vlmbench_seconds": fast_s,
+        "naive_seconds_measured": naive_s,
+        "naive_pairs_measured": measured,
+        "naive_seconds_for_all_pairs": naive_full,
+        "speedup": naive_full / fast_s,
+        "mismatches": mismatches,
+        "mean_wups_0.0": float(np.mean(fast0)),
+        "mean_wups_0.9": float(np.mean(fast9)),
+    }
+
+
+def bench_sbert(preds, refs, device, repeats, rows, figures):
+    from vlmbench_plugins.metrics.sbert import DEFAULT_MODEL
+
+    unique_strings = list(dict.fromkeys([*preds, *refs]))
+    options = {"model": DEFAULT_MODEL, "device": device}
+    # Load the model (shared by both measurements) and warm it up.
+    _, _, metrics = score_through_vlmbench([("sbert", options)], preds[:64], refs[:64], device)
+    model = metrics[0]._model
+    batch = metrics[0].options["batch_size"]
+    lower, ours = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.encode(unique_strings, batch_size=batch, convert_to_numpy=True, normalize_embeddings=True,
+                     show_progress_bar=False)  # fmt: skip
+        lower.append(time.perf_counter() - t0)
+        seconds, result, _ = score_through_vlmbench([("sbert", options)], preds, refs, device)
+        ours.append(seconds)
+    base, mine = min(lower), min(ours)
+    n = len(preds)
+    unique = len(set(zip(preds, refs, strict=True)))
+    rows.append(
+        ("SBERT", f"encode the {len(unique_strings)} distinct strings only", n, unique, base, 1.0, "", "")
+    )
+    rows.append(("SBERT", "vlmbench sbert (unique pairs, embedding cache)", n, unique, mine, mine / base,
+                 "<= 1.2x the lower bound", ""))  # fmt: skip
+    figures["sbert"] = {
+        "pairs": n,
+        "distinct_strings": len(unique_strings),
+        "encode_distinct_seconds": base,
+        "vlmbench_seconds": mine,
+        "ratio": mine / base,
+        "repeats": repeats,
+        "device": device,
+        "model_source": metrics[0].describe()["model"]["source"],
+        "mean_sbert": float(np.mean(result.sample_scores["sbert"])),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, default=SEED_DATA, help="folder of CSV files with an 'answer' column"
+    )
+    parser.add_argument(
+        "--naive-limit", type=int, default=0, help="time the per-pair WUPS baseline on N pairs"
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=2, help="SBERT timings: best of N")
+    parser.add_argument("--skip", choices=["wups", "sbert"], action="append", default=[])
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+
+    refs, origin = load_answers(args.data)
+    preds = refs[:]
+    random.Random(0).shuffle(preds)
+    rows: list[tuple] = []
+    figures: dict = {"data": origin, "machine": f"{platform.processor() or platform.machine()}, "
+                     f"{os.cpu_count()} CPUs", "python": sys.version.split()[0]}  # fmt: skip
+    print(f"data: {origin}; predictions: a seeded shuffle of the references", flush=True)
+    if "wups" not in args.skip:
+        bench_wups(preds, refs, args.naive_limit, rows, figures)
+    if "sbert" not in args.skip:
+        bench_sbert(preds, refs, args.device, args.repeats, rows, figures)
+
+    header = ("metric", "implementation", "pairs", "unique pairs", "seconds", "ratio", "target", "values")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for metric, impl, n, unique, secs, ratio, target, values in rows:
+        print(f"| {metric} | {impl} | {n} | {unique} | {secs:.2f} | {ratio:.2f}x | {target} | {values} |")
+    if "wordnet_load_seconds" in figures:
+        print(f"(WordNet loaded once in {figures['wordnet_load_seconds']:.1f} s, not counted above)")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,504 @@
+"""``score``: compute metrics for predictions that already exist, without running a model.
+
+Two kinds of input:
+
+- a **stored run** (its folder, or its ``predictions.jsonl``): the stored answers are scored again with any
+  metric set; the model block, task block and configuration of the run are kept, so the result compares
+  with every other run. By default the run's own ``results.json`` and ``predictions.jsonl`` are rewritten
+  (model outputs are never changed; only the scores are).
+- an **external file** (CSV or JSONL) with one prediction and one reference per row, named by a column
+  mapping (``prediction="generated_answer"``, ``reference="answer"``...). Predictions go through the answer
+  filters (the standard chain by default), then are scored. The results' model block says the predictions
+  come from an external file and carries the file's sha256.
+
+Both write ``predictions.jsonl`` and ``results.json`` in the same schema as a run (status ``ok``), so
+``leaderboard`` and ``compare`` treat them like any run. Scoring itself is :func:`vlmbench.scoring.score`.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmbench import artifacts
+from vlmbench.errors import DataError, VlmbenchError
+from vlmbench.filters import apply_filters, check_filters
+from vlmbench.metric import MetricContext
+from vlmbench.plugins import Plugins, load_plugins
+from vlmbench.provenance import provenance
+from vlmbench.scoring import build_metrics, score
+from vlmbench.spec import DEFAULT_WEIGHTS, MetricSpec, TaskSpec
+
+#: Metrics used when none are named: the task defaults plus the whole suite.
+DEFAULT_METRICS = ("exact_match", "average_mark", "wups", "meteor", "sbert", "bertscore", "bartscore")
+#: The answer filters of a task that does not name its own.
+DEFAULT_FILTERS: tuple[str, ...] = tuple(TaskSpec.__dataclass_fields__["filters"].default_factory())
+
+# Column names tried, in order, when a mapping is not given.
+_GUESS = {
+    "prediction": ("prediction", "generated_answer", "predicted_answer", "pred", "model_answer", "output"),
+    "reference": ("reference", "references", "answer", "ground_truth", "gt_answer", "gt", "label"),
+    "difficulty": ("difficulty",),
+    "id": ("sample_id", "id"),
+    "question": ("question",),
+    "image": ("image", "image_path", "path", "image_name", "filename"),
+}
+
+
+@dataclass
+class Columns:
+    """Which column of an external file holds what (None: guess from the usual names)."""
+
+    prediction: str | None = None
+    reference: str | None = None
+    difficulty: str | None = None
+    id: str | None = None
+    question: str | None = None
+    image: str | None = None
+
+
+@dataclass
+class RescoreResult:
+    run_dir: Path
+    results: dict
+    kind: str  # "run" or "external"
+    skipped_samples: Counter = field(default_factory=Counter)
+
+
+def rescore(
+    source: str | Path,
+    *,
+    metrics: Sequence[str | MetricSpec] | None = None,
+    output_dir: str | Path | None = None,
+    name: str | None = None,
+    task_name: str | None = None,
+    filters: Sequence[str] | None = None,
+    columns: Columns | None = None,
+    reference_separator: str | None = None,
+    difficulty_weights: dict[int, float] | None = None,
+    bootstrap_samples: int | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    runs_root: str | Path = "runs",
+    plugins: Plugins | None = None,
+) -> RescoreResult:
+    """Score ``source`` (a run folder, a run's predictions.jsonl, or an external CSV/JSONL file).
+
+    ``filters=None`` keeps a run's stored answers and applies :data:`DEFAULT_FILTERS` to an external file;
+    a list (possibly empty) re-derives every answer from the raw output with those filters.
+    ``bootstrap_samples``, ``seed`` and ``difficulty_weights`` default to the run's own (1000, 0 and the
+    study's weights for external files). An external file's results go to
+    ``runs_root/<task_name>/<name>-<sha8>`` unless ``output_dir`` is given.
+    """
+    plugins = plugins or load_plugins()
+    source = Path(source)
+    if not source.exists():
+        raise DataError(f"{source}: no such file or folder")
+    if filters is not None:
+        check_filters(list(filters), where="--filters")
+    specs = [m if isinstance(m, MetricSpec) else MetricSpec(m) for m in (metrics or DEFAULT_METRICS)]
+    run_file = _stored_run(source)
+    if run_file is not None:
+        return _rescore_run(
+            run_file, specs, output_dir, filters, difficulty_weights, bootstrap_samples, seed, device, plugins
+        )
+    return _rescore_external(
+        source,
+        specs,
+        output_dir=output_dir,
+        name=name,
+        task_name=task_name,
+        filters=DEFAULT_FILTERS if filters is None else tuple(filters),
+        columns=columns or Columns(),
+        separator=reference_separator,
+        weights=dict(DEFAULT_WEIGHTS) if difficulty_weights is None else difficulty_weights,
+        bootstrap_samples=1000 if bootstrap_samples is None else bootstrap_samples,
+        seed=0 if seed is None else seed,
+        device=device,
+        runs_root=Path(runs_root),
+        plugins=plugins,
+    )
+
+
+# ------------------------------------------------------------------------------------------ stored runs
+
+
+def _stored_run(source: Path) -> Path | None:
+    """The predictions.jsonl of a stored run, if ``source`` is one (a run folder or that file)."""
+    if source.is_dir():
+        path = source / artifacts.PREDICTIONS
+        if path.is_file():
+            return path
+        raise DataError(f"{source}: a folder to score must hold a run's {artifacts.PREDICTIONS}")
+    if source.name != artifacts.PREDICTIONS:
+        return None
+    first = next(artifacts.read_jsonl(source), None)
+    # A file that merely shares the name but holds other rows is scored as an external file.
+    if isinstance(first, dict) and {"sample_id", "references", "status"} <= first.keys():
+        return source
+    return None
+
+
+def _rescore_run(
+    path: Path,
+    specs: list[MetricSpec],
+    output_dir: str | Path | None,
+    filters: Sequence[str] | None,
+    weights: dict[int, float] | None,
+    bootstrap_samples: int | None,
+    seed: int | None,
+    device: str,
+    plugins: Plugins,
+) -> RescoreResult:
+    records = list(artifacts.read_jsonl(path))
+    for number, row in enumerate(records, start=1):
+        missing = [k for k in ("sample_id", "references", "status") if k not in row]
+        if missing:
+            raise DataError(f"{path}:{number}: not a vlmbench prediction record (no {', '.join(missing)})")
+    results_path = path.parent / artifacts.RESULTS
+    old = artifacts.load_results(results_path) if results_path.is_file() else {}
+    old.pop("_path", None)
+    config = dict(old.get("config") or {})
+    if weights is None:
+        stored = config.get("difficulty_weights")
+        weights = {int(k): float(v) for k, v in stored.items()} if stored else dict(DEFAULT_WEIGHTS)
+    bootstrap_samples = (
+        config.get("bootstrap_samples", 1000) if bootstrap_samples is None else bootstrap_samples
+    )
+    seed = config.get("seed", 0) if seed is None else seed
+    if filters is not None:
+        for row in records:
+            if row["status"] == "ok" and row.get("raw") is not None:
+                row["answer"] = apply_filters(row["raw"], filters)
+        config["filters"] = list(filters)
+
+    out_dir = Path(output_dir) if output_dir is not None else path.parent
+    results = _score_and_write(
+        records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir, base=old
+    )
+    results["status"] = "ok"
+    results["config"] = {
+        **config,
+        "scoring_device": results["config"]["scoring_device"],
+        "difficulty_weights": {str(k): v for k, v in weights.items()},
+        "bootstrap_samples": bootstrap_samples,
+        "seed": seed,
+    }
+    results["task"] = {**(old.get("task") or {"name": path.parent.name}), "n_scored": _n_ok(records)}
+    results["model"] = old.get("model") or {"name": path.parent.name, "label": path.parent.name}
+    results["rescored"] = {
+        "at": _now(),
+        "from": str(path),
+        "metrics": [s.name for s in specs],
+        "run_provenance": old.get("provenance"),
+    }
+    artifacts.write_json(out_dir / artifacts.RESULTS, results)
+    return RescoreResult(out_dir, results, "run")
+
+
+# ------------------------------------------------------------------------------------------ external
+
+
+def _rescore_external(
+    path: Path,
+    specs: list[MetricSpec],
+    *,
+    output_dir: str | Path | None,
+    name: str | None,
+    task_name: str | None,
+    filters: tuple[str, ...],
+    columns: Columns,
+    separator: str | None,
+    weights: dict[int, float],
+    bootstrap_samples: int,
+    seed: int,
+    device: str,
+    runs_root: Path,
+    plugins: Plugins,
+) -> RescoreResult:
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    skipped: Counter[str] = Counter()
+    examples: list[str] = []
+    header, rows = read_rows(path, data, skipped, examples)
+    if not rows:
+        raise DataError(f"{path}: the file has no rows")
+    cols = _resolve_columns(columns, header, path)
+
+    records: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for line, row in rows:
+        pred_cell = row.get(cols["prediction"])
+        raw = "" if pred_cell is None else str(pred_cell)
+        refs = _references(row.get(cols["reference"]), separator)
+        difficulty, bad = _difficulty(row.get(cols["difficulty"]) if cols["difficulty"] else None)
+        sample_id = str(row.get(cols["id"]) or "").strip() if cols["id"] else ""
+        sample_id = sample_id or f"line-{line}"
+        if sample_id in seen:
+            sample_id = f"{sample_id}@line-{line}"
+        seen.add(sample_id)
+        record: dict[str, Any] = {
+            "sample_id": sample_id,
+            "image_id": None,
+            "image": str(row.get(cols["image"]) or "") if cols["image"] else None,
+            "image_sha256": None,
+            "question": str(row.get(cols["question"]) or "") if cols["question"] else None,
+            "references": refs,
+            "difficulty": difficulty,
+            "prompt": None,
+            "line": line,
+        }
+        problem = None
+        if not refs:
+            problem = ("empty_reference", f"{path.name}:{line}: the reference is empty")
+        elif bad:
+            problem = ("bad_difficulty", f"{path.name}:{line}: difficulty {bad!r} is not an integer")
+        if problem:
+            skipped[problem[0]] += 1
+            examples.append(problem[1])
+            record.update(status="skipped", raw=raw, answer=None, scores={})
+        else:
+            record.update(status="ok", raw=raw, answer=apply_filters(raw, filters), scores={})
+        records.append(record)
+
+    label = name or path.stem
+    task = task_name or "external"
+    out_dir = (
+        Path(output_dir) if output_dir is not None else runs_root / _safe(task) / f"{_safe(label)}-{sha[:8]}"
+    )
+    results = _score_and_write(records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir)
+    results.update(
+        status="ok",
+        task={
+            "name": task,
+            "source": str(path),
+            "columns": cols,
+            "reference_separator": separator,
+            "n_samples": len(records),
+            "n_scored": _n_ok(records),
+        },
+        model={
+            "name": label,
+            "label": label,
+            "kind": "external",
+            "source": "external predictions file (no model was run)",
+            "file": str(path),
+            "sha256": sha,
+            "fingerprint": sha[:16],
+            "checkpoint": None,
+            "parameters": None,
+        },
+        skipped_samples=dict(sorted(skipped.items())),
+        skipped_sample_examples=examples[:20],
+        config={
+            "scoring_device": results["config"]["scoring_device"],
+            "filters": list(filters),
+            "difficulty_weights": {str(k): v for k, v in weights.items()},
+            "bootstrap_samples": bootstrap_samples,
+            "seed": seed,
+        },
+    )
+    artifacts.write_json(out_dir / artifacts.RESULTS, _ordered(results))
+    return RescoreResult(out_dir, results, "external", skipped)
+
+
+def read_rows(
+    path: Path, data: bytes, skipped: Counter, examples: list[str]
+) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """(column names, [(line number, row)]) of a CSV or JSONL file. Malformed rows are counted in
+    ``skipped`` (``malformed_row``) with a message naming the line; blank lines are ignored."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl", ".json"):
+        raise DataError(f"{path}: score reads .csv or .jsonl files (or a run folder), not {suffix or 'this'}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {data[exc.start]:#04x})") from None
+
+    def problem(line: int, message: str) -> None:
+        skipped["malformed_row"] += 1
+        examples.append(f"{path.name}:{line}: {message}")
+
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if suffix == ".csv":
+        reader = csv.reader(io.StringIO(text, newline=""))
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise DataError(f"{path}: the file is empty") from None
+        except csv.Error as exc:
+            raise DataError(f"{path}:1: malformed CSV header: {exc}") from None
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                problem(reader.line_num, f"malformed CSV: {exc}")
+                continue
+            if not cells or all(not c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                problem(reader.line_num, f"expected {len(header)} fields, got {len(cells)}")
+                continue
+            rows.append((reader.line_num, dict(zip(header, cells, strict=True))))
+        return header, rows
+    header = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problem(number, f"malformed JSON: {exc.msg}")
+            continue
+        if not isinstance(row, dict):
+            problem(number, "not a JSON object")
+            continue
+        header += [k for k in row if k not in header]
+        rows.append((number, row))
+    return header, rows
+
+
+def _resolve_columns(columns: Columns, header: list[str], path: Path) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for key, guesses in _GUESS.items():
+        given = getattr(columns, key)
+        if given is not None:
+            if given not in header:
+                raise DataError(f"{path}: no column {given!r} for the {key} (columns: {', '.join(header)})")
+            out[key] = given
+            continue
+        found = next((g for g in guesses if g in header), None)
+        if found is None:
+            lower = {h.lower(): h for h in header}
+            found = next((lower[g] for g in guesses if g in lower), None)
+        out[key] = found
+    for key in ("prediction", "reference"):
+        if out[key] is None:
+            raise DataError(
+                f"{path}: cannot tell which column holds the {key}; name it with --{key}-column "
+                f"(columns: {', '.join(header)})"
+            )
+    if out["prediction"] == out["reference"]:
+        raise DataError(f"{path}: prediction and reference cannot both be column {out['prediction']!r}")
+    return out
+
+
+def _references(cell: Any, separator: str | None) -> list[str]:
+    if cell is None:
+        return []
+    if isinstance(cell, (list, tuple)):
+        items = [str(c) for c in cell]
+    elif separator:
+        items = str(cell).split(separator)
+    else:
+        items = [str(cell)]
+    return [a.strip() for a in items if a.strip()]
+
+
+def _difficulty(cell: Any) -> tuple[int | None, Any]:
+    """(difficulty, None), or (None, cell) when the cell is not an integer."""
+    if cell is None or str(cell).strip() == "":
+        return None, None
+    try:
+        value = float(str(cell).strip())
+    except ValueError:
+        return None, cell
+    return (int(value), None) if value.is_integer() else (None, cell)
+
+
+# ------------------------------------------------------------------------------------------ shared
+
+
+def _score_and_write(
+    records: list[dict],
+    specs: list[MetricSpec],
+    weights: dict[int, float],
+    bootstrap_samples: int,
+    seed: int,
+    device: str,
+    plugins: Plugins,
+    out_dir: Path,
+    base: dict | None = None,
+) -> dict:
+    from vlmbench.runner import resolve_device
+
+    device = resolve_device(device)
+    context = MetricContext(difficulty_weights=weights, seed=seed, device=device)
+    metrics = build_metrics(specs, plugins, context)
+    ok = [r for r in records if r["status"] == "ok"]
+    if not ok:
+        raise DataError("no predictions to score (every row was skipped)")
+    started = time.perf_counter()
+    scored = score(
+        metrics,
+        [r["answer"] or "" for r in ok],
+        [r["references"] for r in ok],
+        [r.get("difficulty") for r in ok],
+        weights=weights,
+        bootstrap_samples=bootstrap_samples,
+        seed=seed,
+    )
+    seconds = time.perf_counter() - started
+    for row in records:
+        row["scores"] = {}
+    for col, values in scored.sample_scores.items():
+        for row, value in zip(ok, values, strict=True):
+            row["scores"][col] = float(value)
+    artifacts.write_jsonl(out_dir / artifacts.PREDICTIONS, records)
+    results = dict(base or {})
+    results.update(
+        schema=artifacts.RESULTS_SCHEMA,
+        metrics=scored.metrics,
+        by_difficulty=scored.by_difficulty,
+        metric_details=scored.details,
+        skipped_metrics=scored.skipped,
+        timing={**(results.get("timing") or {}), "scoring_seconds": seconds},
+        provenance=provenance(),
+    )
+    results["config"] = {**(results.get("config") or {}), "scoring_device": device}
+    return results
+
+
+def _ordered(results: dict) -> dict:
+    """results.json keys in the order a run writes them."""
+    order = ("schema", "status", "task", "model", "metrics", "by_difficulty", "metric_details",
+             "skipped_metrics", "skipped_samples", "skipped_sample_examples", "config", "timing")  # fmt: skip
+    return {**{k: results[k] for k in order if k in results}, **results}
+
+
+def _n_ok(records: list[dict]) -> int:
+    return sum(1 for r in records if r["status"] == "ok")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
+
+
+def parse_metric_args(values: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``["wups:mode=reference", "sbert:batch_size=64,device=cpu"]`` -> options per metric name."""
+    from vlmbench.args import parse_kv
+
+    out: dict[str, dict[str, str]] = {}
+    for value in values:
+        metric, sep, rest = value.partition(":")
+        if not sep or not metric.strip():
+            raise VlmbenchError(f"--metric-args {value!r}: expected METRIC:key=value,...")
+        out.setdefault(metric.strip(), {}).update(parse_kv(rest))
+    return out
