@@ -44,7 +44,20 @@ ACCELERATE = [
 @pytest.mark.parametrize("launcher", [TORCHRUN, ACCELERATE], ids=["torchrun", "accelerate"])
 def test_two_processes_equal_one(launcher, plugin_env, tmp_path):
     env = {**os.environ, **plugin_env, "VLMBENCH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    common = ["run", "-m", "dominant-color", "-t", "abo_sample", "-q", "-b", "4", "--num-workers", "1"]
+    common = [
+        "run",
+        "-m",
+        "dominant-color",
+        "-t",
+        "abo_sample",
+        "-q",
+        "-b",
+        "4",
+        "--num-workers",
+        "1",
+        "--metrics",
+        "exact_match,average_mark,wups",
+    ]
     res = _launch(launcher, [*common, "-o", str(tmp_path / "two")], env)
     assert "(225 computed, 0 cached)" in res.stderr
     assert res.stdout.count("| abo_sample | dominant-color |") == 1  # only rank 0 reports
@@ -83,6 +96,8 @@ def test_resume_across_world_sizes(plugin_env, tmp_path):
         "0",
         "-o",
         str(tmp_path / "runs"),
+        "--metrics",
+        "exact_match",
     ]
     first = subprocess.run(
         [sys.executable, "-m", "vlmbench", *common, "--limit", "100"],

@@ -91,6 +91,8 @@ def test_third_party_plugin_installs_lists_and_runs(plugin_env, tmp_path):
             "-q",
             "--num-workers",
             "0",
+            "--metrics",
+            "exact_match",
         ],
         env=plugin_env,
     )

@@ -173,6 +173,8 @@ def evaluate(
             writer = PredictionStore(shard_dir / f"rank{dist.rank}.sqlite")
         todo = [r for r in requests if r.sample_id not in done]
         if dist.enabled:
+            # Every rank must shard the same list: nobody writes before all have read what is done.
+            distributed.barrier(dist)
             todo = todo[dist.rank :: dist.world_size]
         loop = _Loop(instance, task, cfg, writer, key, show_progress=cfg.progress and dist.is_main)
         try:

@@ -48,6 +48,9 @@ class RunKey:
     settings_hash: str
 
 
+_OPEN_ATTEMPTS = 5
+
+
 class PredictionStore:
     def __init__(self, path: str | Path | None):
         """``path=None`` keeps predictions in memory only (``--no-cache``).
@@ -60,13 +63,23 @@ class PredictionStore:
         self.repaired: Path | None = None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = self._open()
-        except sqlite3.DatabaseError:
-            if self.path is None:
-                raise
-            self.repaired = _move_aside(self.path)
-            self._db = self._open()
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                self._db = self._open()
+                return
+            except sqlite3.OperationalError:
+                # Locked or busy: another process (a second run, another rank) is using the file.
+                # That is not damage; moving the file aside under it would be.
+                if attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+            except sqlite3.DatabaseError:
+                if self.path is None:
+                    raise
+                if attempt == _OPEN_ATTEMPTS - 1:
+                    self.repaired = _move_aside(self.path)
+                    self._db = self._open()
+                    return
+            time.sleep(0.2 * (attempt + 1))  # a file being created by another process settles quickly
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(str(self.path) if self.path else ":memory:", timeout=60)
@@ -76,7 +89,7 @@ class PredictionStore:
                 db.execute("PRAGMA journal_mode = WAL")
                 db.execute("PRAGMA synchronous = NORMAL")
                 if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                    raise sqlite3.DatabaseError("quick_check failed")
+                    raise sqlite3.DatabaseError("quick_check failed")  # damage, not contention
             db.execute(_SCHEMA)
             db.commit()
         except sqlite3.DatabaseError:
