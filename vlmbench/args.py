@@ -86,6 +86,11 @@ def validate(schema: Mapping[str, Arg], given: Mapping[str, Any], owner: str) ->
     return {name: convert(name, arg, given.get(name, arg.default), owner) for name, arg in schema.items()}
 
 
+def output_affecting(schema: Mapping[str, Arg], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The values that can change outputs (and are not secret): what a fingerprint is made of."""
+    return {k: v for k, v in values.items() if schema[k].affects_output and not schema[k].secret}
+
+
 def redact(schema: Mapping[str, Arg], values: Mapping[str, Any]) -> dict[str, Any]:
     return {
         k: ("***" if k in schema and schema[k].secret and v is not None else v) for k, v in values.items()

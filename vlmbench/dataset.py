@@ -177,7 +177,7 @@ def _to_samples(rows, spec: DatasetSpec, split: str | None, name: str) -> Loaded
             continue
         question = str(row.get(cols.question) or "").strip()
         answer_cell = row.get(cols.answer)
-        answers = _answers(answer_cell, spec.answer_separator)
+        answers = split_answers(answer_cell, spec.answer_separator)
         image = str(row.get(cols.image) or "").strip()
         if not question:
             problems.append(RowProblem("empty_question", f"{where}: the question is empty"))
@@ -248,7 +248,8 @@ def _to_samples(rows, spec: DatasetSpec, split: str | None, name: str) -> Loaded
     return LoadedSplit(samples=samples, problems=problems, content_hash="")
 
 
-def _answers(cell: Any, separator: str | None) -> tuple[str, ...]:
+def split_answers(cell: Any, separator: str | None) -> tuple[str, ...]:
+    """Reference answers from a cell: a list, or a string split on ``separator`` (blanks dropped)."""
     if cell is None:
         return ()
     if isinstance(cell, (list, tuple)):

@@ -21,7 +21,6 @@ option starts a fresh store.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import re
@@ -29,7 +28,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vlmbench.args import Arg, redact, validate
+from vlmbench.args import Arg, output_affecting, redact, validate
+from vlmbench.hashing import json_digest
 from vlmbench.registry import GeneratorEntry
 
 if TYPE_CHECKING:
@@ -155,16 +155,11 @@ class Generator:
         return {
             "generator": self.name,
             "version": self.version,
-            "args": {
-                k: v
-                for k, v in self.arg_values.items()
-                if self.args[k].affects_output and not self.args[k].secret
-            },
+            "args": output_affecting(self.args, self.arg_values),
         }
 
     def fingerprint(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return json_digest(self.identity())
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "plugin": self.entry.plugin, "version": self.version,

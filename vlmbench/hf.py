@@ -26,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 
 from vlmbench.args import Arg
 from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
-from vlmbench.filehash import tree_sha256
+from vlmbench.hashing import tree_sha256
 from vlmbench.hub import download_blocker
 from vlmbench.model import Model
 from vlmbench.registry import ModelEntry

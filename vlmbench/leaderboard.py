@@ -107,7 +107,8 @@ def format_parameters(n: int | None) -> str:
     return str(n)
 
 
-def _cell(metric: dict | None) -> str:
+def format_cell(metric: dict | None) -> str:
+    """``0.4123 [0.380, 0.441]``: a metric's value and its 95% interval."""
     if not metric or metric.get("value") is None:
         return "–"
     text = f"{metric['value']:.4f}"
@@ -124,7 +125,7 @@ def to_markdown(rows: Sequence[Row], sort_by: str | None = None) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in rows:
         cells = [r.task, r.model, format_parameters(r.parameters), "–" if r.n is None else str(r.n)]
-        cells += [_cell(r.metrics.get(c)) for c in cols]
+        cells += [format_cell(r.metrics.get(c)) for c in cols]
         cells.append("; ".join(r.notes).replace("|", "/").replace("\n", " "))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")

@@ -7,14 +7,13 @@ calls :meth:`Model.generate` or :meth:`Model.rank` batch by batch. See docs/plug
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from vlmbench.args import Arg, redact, validate
+from vlmbench.args import Arg, output_affecting, redact, validate
 from vlmbench.dataset import Sample
 from vlmbench.errors import VlmbenchError
+from vlmbench.hashing import json_digest
 from vlmbench.registry import ModelEntry
 from vlmbench.request import Batch, Request
 from vlmbench.spec import GenerationSpec
@@ -101,16 +100,11 @@ class Model:
             "model": self.name,
             "plugin_version": self.version,
             "dtype": self.dtype,
-            "args": {
-                k: v
-                for k, v in self.arg_values.items()
-                if self.args[k].affects_output and not self.args[k].secret
-            },
+            "args": output_affecting(self.args, self.arg_values),
         }
 
     def fingerprint(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return json_digest(self.identity())
 
     def describe(self) -> dict[str, Any]:
         """Provenance for results.json: what was loaded and how. Subclasses add ``parameters`` etc."""

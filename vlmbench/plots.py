@@ -506,16 +506,6 @@ def _h(text: Any) -> str:
     return html.escape("" if text is None else str(text), quote=True)
 
 
-def _cell(metric: dict | None) -> str:
-    if not metric or metric.get("value") is None:
-        return "–"
-    text = f"{metric['value']:.4f}"
-    if metric.get("ci95"):
-        lo, hi = metric["ci95"]
-        text += f" [{lo:.3f}, {hi:.3f}]"
-    return text
-
-
 def leaderboard_html(runs_dir: str | Path, task: str, sort_by: str | None = None) -> str:
     """The leaderboard of one task as an HTML table (the rows of :mod:`vlmbench.leaderboard`)."""
     rows = leaderboard.sort_rows(leaderboard.collect(runs_dir, task=task), sort_by)
@@ -527,7 +517,7 @@ def leaderboard_html(runs_dir: str | Path, task: str, sort_by: str | None = None
             f"<td>{_h(r.model)}</td>",
             f'<td class="num">{_h(leaderboard.format_parameters(r.parameters))}</td>',
             f'<td class="num">{"–" if r.n is None else r.n}</td>',
-            *(f'<td class="num">{_h(_cell(r.metrics.get(c)))}</td>' for c in cols),
+            *(f'<td class="num">{_h(leaderboard.format_cell(r.metrics.get(c)))}</td>' for c in cols),
             f"<td>{_h('; '.join(r.notes))}</td>",
         ]
         out.append("<tr>" + "".join(cells) + "</tr>")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmbench import artifacts
+from vlmbench.dataset import split_answers
 from vlmbench.errors import DataError, VlmbenchError
 from vlmbench.filters import apply_filters, check_filters
 from vlmbench.metric import MetricContext
@@ -240,7 +241,7 @@ def _rescore_external(
     for line, row in rows:
         pred_cell = row.get(cols["prediction"])
         raw = "" if pred_cell is None else str(pred_cell)
-        refs = _references(row.get(cols["reference"]), separator)
+        refs = list(split_answers(row.get(cols["reference"]), separator))
         difficulty, bad = _difficulty(row.get(cols["difficulty"]) if cols["difficulty"] else None)
         sample_id = str(row.get(cols["id"]) or "").strip() if cols["id"] else ""
         sample_id = sample_id or f"line-{line}"
@@ -394,18 +395,6 @@ def _resolve_columns(columns: Columns, header: list[str], path: Path) -> dict[st
     if out["prediction"] == out["reference"]:
         raise DataError(f"{path}: prediction and reference cannot both be column {out['prediction']!r}")
     return out
-
-
-def _references(cell: Any, separator: str | None) -> list[str]:
-    if cell is None:
-        return []
-    if isinstance(cell, (list, tuple)):
-        items = [str(c) for c in cell]
-    elif separator:
-        items = str(cell).split(separator)
-    else:
-        items = [str(cell)]
-    return [a.strip() for a in items if a.strip()]
 
 
 def _difficulty(cell: Any) -> tuple[int | None, Any]:

@@ -7,7 +7,6 @@ task -> samples -> requests -> (DataLoader workers decode images) -> model -> pr
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -31,6 +30,7 @@ from vlmbench.dataset import ImageSource, Sample
 from vlmbench.distributed import dist_info
 from vlmbench.errors import AssetMissingError, DataError, Interrupted, VlmbenchError
 from vlmbench.filters import apply_filters
+from vlmbench.hashing import json_digest
 from vlmbench.images import ImageProblem, decode_image, sha256_bytes
 from vlmbench.metric import MetricContext
 from vlmbench.model import Model
@@ -139,7 +139,7 @@ def evaluate(
     settings = {"kind": kind, "prompt_template": template}
     if kind == "generate":
         settings["generation"] = task.spec.generation.as_kwargs()
-    key = RunKey(instance.fingerprint(), task.hash, _digest(settings))
+    key = RunKey(instance.fingerprint(), task.hash, json_digest(settings))
     run_dir = cfg.output_dir / _safe(task.name) / f"{_safe(instance.name)}-{key.model_fp[:8]}"
 
     cache_path = (
@@ -655,10 +655,6 @@ def _peak_memory_mb() -> dict[str, float]:
     except ImportError:
         pass
     return out
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _safe(name: str) -> str:

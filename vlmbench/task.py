@@ -11,6 +11,7 @@ from pathlib import Path
 
 from vlmbench.dataset import ImageSource, LoadedSplit, Sample, load_split
 from vlmbench.errors import DataError
+from vlmbench.hashing import json_digest
 from vlmbench.normalize import vqa_normalize
 from vlmbench.spec import TaskSpec, load_spec
 
@@ -85,7 +86,7 @@ class Task:
         # Metrics and filters are applied to stored outputs; they do not change what a model is asked.
         for key in ("metrics", "filters", "description", "bootstrap_samples", "difficulty_weights"):
             spec.pop(key, None)
-        return _digest(spec)
+        return json_digest(spec)
 
     def render_prompt(self, template: str, sample: Sample, candidates: tuple[str, ...] = ()) -> str:
         return template.format(question=sample.question, choices=", ".join(candidates))
@@ -177,7 +178,3 @@ def _read_candidate_file(path: Path) -> list[str]:
             raise DataError(f"{path}: a candidate file in JSON must be a list of strings")
         return data
     return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -14,7 +14,7 @@ from ofa_testing import FIXTURES, randomize, tiny_config, write_tiny_bpe
 from PIL import Image
 from safetensors.torch import save_file
 
-from vlmbench import filehash
+from vlmbench import hashing
 from vlmbench.cli import cli
 from vlmbench.errors import ArgError
 from vlmbench.plugins import load_plugins
@@ -314,7 +314,7 @@ def test_identity_follows_the_weights_and_hashes_are_cached(tmp_path, checkpoint
         raise AssertionError(f"{path} hashed again")
 
     with monkeypatch.context() as patch:  # unchanged weights: the remembered hash is used
-        patch.setattr(filehash, "_sha256", no_hashing)
+        patch.setattr(hashing, "_sha256", no_hashing)
         patch.setattr(ofa_plugin, "_tokenizer_hash", lambda folder: tokenizer_hash)
         assert same.fingerprint() == fingerprint
 

@@ -18,7 +18,6 @@ configuration and inputs, a finished run is not repeated: re-running is a no-op.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -32,6 +31,7 @@ from vlmbench.abo import curation, export, reader, splits
 from vlmbench.args import parse_kv
 from vlmbench.errors import AssetMissingError, VlmbenchError
 from vlmbench.generator import GenerationResult, Generator, Job
+from vlmbench.hashing import json_digest
 from vlmbench.images import read_image_file
 from vlmbench.registry import load_target
 
@@ -113,10 +113,6 @@ class CandidateStore:
 def _inputs_identity(abo_root: Path) -> list[list[Any]]:
     files = [*reader.listing_files(abo_root), abo_root / reader.IMAGES_CSV]
     return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _outputs(out: Path) -> list[Path]:
@@ -211,7 +207,7 @@ def prepare(
         "fractions": fractions,
         "validation": asdict(options.validation),
     }
-    config_hash = _digest({"config": config, "inputs": _inputs_identity(abo_root)})
+    config_hash = json_digest({"config": config, "inputs": _inputs_identity(abo_root)}, length=None)
     state_path = out / STATE
     if not options.force and state_path.is_file():
         try:

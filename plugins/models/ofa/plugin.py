@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from vlmbench import filehash
+from vlmbench import hashing
 from vlmbench.args import Arg
 from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
 from vlmbench.hub import download_blocker
@@ -111,9 +111,9 @@ def _format_facts(path: Path) -> dict[str, Any]:
 def file_facts(path: Path, inspect: bool = False) -> dict[str, Any]:
     """sha256 of a weights file and, with ``inspect``, its format facts; both remembered per file
     version in the vlmbench cache folder (reading a large fairseq checkpoint takes a while)."""
-    facts: dict[str, Any] = {"sha256": filehash.file_sha256(path)}
+    facts: dict[str, Any] = {"sha256": hashing.file_sha256(path)}
     if inspect:
-        facts.update(filehash.remembered(path, "ofa_format", _format_facts, always=True))
+        facts.update(hashing.remembered(path, "ofa_format", _format_facts, always=True))
     return facts
 
 
@@ -129,7 +129,7 @@ def _tokenizer_hash(folder: Path) -> str:
     digest = hashlib.sha256()
     for name in TOKENIZER_HASHED:
         if (folder / name).is_file():
-            digest.update(f"{name}:{filehash.file_sha256(folder / name)}\n".encode())
+            digest.update(f"{name}:{hashing.file_sha256(folder / name)}\n".encode())
     return digest.hexdigest()
 
 

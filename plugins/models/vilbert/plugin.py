@@ -32,7 +32,7 @@ import torch
 import torchvision.transforms.functional  # noqa: F401  # isort: skip
 from transformers import BertTokenizerFast  # noqa: F401  # isort: skip
 
-from vlmbench import filehash
+from vlmbench import hashing
 from vlmbench.args import Arg
 from vlmbench.errors import ArgError, AssetMissingError, DataError, VlmbenchError
 from vlmbench.model import Model
@@ -107,7 +107,7 @@ def _grid_shape(num_regions: int) -> tuple[int, int]:
 
 def file_sha256(path: Path | None) -> str | None:
     """sha256 of a file (remembered, so a 1 GB checkpoint is hashed once), or None without a file."""
-    return None if path is None else filehash.file_sha256(path)
+    return None if path is None else hashing.file_sha256(path)
 
 
 class VilbertModel(Model):

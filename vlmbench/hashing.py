@@ -1,4 +1,6 @@
-"""Content hashes of checkpoint files, and other facts about files that are slow to work out.
+"""Hashes: of JSON-able identities (fingerprints, task and settings hashes) and of files.
+
+``json_digest`` names anything that determines outputs, canonically (sorted keys). For files:
 
 Model fingerprints include the sha256 of the weights they load, so that two checkpoints never share
 cached predictions. A multi-gigabyte file should be read in full once, not at every run: facts are
@@ -16,6 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from vlmbench.assets import cache_dir
+
+
+def json_digest(obj: Any, length: int | None = 16) -> str:
+    """sha256 of the canonical JSON of ``obj`` (sorted keys), as hex, cut to ``length`` characters."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return digest[:length] if length else digest
+
 
 # Smaller files are hashed on every call: cheaper than reading and rewriting the memo.
 _MEMO_MIN_BYTES = 16 * 2**20
