@@ -526,6 +526,79 @@ def test_secrets_never_reach_logs_or_artifacts(plugin_env, tmp_path, tiny_task, 
     )
 
 
+def test_hostile_archives_and_pickles_are_refused(tmp_path, reliability):
+    import pickle
+    import tarfile
+
+    from vlmbench.abo.download import DownloadError, safe_extract
+    from vlmbench_plugins.models.vilbert.inference import read_answer_pickle
+
+    def tar_with(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> Path:
+        path = tmp_path / f"evil-{len(list(tmp_path.glob('evil-*')))}.tar"
+        with tarfile.open(path, "w") as tar:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, link
+            data = b"pwned"
+            info.size = len(data) if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        return path
+
+    evil = [tar_with("../escape.txt"), tar_with("/tmp/abs.txt"), tar_with("link", tarfile.SYMTYPE, "/etc/passwd"),
+            tar_with("hard", tarfile.LNKTYPE, "../x"), tar_with("dev", tarfile.CHRTYPE)]  # fmt: skip
+    for archive in evil:
+        with pytest.raises(DownloadError, match="unsafe|not a regular"):
+            safe_extract(archive, tmp_path / "out", progress=False)
+    assert (
+        not (tmp_path / "escape.txt").exists() and not list((tmp_path / "out").rglob("*"))
+        if (tmp_path / "out").exists()
+        else True
+    )
+    reliability.record(
+        "Hostile files",
+        "tar entries with .., absolute paths, symlinks, hard links, devices",
+        len(evil),
+        "extraction refused before writing the entry",
+    )
+
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for blob in (pickle.dumps(Payload()), pickle.dumps([Payload()]), pickle.dumps({"a": Payload()})):
+        with pytest.raises(pickle.UnpicklingError, match="refusing"):
+            read_answer_pickle(blob)
+    assert not marker.exists()
+    assert read_answer_pickle(pickle.dumps(["red", "blue"])) == ["red", "blue"]
+    reliability.record(
+        "Hostile files",
+        "pickled answer lists that would run a command",
+        3,
+        "refused by the restricted unpickler; nothing executed",
+    )
+
+
+def test_remote_code_is_off_unless_asked(reliability):
+    from vlmbench.registry import load_target
+
+    plugins = load_plugins()
+    hf_models = []
+    for entry in plugins.models:
+        cls = load_target(entry.target)
+        if "trust_remote_code" in cls.args:
+            hf_models.append(entry.name)
+            model = cls.create(entry, {}, device="cpu")
+            assert model.arg_values["trust_remote_code"] is False
+    assert len(hf_models) >= 4
+    reliability.record(
+        "Hostile files",
+        "trust_remote_code default of every Hugging Face plugin",
+        len(hf_models),
+        "off; only --model-args trust_remote_code=true turns it on",
+    )
+
+
 # -- concurrency --------------------------------------------------------------------------------
 
 
