@@ -114,3 +114,34 @@ def test_bundled_task_files_validate():
     root = Path(__file__).resolve().parent.parent / "tasks"
     for path in root.glob("*.yaml"):
         load_spec(path)
+
+
+def test_include_merges_mappings_and_replaces_the_rest(tmp_path):
+    base = {
+        **BASE,
+        "prompt": {"default": "{question}", "blip2": "Q: {question} A:"},
+        "metrics": ["exact_match", "average_mark"],
+    }
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "rank.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "include": "base.yaml",
+                "task": "t_rank",
+                "request_type": "rank",
+                "prompt": {"blip2": "{question}?"},
+                "metrics": ["exact_match"],
+            }
+        )
+    )
+    spec = load_spec(tmp_path / "rank.yaml")
+    assert (spec.task, spec.request_type, spec.version) == ("t_rank", "rank", "1")
+    assert spec.prompt == {"default": "{question}", "blip2": "{question}?"}
+    assert [m.name for m in spec.metrics] == ["exact_match"]
+    assert spec.dataset.path == str(tmp_path / "data.csv")
+    (tmp_path / "loop.yaml").write_text("include: loop.yaml\ntask: x\n")
+    with pytest.raises(SpecError, match="includes itself"):
+        load_spec(tmp_path / "loop.yaml")
+    (tmp_path / "bad.yaml").write_text("include: missing.yaml\ntask: x\n")
+    with pytest.raises(SpecError, match="cannot read"):
+        load_spec(tmp_path / "bad.yaml")

@@ -204,8 +204,9 @@ def list_(what):
             click.echo(f"  {e.name:<14} {e.summary}\n  {'':<14} {extra}; from {e.plugin}")
     if what in ("tasks", "all"):
         click.secho("Tasks", bold=True)
+        width = max((len(e.name) for e in plugins.tasks), default=0)
         for e in plugins.tasks:
-            click.echo(f"  {e.name:<18} v{e.version}  {e.summary}")
+            click.echo(f"  {e.name:<{width}}  v{e.version}  {e.summary}")
     if what in ("generators", "all"):
         click.secho("QA generators (vlmbench data prepare --generator NAME)", bold=True)
         for e in plugins.generators:

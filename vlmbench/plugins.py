@@ -161,6 +161,10 @@ def scan_task_folder(folder: Path, plugin: str = "") -> list[TaskEntry]:
             data = yaml.safe_load(fh) or {}
         if not isinstance(data, dict) or "task" not in data:
             continue
+        if "include" in data:
+            from vlmbench.spec import with_include
+
+            data = with_include(data, path, seen=(path.resolve(),))
         entries.append(
             TaskEntry(
                 name=str(data["task"]),

@@ -138,7 +138,37 @@ def load_spec(path: str | Path) -> TaskSpec:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: invalid YAML: {exc}") from None
+    if isinstance(data, dict) and "include" in data:
+        data = with_include(data, path, seen=(path.resolve(),))
     return spec_from_dict(data, source=source, base_dir=path.resolve().parent)
+
+
+def with_include(data: dict, path: Path, seen: tuple[Path, ...]) -> dict:
+    """``include: other.yaml``: start from that file (relative to this one) and override its keys;
+    mappings merge key by key, anything else is replaced. Relative paths in the included file are
+    resolved against the including file's folder, so keep both in one folder."""
+    data = dict(data)
+    target = (path.parent / str(data.pop("include"))).resolve()
+    if target in seen:
+        raise SpecError(f"{path}: include: {target} includes itself")
+    try:
+        base = yaml.safe_load(target.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"{path}: include: cannot read {target}: {exc}") from None
+    if not isinstance(base, dict):
+        raise SpecError(f"{path}: include: {target} is not a mapping")
+    if "include" in base:
+        base = with_include(base, target, (*seen, target))
+    return _merge(base, data)
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
 
 
 def spec_from_dict(data: Any, *, source: str = "<task>", base_dir: Path | None = None) -> TaskSpec:
