@@ -518,6 +518,16 @@ def data_generators():
         click.echo(f"  {e.name:<12} {e.summary}{net}; from {e.plugin}")
 
 
+def _add_finetune_commands() -> None:
+    # `vlmbench finetune` and `vlmbench sweep`; the module imports only click at load time.
+    from vlmbench.finetune.commands import add_commands
+
+    add_commands(cli)
+
+
+_add_finetune_commands()
+
+
 def _warn_broken(plugins) -> None:
     for p in plugins.problems:
         click.secho(
