@@ -29,6 +29,7 @@ not a real one (see docs/finetune.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -251,7 +252,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             sys.path.insert(0, str(REPO / "tests"))
             import tiny_models
 
-            args.pretrained = str(tiny_models.build("blip", work / "checkpoints"))
+            with contextlib.redirect_stdout(sys.stderr):  # save_pretrained's progress bar
+                args.pretrained = str(tiny_models.build("blip", work / "checkpoints"))
             tiny = True
         else:
             tiny = False
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 def _in_subprocess(variant: str, argv: list[str], args: argparse.Namespace, work: Path) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", variant,
                "--work-dir", str(work / "runs")]  # fmt: skip
-    if "--pretrained" not in argv:
+    if "--pretrained" not in argv and args.pretrained:  # the tiny BLIP built above
         command += ["--pretrained", args.pretrained]
     res = subprocess.run(command, capture_output=True, text=True)
     if res.returncode != 0:

@@ -91,3 +91,18 @@ def test_two_processes_under_accelerate_launch_train_like_one(squares, tiny_blip
     a, b = _adapter_weights(one.last_adapter), _adapter_weights(tmp_path / "two" / "last")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_bf16_autocast_on_the_cpu(squares, tiny_blip, tmp_path):
+    """Mixed precision through accelerate (its own process: accelerate fixes the precision once)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    argv = _argv(squares, tiny_blip, tmp_path / "bf16", "--mixed-precision", "bf16", "--max-steps", "3",
+                 "--val-limit", "4", "--log-every", "1")  # fmt: skip
+    res = subprocess.run([sys.executable, "-m", "vlmbench", *argv], capture_output=True, text=True, env=env,
+                         timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    events = [json.loads(x) for x in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
+    losses = [e["loss"] for e in events if e["event"] == "train"]
+    assert len(losses) == 3 and all(loss == loss and loss > 0 for loss in losses)  # finite, not NaN
+    assert json.loads((tmp_path / "bf16" / "finetune_config.json").read_text())["mixed_precision"] == "bf16"

@@ -17,7 +17,7 @@ from vlmbench.finetune.data import epoch_batches
 from vlmbench.finetune.trainer import finetune, latest_checkpoint
 from vlmbench.request import Batch, Request
 
-from .conftest import make_squares_task
+from .squares import make_squares_task
 
 # Tuned so that the tiny model learns the colours within a few seconds on one CPU thread (every seed
 # from 0 to 5 reaches a validation exact match of 0.8 or more; the test uses seed 0).

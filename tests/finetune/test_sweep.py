@@ -94,3 +94,19 @@ def test_sweep_trains_evaluates_and_ranks_against_the_base_model(squares, tiny_b
     events = (out / "r2-query_value" / "metrics.jsonl").read_text().splitlines()
     assert sum(json.loads(e)["event"] == "train" for e in events) == 0  # log_every 100: none logged
     assert json.loads((out / "r2-query_value" / "train_state.json").read_text())["global_step"] == 8
+
+
+def test_options_given_as_text_take_their_types(tmp_path):
+    from vlmbench.errors import ArgError
+    from vlmbench.finetune.config import FinetuneConfig
+
+    # YAML reads 1e-4 (no dot) as a string, and --set passes text
+    path = tmp_path / "sweep.yaml"
+    path.write_text("task: t\ndefaults: {learning_rate: 1e-4, gradient_checkpointing: 'true'}\n")
+    spec = load_sweep(path)
+    config = spec.config_for(spec.configurations()[0], tmp_path)
+    assert config.learning_rate == 1e-4 and config.gradient_checkpointing is True
+    config = FinetuneConfig(task="t", output_dir=tmp_path, rank="8", epochs=3.0, alpha=16)
+    assert (config.rank, config.epochs, config.alpha) == (8, 3, 16.0)
+    with pytest.raises(ArgError, match="'rank': expected int"):
+        FinetuneConfig(task="t", output_dir=tmp_path, rank="eight")

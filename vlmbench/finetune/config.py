@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         self.output_dir = Path(self.output_dir)
+        _coerce(self)
         if self.val_split == "":
             self.val_split = None
         checks = [
@@ -158,6 +160,37 @@ class FinetuneConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in dataclasses.fields(cls)]
+
+
+def _coerce(config: FinetuneConfig) -> None:
+    """Numbers and flags given as text (``--set lr=1e-4``; YAML reads ``1e-4`` as a string) become
+    the field's type; anything else of the wrong type is an error naming the option."""
+    hints = typing.get_type_hints(FinetuneConfig)
+    for f in dataclasses.fields(FinetuneConfig):
+        value = getattr(config, f.name)
+        kinds = [t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None)]
+        if value is None or len(kinds) != 1 or kinds[0] not in (int, float, bool, str):
+            continue
+        kind = kinds[0]
+        if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+            continue
+        try:
+            if kind is bool:
+                text = str(value).strip().lower()
+                if text not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                converted: Any = text in ("true", "1", "yes")
+            elif kind is int and isinstance(value, float) and value.is_integer():
+                converted = int(value)
+            elif kind is str:
+                converted = str(value)
+            else:
+                if isinstance(value, bool):
+                    raise ValueError(value)
+                converted = kind(value)
+        except (TypeError, ValueError):
+            raise ArgError(f"option {f.name!r}: expected {kind.__name__}, got {value!r}") from None
+        setattr(config, f.name, converted)
 
 
 def incompatible_changes(saved: dict[str, Any], config: FinetuneConfig) -> list[str]:

@@ -181,6 +181,10 @@ def run_sweep(
             raise VlmbenchError(unknown_message("sweep run", unknown[0], [r["name"] for r in runs]))
         runs = [r for r in runs if r["name"] in only]
     configs = [spec.config_for(run, out) for run in runs]  # every option checked before any training
+    for key in ("mixed_precision", "device"):
+        # accelerate fixes both once per process.
+        if len({getattr(c, key) for c in configs}) > 1:
+            raise SpecError(f"sweep: {key} must be the same for every run (set it in defaults)")
     summaries: list[dict[str, Any]] = []
     for config in configs:
         state_file = config.output_dir / STATE_FILE

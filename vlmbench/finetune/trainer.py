@@ -179,7 +179,12 @@ class Trainer:
         )
         template = task.spec.prompt_template(entry.family, type(plugin).default_prompt)
         self.train = load_split_data(task, train_split, template, cfg.train_limit)
-        self.val = load_split_data(task, cfg.val_split, template, cfg.val_limit) if cfg.val_split else None
+        self.val = None
+        if cfg.val_split:
+            try:
+                self.val = load_split_data(task, cfg.val_split, template, cfg.val_limit)
+            except DataError as exc:
+                raise DataError(f"{exc} (--val-split '' trains without validation)") from None
         for data in (self.train, self.val):
             if data is not None and data.problems:
                 self.info(f"split {data.name}: {len(data.problems)} rows skipped ({data.problems[0]})")
@@ -379,7 +384,6 @@ class Trainer:
         if self.val is None or not best.is_dir():
             best = self.save_adapter(best, "best")
         self.write_state()
-        self.info(f"{cfg.run_name}: {state.status} after {state.global_step} steps; adapter: {best}")
         self.module.eval()
         return FinetuneResult(
             self.out, state, best, last, self.adapted, self.plugin, is_main=acc.is_main_process
