@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -171,7 +172,9 @@ def run_sweep(
     from vlmbench.finetune.trainer import STATE_FILE, finetune
     from vlmbench.plugins import load_plugins
 
-    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    if log is None:
+        main_process = os.environ.get("RANK", "0") in ("", "0")  # data-parallel: rank 0 reports
+        log = (lambda text: print(text, file=sys.stderr, flush=True)) if main_process else (lambda _t: None)
     out = Path(output_dir)
     plugins = plugins or load_plugins()
     runs = spec.configurations()
