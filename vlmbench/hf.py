@@ -283,6 +283,8 @@ class HFModel(Model):
                 f"model {self.name!r} expects a checkpoint of type {' or '.join(self.model_types)}, "
                 f"but {self.checkpoint} is {model_type!r}"
             )
+        if self.quantization == "4bit":
+            keep_cpu_4bit_layout(model)
         model = self._apply_adapter(model)
         model.eval()
         self.model = model
@@ -533,6 +535,24 @@ class CandidateTokens:
         if len(self._cache) > self.max_sets:
             self._cache.popitem(last=False)
         return ids
+
+
+def keep_cpu_4bit_layout(model: Any) -> int:
+    """Keep every 4-bit layer in bitsandbytes' standard layout on the CPU.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a 4-bit weight into a CPU kernel layout the
+    first time the layer runs in inference mode. The repacked layer computes with bfloat16 block scales,
+    so its answers differ from those of the same checkpoint on any other machine (and a cached
+    prediction must not depend on the CPU it was made on); the repacking fails outright for layers
+    whose ``in_features`` is not a multiple of the block size; and a repacked layer can no longer be
+    trained. The standard layout is what every device computes with. Returns the number of layers.
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
 
 
 def count_parameters(model: Any) -> int:

@@ -14,6 +14,15 @@ def register_models(register):
         parameters="385M",
     )
     register(
+        "lora-blip",
+        "vlmbench_plugins.models.lora_blip:LoraBlip",
+        summary="BLIP VQA with a LoRA adapter (e.g. from `vlmbench finetune`); adapter=DIR required",
+        default_checkpoint="base model named by the adapter",
+        request_types=("generate", "rank"),
+        parameters="385M + adapter",
+        family="blip",
+    )
+    register(
         "blip2",
         "vlmbench_plugins.models.blip2:Blip2",
         summary="BLIP-2: frozen ViT-g image encoder, Q-Former and OPT-2.7B language model",
