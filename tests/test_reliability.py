@@ -586,7 +586,10 @@ def test_remote_code_is_off_unless_asked(reliability):
         cls = load_target(entry.target)
         if "trust_remote_code" in cls.args:
             hf_models.append(entry.name)
-            model = cls.create(entry, {}, device="cpu")
+            given = (
+                {"adapter": "some-adapter"} if "adapter" in cls.args and entry.name.startswith("lora") else {}
+            )
+            model = cls.create(entry, given, device="cpu")
             assert model.arg_values["trust_remote_code"] is False
     assert len(hf_models) >= 4
     reliability.record(
@@ -622,3 +625,13 @@ def test_two_runs_share_an_output_folder_and_cache(plugin_env, tmp_path, reliabi
         1,
         "both succeed; cache holds each answer once; artifacts complete (atomic replace)",
     )
+
+
+def test_the_reliability_report_lists_every_fault_the_suite_injects():
+    """docs/reliability.md is produced by this suite; a fault added here must appear there."""
+    report = (REPO / "docs" / "reliability.md").read_text()
+    source = Path(__file__).read_text() + (REPO / "tests" / "data" / "test_abo_gemini.py").read_text()
+    faults = re.findall(r'reliability\.record\(\s*[^,]+,\s*f?"([^"{]+)', source)
+    assert len(faults) >= 30
+    missing = [f for f in faults if f.strip() not in report]
+    assert missing == [], f"regenerate docs/reliability.md (see its first lines): {missing}"
