@@ -44,7 +44,7 @@ def _row(data: dict, path: Path) -> Row:
     if data.get("status") != "ok":
         notes.append(f"skipped: {data.get('reason', 'unknown reason')}")
     for name, reason in (data.get("skipped_metrics") or {}).items():
-        notes.append(f"{name} skipped: {reason}")
+        notes.append(f"{name} skipped: {_headline(reason)}")
     skipped_samples = data.get("skipped_samples") or {}
     if skipped_samples:
         detail = ", ".join(f"{k} {v}" for k, v in sorted(skipped_samples.items()))
@@ -69,13 +69,21 @@ def _row(data: dict, path: Path) -> Row:
     )
 
 
+def _headline(reason: str, limit: int = 90) -> str:
+    """The first clause of a long reason (results.json keeps it whole)."""
+    head = reason.split(": (", 1)[0].split("; ", 1)[0]
+    return head if len(head) <= limit else head[: limit - 1] + "…"
+
+
 def metric_columns(rows: Sequence[Row]) -> list[str]:
+    """Every metric of the rows: Exact Match and Average Mark first, the rest in order of appearance."""
     cols: list[str] = []
     for row in rows:
         for name in row.metrics:
             if name not in cols:
                 cols.append(name)
-    return cols
+    first = [c for c in ("exact_match", "average_mark") if c in cols]
+    return first + [c for c in cols if c not in first]
 
 
 def sort_rows(rows: Sequence[Row], sort_by: str | None) -> list[Row]:

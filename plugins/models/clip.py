@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from collections import OrderedDict
 from dataclasses import asdict
 from pathlib import Path
@@ -296,6 +297,12 @@ class ClipRanker(Model):
             model = open_clip.create_model(name, pretrained=weights, device="cpu", **kwargs)
         except (FileNotFoundError, ValueError) as exc:
             raise AssetMissingError(f"CLIP weights {self.arg_values['pretrained']!r}", str(exc)) from None
+        except (RuntimeError, pickle.UnpicklingError, OSError) as exc:
+            # Not weights at all (a config file, a truncated download) or weights of another architecture.
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise VlmbenchError(
+                f"cannot load CLIP weights {weights or name!r} as {self.arg_values['arch']!r}: {first}"
+            ) from None
         model = model.to(device=self.device, dtype=getattr(torch, self.dtype)).eval()
         self.tokenizer = open_clip.get_tokenizer(name)
         self.model = model
