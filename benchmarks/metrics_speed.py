@@ -34,6 +34,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_DATA = REPO.parent / "shared" / "data" / "seed_project" / "dataset_csv"
+# The plain per-pair reference implementation is the one the WUPS tests check against.
+sys.path.insert(0, str(REPO / "tests" / "metrics"))
+from wups_reference import reference_wups  # noqa: E402
 
 
 def load_answers(folder: Path | None, n_synthetic: int = 80336) -> tuple[list[str], str]:
@@ -49,39 +52,6 @@ def load_answers(folder: Path | None, n_synthetic: int = 80336) -> tuple[list[st
     weights = 1.0 / np.arange(1, len(words) + 1)
     picks = rng.choice(len(words), size=n_synthetic, p=weights / weights.sum())
     return [words[i] for i in picks], f"{n_synthetic} synthetic answers (seed data not found)"
-
-
-def naive_wups_pair(wn, pred: str, gt: str) -> tuple[float, float]:
-    """The reference definition, per pair, with no memory of earlier pairs."""
-
-    def best(a: str, b: str) -> float | None:
-        sa, sb = wn.synsets(a, pos=wn.NOUN), wn.synsets(b, pos=wn.NOUN)
-        if not sa or not sb:
-            return None
-        value = 0.0
-        for x in sa:
-            for y in sb:
-                s = x.wup_similarity(y)
-                if s is not None and s > value:
-                    value = s
-        return value
-
-    gt_items = [x.strip() for x in gt.split(",")]
-    pred_items = [x.strip() for x in pred.split(",")]
-    raw = {(a, p): (None if a == p else best(a, p)) for a in gt_items for p in pred_items}
-    out = []
-    for t in (0.0, 0.9):
-
-        def mu(a: str, p: str, t: float = t) -> float:
-            if a == p:
-                return 1.0
-            w = raw[(a, p)]
-            return 0.0 if w is None else (w if w >= t else w * 0.1)
-
-        left = float(np.prod([max(mu(a, p) for p in pred_items) for a in gt_items]))
-        right = float(np.prod([max(mu(a, p) for a in gt_items) for p in pred_items]))
-        out.append(min(left, right))
-    return out[0], out[1]
 
 
 def score_through_vlmbench(names_options, preds, refs, device):
@@ -115,7 +85,7 @@ def bench_wups(preds, refs, naive_limit, rows, figures):
     if naive_limit and naive_limit < n:
         idx = sorted(random.Random(1).sample(idx, naive_limit))
     t0 = time.perf_counter()
-    naive = [naive_wups_pair(wn, preds[i], refs[i]) for i in idx]
+    naive = [reference_wups(wn, preds[i], refs[i]) for i in idx]
     naive_s = time.perf_counter() - t0
     measured = len(idx)
     naive_full = naive_s * n / measured
