@@ -28,6 +28,27 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread: on a busy machine, intra-op threads of kernels this small
+    mostly wait for each other. Restored after the test. Suites of tiny models use it automatically."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_checkpoint("blip")`` -> a directory with a tiny checkpoint (built on first use, once per session)."""
+    import tiny_models
+
+    root = tmp_path_factory.mktemp("tiny-checkpoints")
+    return lambda name: tiny_models.build(name, root)
+
+
 @pytest.fixture(scope="session")
 def plugin_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The example third-party plugin and the test-helper plugins, pip-installed into a private
