@@ -78,9 +78,15 @@ def _preds(run_dir: Path) -> list[dict]:
 
 def _run(task, tmp_path, plugins, **kw):
     kw.setdefault("output_dir", tmp_path / "runs")
-    kw.setdefault("num_workers", 0)
     kw.setdefault("progress", False)
     return evaluate(kw.pop("model", "echo"), task, plugins=plugins, **kw)
+
+
+@pytest.fixture(params=[None, 0], ids=["default-workers", "no-workers"])
+def workers(request):
+    """DataLoader workers as a user gets them by default (None: one per spare core) and none at all:
+    failures that only show when results cross a process boundary must be caught here."""
+    return request.param
 
 
 def _png_with_size(width: int, height: int) -> bytes:
@@ -98,7 +104,7 @@ def _png_with_size(width: int, height: int) -> bytes:
 # -- bad inputs -------------------------------------------------------------------------------------
 
 
-def test_bad_images_are_skipped_and_counted(tmp_path, plugins, reliability):
+def test_bad_images_are_skipped_and_counted(tmp_path, plugins, reliability, workers):
     root = tmp_path / "t" / "images"
     images = make_images(root, 18)
     jpeg = (root / images[0][0]).read_bytes()
@@ -116,7 +122,7 @@ def test_bad_images_are_skipped_and_counted(tmp_path, plugins, reliability):
     (root / images[12][0]).write_bytes(os.urandom(2000))  # random bytes named .jpg
     expected["corrupt_image"] += 2
     task = write_task(tmp_path / "t", colour_rows(images))
-    r = _run(task, tmp_path, plugins)
+    r = _run(task, tmp_path, plugins, num_workers=workers)
     assert r.results["skipped_samples"] == expected
     preds = _preds(r.run_dir)
     assert len(preds) == 36 and sum(p["status"] == "ok" for p in preds) == 36 - sum(expected.values())
@@ -130,13 +136,30 @@ def test_bad_images_are_skipped_and_counted(tmp_path, plugins, reliability):
         g, "decompression bomb (40000x40000 header)", 3, "refused before decoding, counted as image_too_large"
     )
     with pytest.raises(Exception, match="missing_image|does not exist|empty|cannot be decoded|pixels"):
-        _run(task, tmp_path, plugins, on_bad_sample="stop", cache=False, output_dir=tmp_path / "stop")
+        _run(task, tmp_path, plugins, on_bad_sample="stop", cache=False, output_dir=tmp_path / "stop",
+             num_workers=workers)  # fmt: skip
     reliability.record(
         g, "bad image with --on-bad-sample stop", 1, "run stops with the sample id, path and reason"
     )
 
 
-def test_unusual_image_modes_are_evaluated(tmp_path, plugins, reliability):
+def test_cli_with_default_settings_skips_a_missing_image(tmp_path, reliability):
+    """The command a user types, with every default (DataLoader workers included)."""
+    images = make_images(tmp_path / "t" / "images", 2)
+    (tmp_path / "t" / "images" / images[1][0]).unlink()
+    task = write_task(tmp_path / "t", colour_rows(images))
+    res = run_cli(["run", "-m", "prior", "-t", str(task), "-o", str(tmp_path / "runs"), "-q"])
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    results = json.loads(next((tmp_path / "runs").rglob("results.json")).read_text())
+    assert results["skipped_samples"] == {"missing_image": 2}
+    assert results["config"]["num_workers"] >= (1 if (os.cpu_count() or 1) > 1 else 0)
+    reliability.record(
+        "Bad inputs", "missing image, `vlmbench run` with default workers", 1, "skipped and counted, exit 0"
+    )
+
+
+def test_unusual_image_modes_are_evaluated(tmp_path, plugins, reliability, workers):
     root = tmp_path / "t" / "images"
     root.mkdir(parents=True)
     arrays = {
@@ -152,14 +175,14 @@ def test_unusual_image_modes_are_evaluated(tmp_path, plugins, reliability):
         rows.append(
             {"image_id": name, "path": name, "question": "What is it?", "answer": "it", "difficulty": 0}
         )
-    r = _run(write_task(tmp_path / "t", rows), tmp_path, plugins)
+    r = _run(write_task(tmp_path / "t", rows), tmp_path, plugins, num_workers=workers)
     assert r.results["skipped_samples"] == {} and all(len(p["image_sha256"]) == 64 for p in _preds(r.run_dir))
     reliability.record(
         "Bad inputs", "CMYK, greyscale, alpha, 16-bit and palette images", 5, "converted to RGB and evaluated"
     )
 
 
-def test_bad_rows_are_skipped_with_file_and_line(tmp_path, plugins, reliability):
+def test_bad_rows_are_skipped_with_file_and_line(tmp_path, plugins, reliability, workers):
     make_images(tmp_path / "t" / "images", 1)
     head = "image_id,path,question,answer,difficulty\n"
     good = "a,00/img000.jpg,What colour is it?,red,0\n"
@@ -177,7 +200,7 @@ def test_bad_rows_are_skipped_with_file_and_line(tmp_path, plugins, reliability)
     (tmp_path / "t").mkdir(exist_ok=True)
     task = write_task(tmp_path / "t", [])
     (tmp_path / "t" / "data.csv").write_bytes(raw)
-    r = _run(task, tmp_path, plugins)
+    r = _run(task, tmp_path, plugins, num_workers=workers)
     assert r.results["skipped_samples"] == {
         "bad_difficulty": 1,
         "bad_encoding": 1,
@@ -432,7 +455,7 @@ def test_failing_metric_keeps_predictions(tmp_path, plugins, tiny_task, reliabil
 # -- hostile files ------------------------------------------------------------------------------
 
 
-def test_hostile_image_paths(tmp_path, plugins, reliability):
+def test_hostile_image_paths(tmp_path, plugins, reliability, workers):
     root = tmp_path / "t" / "images"
     make_images(root, 1)
     (tmp_path / "secret.jpg").write_bytes((root / "00" / "img000.jpg").read_bytes())
@@ -442,7 +465,7 @@ def test_hostile_image_paths(tmp_path, plugins, reliability):
         {"image_id": str(i), "path": p, "question": "What?", "answer": "x", "difficulty": 0}
         for i, p in enumerate(bad)
     ]
-    r = _run(write_task(tmp_path / "t", rows), tmp_path, plugins)
+    r = _run(write_task(tmp_path / "t", rows), tmp_path, plugins, num_workers=workers)
     assert r.results["skipped_samples"] == {"image_outside_root": 4} and Echo.calls == []
     reliability.record(
         "Hostile files",

@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 
-class VlmbenchError(Exception):
+def _rebuild(cls: type, args: tuple, kwargs: dict, state: dict) -> BaseException:
+    error = cls(*args, **kwargs)
+    error.__dict__.update(state)
+    return error
+
+
+class PicklableError(Exception):
+    """An exception that survives a pickle round trip whatever its ``__init__`` takes.
+
+    Exceptions cross process boundaries (DataLoader workers, data-parallel ranks). Python pickles an
+    exception as ``cls(*self.args)``, which breaks as soon as ``__init__`` takes other arguments than
+    the message it passes on. This base remembers the constructor's arguments instead.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        error = super().__new__(cls, *args)
+        error._init_args = (args, kwargs)
+        return error
+
+    def __reduce__(self):
+        args, kwargs = self.__dict__.get("_init_args", (self.args, {}))
+        state = {k: v for k, v in self.__dict__.items() if k != "_init_args"}
+        return (_rebuild, (type(self), args, kwargs, state))
+
+
+class VlmbenchError(PicklableError):
     """Base class: an error the CLI reports as one clear message, without a traceback."""
 
 

@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from vlmbench.errors import VlmbenchError
+
 # Pillow's own bomb check warns at 89M pixels and errors at twice that; vlmbench errors at the limit.
 MAX_PIXELS = 89_478_485
 
 
-@dataclass(frozen=True)
-class ImageProblem(Exception):
-    reason: str  # missing_image, empty_image, corrupt_image, image_too_large, image_outside_root
-    message: str
+class ImageProblem(VlmbenchError):
+    """An image that cannot be used; ``reason`` is the code it is counted under when skipped."""
 
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.message}"
+    def __init__(self, reason: str, message: str):
+        # reason: missing_image, empty_image, corrupt_image, image_too_large, image_outside_root, ...
+        self.reason, self.message = reason, message
+        super().__init__(f"{reason}: {message}")
 
 
 def confined_path(root: Path, relative: str) -> Path:

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vlmbench.errors import PicklableError
+
 from .config import VilbertConfig, coerce_config
 from .modeling import VARIANTS, build_model
 
@@ -37,7 +39,7 @@ SAFETENSORS_VARIANT_KEY = "vilbert_variant"
 _SAFETENSORS_SUFFIXES = (".safetensors",)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PicklableError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
