@@ -25,6 +25,7 @@ EXAMPLES = {
     "ImageProblem": ("missing_image", "images/a.jpg does not exist"),
 }
 
+
 def _modules():
     for package in (vlmbench, vlmbench_plugins):
         yield package.__name__
