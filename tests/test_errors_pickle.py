@@ -23,6 +23,7 @@ EXAMPLES = {
     "UnknownNameError": ("model", "blp", ["blip", "blip2"]),
     "AssetMissingError": ("BLIP weights", "pass --model-args pretrained=PATH"),
     "ImageProblem": ("missing_image", "images/a.jpg does not exist"),
+    "SampleError": ("prompt_too_long", "the prompt has 9000 tokens; the model takes at most 512"),
 }
 
 

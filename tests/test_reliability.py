@@ -386,10 +386,14 @@ def test_sigkill_at_any_point_loses_at_most_the_batch_in_flight(
     )
 
 
-def test_damaged_cache_is_moved_aside(tmp_path, plugins, tiny_task, reliability):
+def test_damaged_cache_is_moved_aside(tmp_path, plugins, tiny_task, reliability, capsys):
     cache = tmp_path / "cache.sqlite"
     _run(tiny_task, tmp_path, plugins, cache=cache)
-    for name, damage in [("garbage", lambda b: os.urandom(4096)), ("truncated", lambda b: b[: len(b) // 2])]:
+    damages = [
+        ("garbage after its header", lambda b: b[:100] + os.urandom(len(b) - 100)),
+        ("truncated", lambda b: b[: len(b) // 2]),
+    ]
+    for name, damage in damages:
         with sqlite3.connect(cache) as con:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         cache.write_bytes(damage(cache.read_bytes()))
@@ -400,10 +404,34 @@ def test_damaged_cache_is_moved_aside(tmp_path, plugins, tiny_task, reliability)
             "Crashes and interruptions",
             f"cache file {name}",
             1,
-            "detected on open, moved aside as .corrupt-*, run recomputed",
+            "detected on open, moved aside as .corrupt-* (said on stderr), run recomputed",
             "nothing (answers recomputed)",
         )
     assert list(tmp_path.glob("cache.sqlite.corrupt-*"))
+    assert "warning: the prediction cache was damaged" in capsys.readouterr().err
+
+
+def test_a_file_that_is_not_a_vlmbench_cache_is_refused_untouched(tmp_path, tiny_task, reliability):
+    other_db = tmp_path / "other.sqlite"
+    with sqlite3.connect(other_db) as con:
+        con.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
+        con.execute("INSERT INTO customers VALUES (1, 'x')")
+    csv_file = tmp_path / "data.csv"
+    csv_file.write_text("image_id,path,question,answer\n")
+    garbage = tmp_path / "random.bin"
+    garbage.write_bytes(os.urandom(4096))
+    for path in (other_db, csv_file, garbage):
+        before = path.read_bytes()
+        res = run_cli(["run", "-m", "prior", "-t", str(tiny_task), "--cache", str(path), "-o", str(tmp_path / "r")])
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert "not a vlmbench prediction cache" in res.stderr
+        assert path.read_bytes() == before and not list(tmp_path.glob(f"{path.name}.corrupt-*"))
+    reliability.record(
+        "Hostile files",
+        "--cache naming another program's database, a CSV file or random bytes",
+        3,
+        "refused with one Error line, exit 2; the file is left untouched",
+    )
 
 
 def test_half_written_predictions_file_is_rewritten(tmp_path, plugins, tiny_task, reliability):

@@ -20,10 +20,20 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except Interrupted as exc:
             click.secho(f"vlmbench: {exc}", fg="yellow", err=True)
-            ctx.exit(130)
+            ctx.exit(exc.exit_code)
         except VlmbenchError as exc:
-            click.secho(f"Error: {exc}", fg="red", err=True)
+            click.secho(f"Error: {_one_line(str(exc))}", fg="red", err=True)
             ctx.exit(2)
+        except OSError as exc:
+            # A file or folder that cannot be read or written (full disk, permissions, a folder where a
+            # file is expected): the user's to fix, so no traceback.
+            where = f" {exc.filename}" if exc.filename else ""
+            click.secho(f"Error: cannot access{where}: {exc.strerror or exc}", fg="red", err=True)
+            ctx.exit(2)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n")) if "\n" in text else text
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

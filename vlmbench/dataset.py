@@ -7,6 +7,7 @@ skipped and counted or stop the run.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -21,6 +22,8 @@ from vlmbench.images import ImageProblem, read_image_file
 from vlmbench.spec import DatasetSpec, is_hub_id
 
 HF_IMAGE_PREFIX = "hf-row:"
+# Difficulty levels are small integers (the study uses 0-5); anything far outside is a data error.
+MAX_DIFFICULTY = 100
 
 
 @dataclass(frozen=True)
@@ -96,9 +99,24 @@ def load_split(spec: DatasetSpec, split: str | None) -> tuple[LoadedSplit, Image
     return loaded, ImageSource(spec.image_root)
 
 
+_UTF16_32 = {
+    codecs.BOM_UTF32_LE: "utf-32",
+    codecs.BOM_UTF32_BE: "utf-32",
+    codecs.BOM_UTF16_LE: "utf-16",
+    codecs.BOM_UTF16_BE: "utf-16",
+}  # fmt: skip (UTF-32 first: its little-endian mark begins like UTF-16's)
+
+
 def _decode(path: Path, data: bytes, problems: list[RowProblem]) -> str:
-    """UTF-8 text; lines that are not valid UTF-8 are recorded as problems and left empty, so
-    line numbers in later messages still match the file."""
+    """UTF-8 text (UTF-16 and UTF-32 too when the file starts with their byte-order mark, as
+    spreadsheet programs write them); lines that are not valid UTF-8 are recorded as problems and left
+    empty, so line numbers in later messages still match the file."""
+    for bom, encoding in _UTF16_32.items():
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}: not valid {encoding.upper()} text (byte {exc.start})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -125,6 +143,11 @@ def _csv_rows(path: Path, data: bytes, problems: list[RowProblem]) -> Iterator[t
     except csv.Error as exc:
         raise DataError(f"{path}:1: malformed CSV header: {exc}") from None
     header = [h.strip() for h in header]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise DataError(
+            f"{path}:1: column {repeated[0]!r} appears more than once in the header; every column needs its own name"
+        )
     while True:
         try:
             row = next(reader)
@@ -155,6 +178,9 @@ def _jsonl_rows(path: Path, data: bytes, problems: list[RowProblem]) -> Iterator
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append(RowProblem("malformed_row", f"{path}:{number}: malformed JSON: {exc.msg}"))
+            continue
+        except RecursionError:
+            problems.append(RowProblem("malformed_row", f"{path}:{number}: JSON nested too deeply"))
             continue
         if not isinstance(row, dict):
             problems.append(RowProblem("malformed_row", f"{path}:{number}: each line must be a JSON object"))
@@ -191,19 +217,15 @@ def _to_samples(rows, spec: DatasetSpec, split: str | None, name: str) -> Loaded
         difficulty = None
         if cols.difficulty and row.get(cols.difficulty) not in (None, ""):
             raw = row[cols.difficulty]
-            try:
-                difficulty = int(str(raw).strip())
-            except ValueError:
-                try:
-                    as_float = float(str(raw).strip())
-                except ValueError:
-                    as_float = None
-                if as_float is None or not as_float.is_integer():
-                    problems.append(
-                        RowProblem("bad_difficulty", f"{where}: difficulty {raw!r} is not an integer")
+            difficulty = parse_difficulty(raw)
+            if difficulty is None:
+                problems.append(
+                    RowProblem(
+                        "bad_difficulty",
+                        f"{where}: difficulty {_short(raw)} is not an integer from 0 to {MAX_DIFFICULTY}",
                     )
-                    continue
-                difficulty = int(as_float)
+                )
+                continue
         image_id = str(row.get(cols.image_id) or "").strip() if cols.image_id else ""
         image_id = image_id or Path(image).stem
         sample_id = str(row.get(cols.id) or "").strip() if cols.id else ""
@@ -246,6 +268,31 @@ def _to_samples(rows, spec: DatasetSpec, split: str | None, name: str) -> Loaded
     if not checked_header:
         raise DataError(f"{name}: the dataset has no rows")
     return LoadedSplit(samples=samples, problems=problems, content_hash="")
+
+
+def parse_difficulty(raw: Any) -> int | None:
+    """An integer difficulty level from 0 to :data:`MAX_DIFFICULTY` (``"3"``, ``3``, ``"3.0"``), else None."""
+    if isinstance(raw, bool):
+        return None
+    text = str(raw).strip()
+    if len(text) > 20:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        try:
+            as_float = float(text)
+        except ValueError:
+            return None
+        if not as_float.is_integer():
+            return None
+        value = int(as_float)
+    return value if 0 <= value <= MAX_DIFFICULTY else None
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def split_answers(cell: Any, separator: str | None) -> tuple[str, ...]:

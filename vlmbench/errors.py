@@ -84,4 +84,26 @@ class DataError(VlmbenchError):
 
 
 class Interrupted(VlmbenchError):
-    """The run was stopped by Ctrl-C after storing every finished batch."""
+    """The run was stopped by Ctrl-C or SIGTERM after storing every finished batch.
+
+    ``exit_code`` follows the shell's convention: 128 + the signal number (130 for Ctrl-C, 143 for
+    SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+class SampleError(VlmbenchError):
+    """One request that cannot be answered (an unreadable image, a prompt longer than the model takes).
+
+    The run skips the sample and counts it under ``reason``; it never stops the other samples."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason, self.message = reason, message
+        super().__init__(f"{reason}: {message}")
+
+
+class ModelFailed(VlmbenchError):
+    """A model that failed on every request it was given: it is reported with this reason and the
+    run goes on with the next model."""

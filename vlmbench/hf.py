@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from vlmbench.args import Arg
-from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
+from vlmbench.devices import resolve_dtype
+from vlmbench.errors import ArgError, AssetMissingError, SampleError, VlmbenchError
 from vlmbench.hashing import tree_sha256
 from vlmbench.hub import download_blocker
 from vlmbench.model import Model
@@ -75,30 +76,9 @@ LIKELIHOOD_ARGS: dict[str, Arg] = {
     ),
 }
 
-_DTYPES = {
-    "float32": "float32", "fp32": "float32", "float": "float32",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float16": "float16", "fp16": "float16", "half": "float16",
-}  # fmt: skip
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _TRUE = {"1", "true", "yes", "on"}
-
-
-def resolve_dtype(requested: str | None, device: str) -> str:
-    """``auto`` -> ``bfloat16`` on a CUDA device that supports it (``float16`` on older GPUs),
-    ``float32`` elsewhere; aliases such as ``bf16`` or ``fp16`` -> their full names."""
-    requested = (requested or "auto").lower()
-    if requested != "auto":
-        if requested not in _DTYPES:
-            raise ArgError(f"unknown dtype {requested!r}; use auto, float32, bfloat16 or float16")
-        return _DTYPES[requested]
-    if device.startswith("cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "float32"
 
 
 def is_hub_id(value: str) -> bool:
@@ -385,13 +365,14 @@ class HFModel(Model):
 
     # -- inference helpers ---------------------------------------------------------------------------
     def collate(self, requests: list[Request]) -> Any:
-        """Runs :meth:`prepare` in a DataLoader worker. Workers start before the weights are loaded and
-        read local files only: when the processor is not available there yet, the batch is prepared
-        again in the main process after :meth:`load`, which fetches it or reports what is missing."""
+        """Runs :meth:`prepare` in a DataLoader worker. When the processor is not available there, the
+        batch is prepared again in the main process, which fetches it or reports what is missing."""
         try:
-            return self.prepare(requests)
+            inputs = self.prepare(requests)
         except AssetMissingError:
             return None
+        self.check_prompt_lengths(inputs, requests)
+        return inputs
 
     def prepare(self, requests: list[Request]) -> Any:
         """Model inputs for a batch: processor work, on the CPU (tensors are moved in generate/rank)."""
@@ -399,7 +380,34 @@ class HFModel(Model):
 
     def batch_inputs(self, batch: Batch) -> Any:
         """The batch's prepared inputs (prepared here if the worker could not)."""
-        return batch.inputs if batch.inputs is not None else self.prepare(batch.requests)
+        if batch.inputs is not None:
+            return batch.inputs
+        inputs = self.prepare(batch.requests)
+        self.check_prompt_lengths(inputs, batch.requests)
+        return inputs
+
+    def max_input_tokens(self) -> int | None:
+        """The longest token sequence the loaded language model takes (its position table), if known."""
+        config = getattr(self.model, "config", None)
+        text = getattr(config, "text_config", None) or config
+        value = getattr(text, "max_position_embeddings", None)
+        return value if isinstance(value, int) and value > 0 else None
+
+    def check_prompt_lengths(self, inputs: Any, requests: list[Request]) -> None:
+        """A prompt longer than the model takes is that sample's problem (``prompt_too_long``), not a
+        crash of its batch: the run skips and counts it."""
+        limit = self.max_input_tokens()
+        mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+        if limit is None or mask is None or mask.shape[-1] <= limit:
+            return
+        lengths = mask.reshape(mask.shape[0], -1).sum(dim=1).tolist()
+        longest = max(lengths)
+        if longest > limit:
+            which = requests[lengths.index(longest)].sample_id if len(requests) > 1 else requests[0].sample_id
+            raise SampleError(
+                "prompt_too_long",
+                f"the prompt of sample {which} has {int(longest)} tokens; model {self.name!r} takes at most {limit}",
+            )
 
     @property
     def input_device(self) -> Any:

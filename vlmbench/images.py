@@ -8,52 +8,79 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from vlmbench.errors import VlmbenchError
+from vlmbench.errors import SampleError
 
 # Pillow's own bomb check warns at 89M pixels and errors at twice that; vlmbench errors at the limit.
 MAX_PIXELS = 89_478_485
+# A product photo is a few MB at most; a file far larger is not an image worth reading into memory.
+MAX_FILE_BYTES = 256 * 2**20
 
 
-class ImageProblem(VlmbenchError):
-    """An image that cannot be used; ``reason`` is the code it is counted under when skipped."""
-
-    def __init__(self, reason: str, message: str):
-        # reason: missing_image, empty_image, corrupt_image, image_too_large, image_outside_root, ...
-        self.reason, self.message = reason, message
-        super().__init__(f"{reason}: {message}")
+class ImageProblem(SampleError):
+    """An image that cannot be used; ``reason`` (missing_image, empty_image, corrupt_image,
+    image_too_large, image_outside_root, bad_image_path, not_a_file) is what it is counted under."""
 
 
 def confined_path(root: Path, relative: str) -> Path:
     """``root / relative``, refusing absolute paths, ``..`` and symlinks that lead outside ``root``."""
+    if "\x00" in relative:
+        raise ImageProblem("bad_image_path", f"image path {relative!r} contains a NUL byte")
     rel = Path(relative)
     if rel.is_absolute() or relative.startswith(("/", "\\")):
         raise ImageProblem("image_outside_root", f"absolute image path {relative!r} is not allowed")
     if ".." in rel.parts:
         raise ImageProblem("image_outside_root", f"image path {relative!r} leaves the image root")
-    root = root.resolve()
-    path = (root / rel).resolve()
+    try:
+        root = root.resolve()
+        path = (root / rel).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop is a RuntimeError before Python 3.13
+        raise ImageProblem("bad_image_path", f"image path {relative!r} cannot be resolved: {exc}") from None
     if not path.is_relative_to(root):
         raise ImageProblem("image_outside_root", f"image path {relative!r} resolves outside the image root")
     return path
 
 
-def read_image_file(root: Path, relative: str) -> bytes:
+def read_image_file(root: Path, relative: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file under ``root``. Anything else — a FIFO or device (which would block
+    or never end), a directory, a file larger than ``max_bytes`` — is refused before it is read."""
     path = confined_path(root, relative)
     try:
-        data = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it changes nothing for regular files.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ImageProblem("missing_image", f"{path} does not exist") from None
     except IsADirectoryError:
         raise ImageProblem("missing_image", f"{path} is a directory") from None
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise ImageProblem("missing_image", f"{path}: {exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageProblem("missing_image", f"{path} is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageProblem("not_a_file", f"{path} is not a regular file (a FIFO, socket or device)")
+        if info.st_size == 0:
+            raise ImageProblem("empty_image", f"{path} is empty (0 bytes)")
+        if info.st_size > max_bytes:
+            raise ImageProblem(
+                "image_too_large",
+                f"{path} has {info.st_size} bytes, more than the limit of {max_bytes} for an image file",
+            )
+        try:
+            data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageProblem("missing_image", f"{path}: {exc}") from None
     if not data:
         raise ImageProblem("empty_image", f"{path} is empty (0 bytes)")
+    if len(data) > max_bytes:  # the file grew after it was checked
+        raise ImageProblem("image_too_large", f"{path} has more than {max_bytes} bytes")
     return data
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pluggy
-import yaml
 
 from vlmbench import hookspecs
 from vlmbench.registry import GeneratorEntry, MetricEntry, ModelEntry, Registry, TaskEntry
@@ -157,13 +156,12 @@ def scan_task_folder(folder: Path, plugin: str = "") -> list[TaskEntry]:
     """Read the name, description and version of each task YAML in ``folder`` (not validated here)."""
     entries = []
     for path in sorted(folder.glob("*.yaml")):
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+        from vlmbench.spec import read_yaml_file, with_include
+
+        data = read_yaml_file(path) or {}
         if not isinstance(data, dict) or "task" not in data:
             continue
         if "include" in data:
-            from vlmbench.spec import with_include
-
             data = with_include(data, path, seen=(path.resolve(),))
         entries.append(
             TaskEntry(

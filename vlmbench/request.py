@@ -45,6 +45,7 @@ class Batch:
     requests: list[Request]
     inputs: Any = None
     failed: list[Request] = field(default_factory=list)
+    error: str | None = None  # set when ``collate`` failed; the requests are then retried one by one
 
     def __len__(self) -> int:
         return len(self.requests)

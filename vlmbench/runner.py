@@ -1,23 +1,21 @@
-"""``evaluate()``: one model on one task, end to end.
+"""``evaluate()``: one model on one task, end to end, in three steps.
 
-task -> samples -> requests -> (DataLoader workers decode images) -> model -> prediction store
--> answer filters -> metrics -> predictions.jsonl + results.json
+1. :func:`plan_run` checks everything that can be checked without a model — task, model arguments,
+   metric options, device, output folder, cache — and builds the requests. A mistake costs seconds.
+2. :func:`execute` answers what the cache does not hold yet (DataLoader workers decode images, the
+   model loop stores each batch), across data-parallel ranks when launched that way.
+3. :func:`report` writes ``predictions.jsonl`` (before any metric runs) and ``results.json``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import re
-import resource
-import signal
-import sys
-import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +24,30 @@ import numpy as np
 from vlmbench import artifacts, distributed
 from vlmbench.args import parse_kv
 from vlmbench.assets import cache_dir
-from vlmbench.dataset import ImageSource, Sample
-from vlmbench.distributed import dist_info
-from vlmbench.errors import AssetMissingError, DataError, Interrupted, VlmbenchError
+from vlmbench.dataset import Sample
+from vlmbench.devices import resolve_device
+from vlmbench.distributed import DistInfo, dist_info
+from vlmbench.errors import AssetMissingError, DataError, Interrupted, ModelFailed, SampleError, VlmbenchError
 from vlmbench.filters import apply_filters
 from vlmbench.hashing import json_digest
-from vlmbench.images import ImageProblem, decode_image, sha256_bytes
-from vlmbench.metric import MetricContext
+from vlmbench.images import sha256_bytes
+from vlmbench.loader import DEFAULT_WORKER_TIMEOUT, make_loader
+from vlmbench.loop import ModelLoop
+from vlmbench.metric import Metric, MetricContext
 from vlmbench.model import Model
 from vlmbench.normalize import vqa_normalize
 from vlmbench.plugins import Plugins, load_plugins
 from vlmbench.provenance import provenance
 from vlmbench.registry import load_target
-from vlmbench.request import Batch, Request
+from vlmbench.request import Request
 from vlmbench.scoring import build_metrics, score
 from vlmbench.spec import MetricSpec
-from vlmbench.store import CachedPrediction, PredictionStore, RunKey
+from vlmbench.store import CachedPrediction, PredictionStore, RunKey, done_in_shards, merge_shards, shard_dir
 from vlmbench.task import Task, resolve_task, task_warnings
+
+__all__ = ["RunConfig", "RunResult", "evaluate", "execute", "plan_run", "report", "resolve_device"]
+
+MAX_SEED = 2**32 - 1
 
 
 def default_cache_path() -> Path:
@@ -65,12 +70,15 @@ class RunConfig:
     metrics: list[str] | None = None
     on_bad_sample: str = "skip"
     progress: bool = True
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise VlmbenchError("batch size must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise VlmbenchError("--limit must be at least 1")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise VlmbenchError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
         if self.num_workers is None:
             # The main process needs a core for the model loop; workers beyond the spare cores only
             # compete with it (measured in benchmarks/harness_overhead.py).
@@ -79,18 +87,59 @@ class RunConfig:
             raise VlmbenchError("--num-workers must be 0 or more")
         if self.on_bad_sample not in ("skip", "stop"):
             raise VlmbenchError("on_bad_sample must be 'skip' or 'stop'")
+        if self.worker_timeout <= 0:
+            raise VlmbenchError("worker_timeout must be positive")
         self.output_dir = Path(self.output_dir)
+
+    @property
+    def cache_path(self) -> Path | None:
+        if self.cache is False:
+            return None
+        if self.cache in (None, True):
+            return default_cache_path()
+        return Path(self.cache)
 
 
 @dataclass
 class RunResult:
-    status: str  # "ok" or "skipped"
+    status: str  # "ok", "skipped", or "worker" (a data-parallel rank other than 0)
     run_dir: Path
     results: dict
     computed: int = 0
     cached: int = 0
     model_calls: int = 0
     skipped_samples: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class RunPlan:
+    """Everything decided before a model is loaded."""
+
+    cfg: RunConfig
+    task: Task
+    model: Model
+    metrics: list[Metric]
+    samples: list[Sample]
+    requests: list[Request]
+    key: RunKey
+    run_dir: Path
+    device: str
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What :func:`execute` found in and added to the cache."""
+
+    predictions: dict[str, CachedPrediction]
+    computed: int
+    cached: int
+    model_calls: int
+    skipped: Counter
+    examples: list[str]
+    notices: list[str]
+    timing: dict[str, Any]
 
 
 def evaluate(
@@ -102,7 +151,27 @@ def evaluate(
     **config: Any,
 ) -> RunResult:
     """Evaluate ``model`` on ``task`` and write its artifacts. ``config`` takes :class:`RunConfig` fields."""
-    cfg = RunConfig(**config)
+    plan = plan_run(model, task, RunConfig(**config), model_args=model_args, plugins=plugins)
+    dist = dist_info()
+    try:
+        outcome = execute(plan, dist)
+    except (AssetMissingError, ModelFailed) as exc:
+        if dist.is_main:
+            return _write_skipped_model(plan, exc)
+        return RunResult("skipped", plan.run_dir, {"status": "skipped", "reason": str(exc)})
+    if outcome is None:
+        return RunResult("worker", plan.run_dir, {})
+    return report(plan, outcome)
+
+
+def plan_run(
+    model: str,
+    task: str | Path | Task,
+    cfg: RunConfig,
+    *,
+    model_args: str | dict[str, Any] | None = None,
+    plugins: Plugins | None = None,
+) -> RunPlan:
     plugins = plugins or load_plugins()
     task = task if isinstance(task, Task) else resolve_task(task, plugins)
     entry = plugins.models.get(model)
@@ -133,7 +202,6 @@ def evaluate(
     samples = task.samples[: cfg.limit] if cfg.limit else list(task.samples)
     if not samples:
         raise DataError(f"task {task.name!r} has no samples to evaluate")
-
     template = task.spec.prompt_template(entry.family, cls.default_prompt)
     requests = [_request(task, template, s, kind) for s in samples]
     settings = {"kind": kind, "prompt_template": template}
@@ -141,94 +209,120 @@ def evaluate(
         settings["generation"] = task.spec.generation.as_kwargs()
     key = RunKey(instance.fingerprint(), task.hash, json_digest(settings))
     run_dir = cfg.output_dir / _safe(task.name) / f"{_safe(instance.name)}-{key.model_fp[:8]}"
+    artifacts.ensure_output_dir(cfg.output_dir)
+    return RunPlan(cfg, task, instance, metrics, samples, requests, key, run_dir, device, skipped, examples)
 
-    cache_path = (
-        None
-        if cfg.cache is False
-        else Path(cfg.cache)
-        if cfg.cache not in (None, True)
-        else default_cache_path()
-    )
-    dist = dist_info()
+
+def execute(plan: RunPlan, dist: DistInfo | None = None) -> Outcome | None:
+    """Answer the requests the cache does not hold (valid for the images as they are now).
+
+    Returns None on a data-parallel rank other than 0, which only contributes answers."""
+    cfg, dist = plan.cfg, dist or dist_info()
     distributed.init(dist)
-    timing: dict[str, Any] = {}
     started = time.perf_counter()
-    warnings_: list[str] = []
-    # Data-parallel ranks write their own shard files next to the cache (or the run folder without
-    # a cache); rank 0 merges them after everyone is done. A single process writes the cache directly.
-    main_path = cache_path or (run_dir / ".ddp-cache.sqlite" if dist.enabled else None)
-    shard_dir = main_path.with_name(main_path.name + ".shards") if dist.enabled and main_path else None
+    notices: list[str] = []
+    cache_path = cfg.cache_path
+    # Data-parallel ranks write their own shard files next to the cache (or the run folder without a
+    # cache); rank 0 merges them after everyone is done. A single process writes the cache directly.
+    main_path = cache_path or (plan.run_dir / ".ddp-cache.sqlite" if dist.enabled else None)
+    shards = shard_dir(main_path) if dist.enabled and main_path else None
     with PredictionStore(main_path) as store:
         if store.repaired:
-            warnings_.append(
-                f"the prediction cache was damaged; it was moved to {store.repaired} and a new one started"
+            notices.append(
+                _warn(
+                    f"the prediction cache was damaged; it was moved to {store.repaired} and a new one started"
+                )
             )
-        done = store.done_ids(key)
-        writer = store
-        if shard_dir is not None:
-            shard_dir.mkdir(parents=True, exist_ok=True)
-            for shard in sorted(shard_dir.glob("rank*.sqlite")):
-                with PredictionStore(shard) as other:
-                    done |= other.done_ids(key)
-            writer = PredictionStore(shard_dir / f"rank{dist.rank}.sqlite")
-        todo = [r for r in requests if r.sample_id not in done]
+        done = store.done(plan.key)
+        if shards is not None:
+            shards.mkdir(parents=True, exist_ok=True)
+            done.update(done_in_shards(shards, plan.key))
+        valid, stale = _still_valid(plan, done)
+        todo = [r for r in plan.requests if r.sample_id not in valid and r.sample_id not in stale]
         if dist.enabled:
             # Every rank must shard the same list: nobody writes before all have read what is done.
             distributed.barrier(dist)
             todo = todo[dist.rank :: dist.world_size]
-        loop = _Loop(instance, task, cfg, writer, key, show_progress=cfg.progress and dist.is_main)
+        writer = store if shards is None else PredictionStore(shards / f"rank{dist.rank}.sqlite")
+        loop = ModelLoop(
+            plan.model,
+            writer,
+            plan.key,
+            generation=plan.task.spec.generation,
+            batch_size=cfg.batch_size,
+            on_bad_sample=cfg.on_bad_sample,
+            load=lambda: _load(plan),
+            show_progress=cfg.progress and dist.is_main,
+        )
+        for r in plan.requests:
+            if r.sample_id in stale:
+                loop.skip(r, stale[r.sample_id])
         try:
-            loop.run(todo)
-        except AssetMissingError as exc:
-            if dist.is_main:
-                return _write_skipped_model(run_dir, exc, instance, task, cfg, key)
-            return RunResult("skipped", run_dir, {"status": "skipped", "reason": str(exc)})
+            if todo:
+                # Before the DataLoader starts: its workers inherit the loaded processor instead of
+                # loading it again, and a model that cannot load is known before any image is read.
+                loop.ensure_loaded()
+            loader = make_loader(
+                todo,
+                plan.task.image_source,
+                plan.model,
+                batch_size=cfg.batch_size,
+                num_workers=cfg.num_workers,
+                timeout=cfg.worker_timeout,
+            )
+            loop.run(loader, len(todo))
+        except KeyboardInterrupt:
+            raise Interrupted(_interrupted_message(loop), loop.exit_code or 130) from None
         finally:
             if writer is not store:
                 writer.close()
+        skipped, examples = Counter(plan.skipped), list(plan.examples)
         if dist.enabled:
             artifacts.write_json(
-                shard_dir / f"rank{dist.rank}.skipped.json",
-                {"counts": loop.skipped, "examples": loop.examples},
+                shards / f"rank{dist.rank}.skipped.json", {"counts": loop.skipped, "examples": loop.examples}
             )
             distributed.barrier(dist)
             if not dist.is_main:
-                return RunResult("worker", run_dir, {}, loop.computed, 0, loop.model_calls, loop.skipped)
-            for shard in sorted(shard_dir.glob("rank*.skipped.json")):
-                info = json.loads(shard.read_text())
+                return None
+            for part in sorted(shards.glob("rank*.skipped.json")):
+                info = json.loads(part.read_text())
                 skipped.update(info["counts"])
                 examples.extend(info["examples"])
-                shard.unlink()
-            for shard in sorted(shard_dir.glob("rank*.sqlite")):
-                store.merge_from(shard)
-                for leftover in shard.parent.glob(shard.name + "*"):
-                    leftover.unlink()
-            with contextlib.suppress(OSError):
-                shard_dir.rmdir()  # left in place if another run is still writing shards there
+                part.unlink()
+            merge_shards(store, shards)
         else:
             skipped.update(loop.skipped)
             examples.extend(loop.examples)
-        cached = store.get_many(key, [r.sample_id for r in requests])
-        computed = len(cached.keys() - done)  # on rank 0 of a data-parallel run: all ranks together
+        predictions = store.get_many(
+            plan.key, [r.sample_id for r in plan.requests if r.sample_id not in stale]
+        )
     if cache_path is None and main_path is not None:
         for leftover in main_path.parent.glob(main_path.name + "*"):
             leftover.unlink()
-    timing.update(loop.timing)
-    timing["wall_seconds"] = time.perf_counter() - started
     if loop.interrupted:
-        raise Interrupted(
-            f"interrupted: {loop.computed} answers from this run are stored in the cache; "
-            "run the same command again to resume"
-        )
+        raise Interrupted(_interrupted_message(loop), loop.exit_code)
+    timing = {**loop.timing, "wall_seconds": time.perf_counter() - started}
+    return Outcome(
+        predictions=predictions,
+        computed=len(predictions.keys() - valid),  # on rank 0 of a data-parallel run: all ranks together
+        cached=len(valid),
+        model_calls=loop.model_calls,
+        skipped=skipped,
+        examples=examples,
+        notices=notices + loop.notices,
+        timing=timing,
+    )
 
-    records = _records(samples, requests, cached, task.spec.filters)
-    artifacts.write_jsonl(run_dir / artifacts.PREDICTIONS, records)  # outputs are safe before metrics run
 
-    n_cached = len(done & {r.sample_id for r in requests})
+def report(plan: RunPlan, outcome: Outcome) -> RunResult:
+    """Write predictions.jsonl (before scoring, so that a failing metric costs no answers) and results.json."""
+    task, cfg = plan.task, plan.cfg
+    records = _records(plan.samples, plan.requests, outcome.predictions, task.spec.filters)
+    artifacts.write_jsonl(plan.run_dir / artifacts.PREDICTIONS, records)
     scored_rows = [r for r in records if r["status"] == "ok"]
-    scoring_started = time.perf_counter()
+    started = time.perf_counter()
     scored = score(
-        metrics,
+        plan.metrics,
         [r["answer"] for r in scored_rows],
         [r["references"] for r in scored_rows],
         [r["difficulty"] for r in scored_rows],
@@ -236,299 +330,84 @@ def evaluate(
         bootstrap_samples=task.spec.bootstrap_samples,
         seed=cfg.seed,
     )
-    timing["scoring_seconds"] = time.perf_counter() - scoring_started
+    timing = {**outcome.timing, "scoring_seconds": time.perf_counter() - started}
     for col, values in scored.sample_scores.items():
         for row, value in zip(scored_rows, values, strict=True):
             row["scores"][col] = float(value)
-    artifacts.write_jsonl(run_dir / artifacts.PREDICTIONS, records)
-
+    artifacts.write_jsonl(plan.run_dir / artifacts.PREDICTIONS, records)
     results = {
         "schema": artifacts.RESULTS_SCHEMA,
         "status": "ok",
-        "task": {**task.describe(), "n_samples": len(samples), "n_scored": len(scored_rows)},
-        "model": _model_block(instance, key, samples),
+        "task": {**task.describe(), "n_samples": len(plan.samples), "n_scored": len(scored_rows)},
+        "model": _model_block(plan.model, plan.key, plan.samples),
         "metrics": scored.metrics,
         "by_difficulty": scored.by_difficulty,
         "metric_details": scored.details,
         "skipped_metrics": scored.skipped,
-        "skipped_samples": dict(sorted(skipped.items())),
-        "skipped_sample_examples": examples[:20],
-        "warnings": dict(sorted(task_warnings(task, samples).items())),
-        "notices": warnings_ + loop.notices,
-        "config": _config_block(cfg, task, device),
+        "skipped_samples": dict(sorted(outcome.skipped.items())),
+        "skipped_sample_examples": outcome.examples[:20],
+        "warnings": dict(sorted(task_warnings(task, plan.samples).items())),
+        "notices": outcome.notices,
+        "config": _config_block(cfg, task, plan.device),
         "cache": {
-            "path": str(cache_path) if cache_path else None,
-            "computed": computed,
-            "cached": n_cached,
+            "path": str(cfg.cache_path) if cfg.cache_path else None,
+            "computed": outcome.computed,
+            "cached": outcome.cached,
         },
         "timing": timing,
         "provenance": provenance(),
     }
-    artifacts.write_json(run_dir / artifacts.RESULTS, results)
-    return RunResult("ok", run_dir, results, computed, n_cached, loop.model_calls, skipped)
-
-
-class _Loop:
-    """The model loop: batches from a DataLoader, one store transaction per batch.
-
-    Ctrl-C (SIGINT) lets the batch in flight finish and be stored, then stops; a second Ctrl-C
-    stops at once. An out-of-memory error halves the batch and retries, and later batches stay at
-    the smaller size; a single request that still does not fit is skipped as ``out_of_memory``.
-    """
-
-    def __init__(
-        self,
-        model: Model,
-        task: Task,
-        cfg: RunConfig,
-        store: PredictionStore,
-        key: RunKey,
-        show_progress: bool = True,
-    ):
-        self.model, self.task, self.cfg, self.store, self.key = model, task, cfg, store, key
-        self.show_progress = show_progress
-        self.loaded = False
-        self.computed = 0
-        self.model_calls = 0
-        self.max_batch = cfg.batch_size
-        self.interrupted = False
-        self.skipped: Counter[str] = Counter()
-        self.examples: list[str] = []
-        self.notices: list[str] = []
-        self.timing: dict[str, Any] = {
-            "load_seconds": 0.0,
-            "model_seconds": 0.0,
-            "data_wait_seconds": 0.0,
-            "loop_seconds": 0.0,
-        }
-
-    def _ensure_loaded(self) -> None:
-        # Loaded on the first batch that has a readable image: a rerun with nothing to do, or with only
-        # unreadable images left, never pays for loading weights.
-        if self.loaded:
-            return
-        t0 = time.perf_counter()
-        self.model.load()
-        if self.model.needs_training_data:
-            train = self.task.train_samples
-            self.model.fit(train if train is not None else self.task.samples)
-        self.timing["load_seconds"] = time.perf_counter() - t0
-        self.loaded = True
-
-    def run(self, todo: list[Request]) -> None:
-        if not todo:
-            return
-        from tqdm.auto import tqdm
-
-        loader = _make_loader(todo, self.task.image_source, self.model, self.cfg)
-        t_loop = time.perf_counter()
-        bar = tqdm(
-            total=len(todo),
-            unit="sample",
-            disable=not self.show_progress,
-            desc=self.model.name,
-            dynamic_ncols=True,
-        )
-        try:
-            with _GracefulInterrupt() as interrupt:
-                waited = time.perf_counter()
-                for batch in loader:
-                    self.timing["data_wait_seconds"] += time.perf_counter() - waited
-                    self._handle_failed(batch.failed)
-                    if batch.requests:
-                        self._ensure_loaded()
-                        t0 = time.perf_counter()
-                        self._run_batch(batch)
-                        self.timing["model_seconds"] += time.perf_counter() - t0
-                    bar.update(len(batch.requests) + len(batch.failed))
-                    if interrupt.requested:
-                        self.interrupted = True
-                        break
-                    waited = time.perf_counter()
-        finally:
-            bar.close()
-            self.timing["loop_seconds"] = time.perf_counter() - t_loop
-            done = self.computed + sum(self.skipped.values())
-            if self.timing["loop_seconds"] > 0:
-                self.timing["samples_per_second"] = done / self.timing["loop_seconds"]
-            self.timing["peak_memory_mb"] = _peak_memory_mb()
-
-    def _handle_failed(self, failed: list[Request]) -> None:
-        for r in failed:
-            self._skip(r, r.problem.reason, r.problem.message)
-
-    def _skip(self, r: Request, reason: str, message: str) -> None:
-        message = f"sample {r.sample_id} ({r.image_ref}): {message}"
-        if self.cfg.on_bad_sample == "stop":
-            raise DataError(message)
-        self.skipped[reason] += 1
-        self.examples.append(message)
-
-    def _run_batch(self, batch: Batch) -> None:
-        """Answer a batch (in chunks of at most ``max_batch``) and store each chunk as it completes."""
-        pending = [batch] if len(batch) <= self.max_batch else self._split(batch.requests, self.max_batch)
-        while pending:
-            part = pending.pop(0)
-            try:
-                outputs = self._call(part)
-            except Exception as exc:
-                if not _is_out_of_memory(exc):
-                    raise
-                _free_accelerator_memory()
-                if len(part) == 1:
-                    self._skip(part.requests[0], "out_of_memory", "out of memory with a batch of one")
-                    continue
-                self.max_batch = max(1, len(part) // 2)
-                self.notices.append(
-                    f"out of memory at batch size {len(part)}; continuing with {self.max_batch}"
-                )
-                pending = self._split(part.requests, self.max_batch) + pending
-                continue
-            self.store.put_many(self.key, outputs)
-            self.computed += len(outputs)
-
-    def _split(self, requests: list[Request], size: int) -> list[Batch]:
-        # Re-collate in this process: the worker's collated inputs belong to the whole batch.
-        return [
-            Batch(chunk, self.model.collate(chunk))
-            for chunk in (requests[i : i + size] for i in range(0, len(requests), size))
-        ]
-
-    def _call(self, batch: Batch) -> list[CachedPrediction]:
-        self.model_calls += 1
-        reqs = batch.requests
-        if reqs[0].kind == "generate":
-            raw = self.model.generate(batch, self.task.spec.generation)
-            _check_len(self.model, raw, reqs)
-            return [
-                CachedPrediction(r.sample_id, r.kind, r.prompt, str(a), None, r.image_sha256)
-                for r, a in zip(reqs, raw, strict=True)
-            ]
-        scores = self.model.rank(batch)
-        _check_len(self.model, scores, reqs)
-        out = []
-        for r, s in zip(reqs, scores, strict=True):
-            s = [float(x) for x in s]
-            if len(s) != len(r.candidates):
-                raise VlmbenchError(
-                    f"model {self.model.name!r} returned {len(s)} scores for {len(r.candidates)} candidates"
-                )
-            best = int(np.argmax(s)) if s else -1
-            out.append(
-                CachedPrediction(
-                    r.sample_id, r.kind, r.prompt, r.candidates[best] if s else "", s, r.image_sha256
-                )
-            )
-        return out
-
-
-class _GracefulInterrupt:
-    """First SIGINT: note it (the loop stops after storing the current batch). Second: stop now."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self) -> _GracefulInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(
-            "\nvlmbench: stopping after the current batch (Ctrl-C again to stop now)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
-def _is_out_of_memory(exc: Exception) -> bool:
-    try:
-        import torch
-
-        if isinstance(exc, torch.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):
-        pass
-    return isinstance(exc, (RuntimeError, MemoryError)) and "out of memory" in str(exc).lower()
-
-
-def _free_accelerator_memory() -> None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
-
-
-def _check_len(model: Model, outputs: list, reqs: list[Request]) -> None:
-    if len(outputs) != len(reqs):
-        raise VlmbenchError(
-            f"model {model.name!r} returned {len(outputs)} outputs for a batch of {len(reqs)}"
-        )
-
-
-class _RequestImages:
-    """Map-style dataset: a request with its image decoded (in a worker process)."""
-
-    def __init__(self, requests: list[Request], source: ImageSource):
-        self.requests = requests
-        self.source = source
-
-    def __len__(self) -> int:
-        return len(self.requests)
-
-    def __getitem__(self, i: int) -> Request:
-        request = replace(self.requests[i])
-        try:
-            data = self.source.read(request.image_ref)
-            request.image_sha256 = sha256_bytes(data)
-            request.image = decode_image(data, name=request.image_ref)
-        except ImageProblem as problem:
-            request.problem = problem
-        return request
-
-
-class _Collate:
-    def __init__(self, model: Model):
-        self.model = model
-
-    def __call__(self, requests: list[Request]) -> Batch:
-        good = [r for r in requests if r.problem is None]
-        failed = [r for r in requests if r.problem is not None]
-        return Batch(good, self.model.collate(good) if good else None, failed)
-
-
-def _make_loader(todo: list[Request], source: ImageSource, model: Model, cfg: RunConfig):
-    from torch.utils.data import DataLoader
-
-    # Longest prompts first: similar lengths share a batch (less padding), and an out-of-memory
-    # error shows up in the first batch rather than hours in.
-    order = sorted(range(len(todo)), key=lambda i: (-len(todo[i].prompt), i))
-    batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-    workers = min(cfg.num_workers, len(batches))
-    return DataLoader(
-        _RequestImages(todo, source),
-        batch_sampler=batches,
-        collate_fn=_Collate(model),
-        num_workers=workers,
-        prefetch_factor=4 if workers else None,
-        worker_init_fn=_ignore_sigint if workers else None,
+    artifacts.write_json(plan.run_dir / artifacts.RESULTS, results)
+    return RunResult(
+        "ok", plan.run_dir, results, outcome.computed, outcome.cached, outcome.model_calls, outcome.skipped
     )
 
 
-def _ignore_sigint(_worker_id: int) -> None:
-    # Ctrl-C is handled by the main process, which finishes its batch; workers must not die first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _still_valid(plan: RunPlan, done: dict[str, str | None]) -> tuple[set[str], dict[str, SampleError]]:
+    """Stored answers that still hold: the image they were computed for is the image there now.
+
+    Returns the valid sample ids, and the samples whose image can no longer be read (they are skipped
+    with the reason, never reported with an answer for an image that is gone). A changed image is
+    neither: its sample is answered again."""
+    valid: set[str] = set()
+    stale: dict[str, SampleError] = {}
+    current: dict[str, str | SampleError] = {}
+    source = plan.task.image_source
+    for r in plan.requests:
+        if r.sample_id not in done:
+            continue
+        if r.image_ref not in current:
+            try:
+                current[r.image_ref] = sha256_bytes(source.read(r.image_ref))
+            except SampleError as problem:
+                current[r.image_ref] = problem
+        now = current[r.image_ref]
+        if isinstance(now, SampleError):
+            stale[r.sample_id] = now
+        elif done[r.sample_id] in (None, now):  # None: stored before image hashes were kept
+            valid.add(r.sample_id)
+    return valid, stale
+
+
+def _load(plan: RunPlan) -> None:
+    plan.model.load()
+    if plan.model.needs_training_data:
+        train = plan.task.train_samples
+        plan.model.fit(train if train is not None else plan.task.samples)
+
+
+def _interrupted_message(loop: ModelLoop) -> str:
+    return (
+        f"interrupted: {loop.computed} answers from this run are stored in the cache; "
+        "run the same command again to resume"
+    )
+
+
+def _warn(message: str) -> str:
+    import click
+
+    click.secho(f"warning: {message}", fg="yellow", err=True)
+    return message
 
 
 def _request(task: Task, template: str, sample: Sample, kind: str) -> Request:
@@ -604,34 +483,19 @@ def _config_block(cfg: RunConfig, task: Task, device: str) -> dict:
     }
 
 
-def _write_skipped_model(
-    run_dir: Path, exc: AssetMissingError, model: Model, task: Task, cfg: RunConfig, key: RunKey
-) -> RunResult:
+def _write_skipped_model(plan: RunPlan, exc: Exception) -> RunResult:
     results = {
         "schema": artifacts.RESULTS_SCHEMA,
         "status": "skipped",
         "reason": str(exc),
-        "task": task.describe(),
-        "model": _model_block(model, key),
+        "task": plan.task.describe(),
+        "model": _model_block(plan.model, plan.key),
         "metrics": {},
-        "config": _config_block(cfg, task, model.device),
+        "config": _config_block(plan.cfg, plan.task, plan.device),
         "provenance": provenance(),
     }
-    artifacts.write_json(run_dir / artifacts.RESULTS, results)
-    return RunResult("skipped", run_dir, results)
-
-
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return "cuda"
-    except ImportError:
-        pass
-    return "cpu"
+    artifacts.write_json(plan.run_dir / artifacts.RESULTS, results)
+    return RunResult("skipped", plan.run_dir, results)
 
 
 def _seed_everything(seed: int) -> None:
@@ -643,18 +507,6 @@ def _seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
     except ImportError:
         pass
-
-
-def _peak_memory_mb() -> dict[str, float]:
-    out = {"process_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            out["cuda_allocated"] = torch.cuda.max_memory_allocated() / 2**20
-    except ImportError:
-        pass
-    return out
 
 
 def _safe(name: str) -> str:

@@ -13,6 +13,10 @@ from typing import Any, Literal, Union
 
 from vlmbench.errors import SpecError, did_you_mean
 
+# A configuration file has hundreds of values; YAML aliases can make a few hundred bytes stand for
+# billions ("billion laughs"), which would take minutes and gigabytes to walk through.
+MAX_YAML_VALUES = 100_000
+
 _SCALARS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -126,3 +130,45 @@ def _build_dataclass(cls: type, value: Any, where: str, source: str) -> Any:
 
 def _join(where: str, key: Any) -> str:
     return f"{where}.{key}" if where else str(key)
+
+
+def load_yaml(text: str, *, source: str) -> Any:
+    """``yaml.safe_load`` for configuration files, refusing documents whose aliases expand to more than
+    :data:`MAX_YAML_VALUES` values or that nest too deeply. Errors are :class:`SpecError` naming ``source``."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node, {})
+        if size > MAX_YAML_VALUES:
+            raise SpecError(
+                f"{source}: the YAML expands to more than {MAX_YAML_VALUES} values (through aliases); "
+                "a task or configuration file needs far fewer"
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """Number of values ``node`` stands for once aliases are expanded (shared nodes counted each time)."""
+    import yaml
+
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = MAX_YAML_VALUES + 1  # a node that contains itself expands without end
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = min(size, MAX_YAML_VALUES + 1)
+    return memo[id(node)]

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from vlmbench import schema
 from vlmbench.errors import SpecError
 
 PROMPT_FIELDS = ("question", "choices")
+# A task name becomes a folder name: nothing that could leave the output folder or collide after escaping.
+TASK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+MAX_BOOTSTRAP_SAMPLES = 100_000
 DEFAULT_WEIGHTS = {0: 1.0, 1: 2.0, 2: 4.0, 3: 8.0, 5: 20.0}
 
 
@@ -113,7 +114,8 @@ class TaskSpec:
     difficulty_weights: dict[int, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     bootstrap_samples: int = 1000
-    source_path: Path | None = field(default=None, repr=False)
+    # Where the spec was read from: set by load_spec, never a key of the file.
+    source_path: Path | None = field(default=None, repr=False, init=False)
 
     def prompt_template(self, family: str, model_default: str | None = None) -> str:
         """The template for a model family: the task's own for that family, else the model's, else the task default."""
@@ -128,19 +130,25 @@ def load_spec(path: str | Path) -> TaskSpec:
     """Read and validate a task YAML file."""
     path = Path(path)
     source = str(path)
+    data = read_yaml_file(path)
+    if isinstance(data, dict) and "include" in data:
+        data = with_include(data, path, seen=(path.resolve(),))
+    return spec_from_dict(data, source=source, base_dir=path.resolve().parent)
+
+
+def read_yaml_file(path: Path) -> Any:
+    """A YAML configuration file's data; any problem reading it is a :class:`SpecError` naming the file."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SpecError(f"task file not found: {path}") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path} is a folder, not a task file") from None
     except UnicodeDecodeError as exc:
-        raise SpecError(f"{source}: not UTF-8 text ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{source}: invalid YAML: {exc}") from None
-    if isinstance(data, dict) and "include" in data:
-        data = with_include(data, path, seen=(path.resolve(),))
-    return spec_from_dict(data, source=source, base_dir=path.resolve().parent)
+        raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise SpecError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return schema.load_yaml(text, source=str(path))
 
 
 def with_include(data: dict, path: Path, seen: tuple[Path, ...]) -> dict:
@@ -152,9 +160,9 @@ def with_include(data: dict, path: Path, seen: tuple[Path, ...]) -> dict:
     if target in seen:
         raise SpecError(f"{path}: include: {target} includes itself")
     try:
-        base = yaml.safe_load(target.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpecError(f"{path}: include: cannot read {target}: {exc}") from None
+        base = read_yaml_file(target)
+    except SpecError as exc:
+        raise SpecError(f"{path}: include: cannot read it: {exc}") from None
     if not isinstance(base, dict):
         raise SpecError(f"{path}: include: {target} is not a mapping")
     if "include" in base:
@@ -185,11 +193,18 @@ def spec_from_dict(data: Any, *, source: str = "<task>", base_dir: Path | None =
         spec.dataset.image_root = _resolve(spec.dataset.image_root, base)
     if spec.candidates and spec.candidates.path:
         spec.candidates.path = _resolve(spec.candidates.path, base)
+        if not Path(spec.candidates.path).is_file():
+            raise SpecError(f"{source}: candidates.path: {spec.candidates.path} is not a file")
     spec.source_path = Path(source) if base_dir else None
     return spec
 
 
 def _check(spec: TaskSpec, source: str) -> None:
+    if not TASK_NAME.fullmatch(spec.task):
+        raise SpecError(
+            f"{source}: task: {spec.task!r} is not a valid task name (letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, at most 100 characters: it names the run folder)"
+        )
     if "default" not in spec.prompt:
         raise SpecError(f"{source}: prompt: a 'default' template is required")
     for family, template in spec.prompt.items():
@@ -199,8 +214,10 @@ def _check(spec: TaskSpec, source: str) -> None:
     if spec.candidates and spec.candidates.source == "train_answers" and not spec.train_split:
         # Without a train split the answers of the evaluated samples are the only vocabulary there is.
         spec.candidates.source = "task_answers"
-    if spec.bootstrap_samples < 0:
-        raise SpecError(f"{source}: bootstrap_samples must be 0 (no intervals) or more")
+    if not 0 <= spec.bootstrap_samples <= MAX_BOOTSTRAP_SAMPLES:
+        raise SpecError(
+            f"{source}: bootstrap_samples must be between 0 (no intervals) and {MAX_BOOTSTRAP_SAMPLES}"
+        )
     for level, weight in spec.difficulty_weights.items():
         if weight < 0:
             raise SpecError(f"{source}: difficulty_weights.{level}: weights must not be negative")
@@ -210,15 +227,22 @@ def _check(spec: TaskSpec, source: str) -> None:
 
 
 def check_template(template: str, *, where: str) -> None:
+    """Templates name fields plainly (``{question}``): format specs and conversions could pad a prompt
+    to millions of characters (``{question:>5000000}``) and are never needed."""
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parts = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
         raise SpecError(f"{where}: invalid template {template!r}: {exc}") from None
-    for name in fields:
+    for name, spec, conversion in parts:
         if name not in PROMPT_FIELDS:
             raise SpecError(
                 f"{where}: unknown field {{{name}}} in template {template!r}; "
                 f"allowed fields: {', '.join('{' + f + '}' for f in PROMPT_FIELDS)}"
+            )
+        if spec or conversion:
+            raise SpecError(
+                f"{where}: field {{{name}}} in template {template!r} has a format specification or "
+                f"conversion; write {{{name}}} alone"
             )
 
 

@@ -7,12 +7,16 @@ needs the model again. WAL mode lets several processes (ranks, or two runs) shar
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from vlmbench.errors import VlmbenchError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -49,33 +53,47 @@ class RunKey:
 
 
 _OPEN_ATTEMPTS = 5
+# PRAGMA application_id marks a file as a vlmbench cache ("vlmb"), so that a path given by mistake
+# (another program's database, a CSV file) is refused instead of being changed or moved aside.
+APPLICATION_ID = 0x766C6D62
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_COLUMNS = (
+    "model_fp", "task_hash", "sample_id", "settings_hash", "kind", "prompt", "raw", "scores",
+    "image_sha256", "created",
+)  # fmt: skip
 
 
 class PredictionStore:
     def __init__(self, path: str | Path | None):
         """``path=None`` keeps predictions in memory only (``--no-cache``).
 
-        A file that is not a readable SQLite database (truncated, overwritten, corrupted) is moved
-        aside as ``<name>.corrupt-<time>`` and a new cache is started; ``self.repaired`` then names
-        where the damaged file went.
+        A vlmbench cache that is damaged (truncated, corrupted) is moved aside as
+        ``<name>.corrupt-<time>`` and a new cache is started; ``self.repaired`` then names where the
+        damaged file went. A file that is not a vlmbench cache is refused and left untouched.
         """
         self.path = Path(path) if path else None
         self.repaired: Path | None = None
         if self.path:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _check_location(self.path)
+        ours = self.path is not None and _identify(self.path)
         for attempt in range(_OPEN_ATTEMPTS):
             try:
                 self._db = self._open()
                 return
-            except sqlite3.OperationalError:
+            except sqlite3.OperationalError as exc:
                 # Locked or busy: another process (a second run, another rank) is using the file.
                 # That is not damage; moving the file aside under it would be.
                 if attempt == _OPEN_ATTEMPTS - 1:
-                    raise
+                    raise VlmbenchError(f"cannot open the prediction cache {self.path}: {exc}") from None
             except sqlite3.DatabaseError:
                 if self.path is None:
                     raise
                 if attempt == _OPEN_ATTEMPTS - 1:
+                    if ours != "vlmbench":
+                        raise VlmbenchError(
+                            f"{self.path} is not a readable vlmbench prediction cache; it was left as it is "
+                            "(choose another --cache path, or move the file away)"
+                        ) from None
                     self.repaired = _move_aside(self.path)
                     self._db = self._open()
                     return
@@ -86,13 +104,15 @@ class PredictionStore:
         try:
             db.execute("PRAGMA busy_timeout = 60000")
             if self.path:
-                db.execute("PRAGMA journal_mode = WAL")
-                db.execute("PRAGMA synchronous = NORMAL")
                 if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                     raise sqlite3.DatabaseError("quick_check failed")  # damage, not contention
+                _check_tables(db, self.path)
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = NORMAL")
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(_SCHEMA)
             db.commit()
-        except sqlite3.DatabaseError:
+        except BaseException:
             db.close()
             raise
         return db
@@ -109,17 +129,32 @@ class PredictionStore:
     def merge_from(self, other: Path) -> int:
         """Copy the rows of another cache file (a data-parallel rank's shard) into this one."""
         with sqlite3.connect(str(other), timeout=60) as src:
-            rows = src.execute("SELECT * FROM predictions").fetchall()
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            rows = src.execute(f"SELECT {', '.join(_COLUMNS)} FROM predictions").fetchall()
+        self._write(rows)
         return len(rows)
 
-    def done_ids(self, key: RunKey) -> set[str]:
+    def done(self, key: RunKey) -> dict[str, str | None]:
+        """Sample id -> the sha256 of the image it was answered for, for every stored answer of ``key``."""
         rows = self._db.execute(
-            "SELECT sample_id FROM predictions WHERE model_fp=? AND task_hash=? AND settings_hash=?",
+            "SELECT sample_id, image_sha256 FROM predictions WHERE model_fp=? AND task_hash=? AND settings_hash=?",
             (key.model_fp, key.task_hash, key.settings_hash),
         )
-        return {r[0] for r in rows}
+        return dict(rows.fetchall())
+
+    def done_ids(self, key: RunKey) -> set[str]:
+        return set(self.done(key))
+
+    def _write(self, rows: list[tuple]) -> None:
+        try:
+            with self._db:
+                self._db.executemany(
+                    f"INSERT OR REPLACE INTO predictions ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                    rows,
+                )
+        except sqlite3.OperationalError as exc:  # disk full, read-only file, I/O error
+            raise VlmbenchError(
+                f"cannot write to the prediction cache {self.path or '(in memory)'}: {exc}"
+            ) from None
 
     def put_many(self, key: RunKey, items: Iterable[CachedPrediction]) -> None:
         """Write one batch in one transaction: after a crash a batch is either all there or absent."""
@@ -139,8 +174,7 @@ class PredictionStore:
             )
             for p in items
         ]
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+        self._write(rows)
 
     def get_many(self, key: RunKey, sample_ids: Sequence[str]) -> dict[str, CachedPrediction]:
         out: dict[str, CachedPrediction] = {}
@@ -158,6 +192,68 @@ class PredictionStore:
         return out
 
 
+def _check_location(path: Path) -> None:
+    if path.is_dir():
+        raise VlmbenchError(
+            f"the prediction cache {path} is a folder; give a file path (e.g. {path}/predictions.sqlite)"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VlmbenchError(
+            f"cannot create the folder of the prediction cache {path}: {exc.strerror or exc}"
+        ) from None
+    if not path.parent.is_dir():
+        raise VlmbenchError(f"the prediction cache {path} cannot be created: {path.parent} is not a folder")
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (
+        path.exists() and not os.access(path, os.R_OK | os.W_OK)
+    ):
+        raise VlmbenchError(
+            f"the prediction cache {path} is not writable (choose another --cache path, or --no-cache)"
+        )
+
+
+def _identify(path: Path) -> str:
+    """``"new"`` (absent or empty), ``"vlmbench"`` (marked as ours) or ``"unknown"`` (an SQLite file
+    without our mark: an older vlmbench cache, or someone else's). Anything else is refused here."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+    except FileNotFoundError:
+        return "new"
+    except OSError as exc:
+        raise VlmbenchError(f"cannot read the prediction cache {path}: {exc.strerror or exc}") from None
+    if not header:
+        return "new"
+    if not header.startswith(_SQLITE_MAGIC):
+        raise VlmbenchError(
+            f"{path} is not a vlmbench prediction cache (not an SQLite database); it was left as it is — "
+            "check the --cache path"
+        )
+    if len(header) >= 72 and int.from_bytes(header[68:72], "big") == APPLICATION_ID:
+        return "vlmbench"
+    if len(header) >= 72 and int.from_bytes(header[68:72], "big") != 0:
+        raise VlmbenchError(
+            f"{path} is another program's SQLite database, not a vlmbench prediction cache; it was left as it is"
+        )
+    return "unknown"
+
+
+def _check_tables(db: sqlite3.Connection, path: Path) -> None:
+    """An SQLite file without our mark is accepted only if it holds nothing but our table."""
+    if db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
+        return
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return
+    columns = tuple(r[1] for r in db.execute("PRAGMA table_info(predictions)"))
+    if tables != {"predictions"} or columns != _COLUMNS:
+        raise VlmbenchError(
+            f"{path} is an SQLite database that is not a vlmbench prediction cache (tables: "
+            f"{', '.join(sorted(tables))}); it was left as it is — check the --cache path"
+        )
+
+
 def _move_aside(path: Path) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
@@ -167,3 +263,30 @@ def _move_aside(path: Path) -> Path:
         if side.exists():
             side.replace(target.with_name(target.name + suffix))
     return target
+
+
+# -- data-parallel shards ----------------------------------------------------------------------------
+# Each rank of a data-parallel run writes its answers to its own shard file beside the cache; after a
+# barrier rank 0 merges them. Shards left by a killed run count as done on the next one.
+
+
+def shard_dir(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".shards")
+
+
+def done_in_shards(folder: Path, key: RunKey) -> dict[str, str | None]:
+    done: dict[str, str | None] = {}
+    for shard in sorted(folder.glob("rank*.sqlite")):
+        with PredictionStore(shard) as other:
+            done.update(other.done(key))
+    return done
+
+
+def merge_shards(store: PredictionStore, folder: Path) -> None:
+    """Copy every rank's shard into ``store`` and delete the shards (the folder too, once empty)."""
+    for shard in sorted(folder.glob("rank*.sqlite")):
+        store.merge_from(shard)
+        for leftover in shard.parent.glob(shard.name + "*"):
+            leftover.unlink()
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # left in place if another run is still writing shards there

@@ -171,10 +171,23 @@ def _rank_answers(answers: list[str], top_k: int | None) -> tuple[str, ...]:
 
 def _read_candidate_file(path: Path) -> list[str]:
     """One answer per line (.txt) or a JSON list of strings (.json)."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: the candidate file is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise DataError(f"cannot read the candidate file {path}: {exc.strerror or exc}") from None
     if path.suffix == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise DataError(f"{path}: the candidate file is not valid JSON ({exc})") from None
         if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
             raise DataError(f"{path}: a candidate file in JSON must be a list of strings")
-        return data
-    return [line.strip() for line in text.splitlines() if line.strip()]
+        answers = data
+    else:
+        answers = [line.strip() for line in text.splitlines()]
+    answers = [a.strip() for a in answers if a.strip()]
+    if not answers:
+        raise DataError(f"{path}: the candidate file holds no answers")
+    return answers

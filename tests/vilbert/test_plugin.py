@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from vlmbench.cli import cli
-from vlmbench.errors import ArgError, AssetMissingError, DataError, VlmbenchError
+from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
 from vlmbench.normalize import vqa_normalize
 from vlmbench.plugins import load_plugins
 from vlmbench.runner import evaluate
@@ -299,9 +299,11 @@ def test_precomputed_features(assets, tmp_path):
     assert faithful.fingerprint() != _model(**base).fingerprint()
 
     (features / f"{samples[0]['image_id']}.npz").unlink()
-    with pytest.raises(DataError, match="no precomputed features for image"):
-        evaluate("vilbert", "abo_sample", model_args=base, limit=4, cache=False, progress=False,
-                 num_workers=0, output_dir=tmp_path / "runs2")  # fmt: skip
+    lost = sum(s["image_id"] == samples[0]["image_id"] for s in samples)
+    result = evaluate("vilbert", "abo_sample", model_args=base, limit=4, cache=False, progress=False,
+                      num_workers=0, output_dir=tmp_path / "runs2")  # fmt: skip
+    assert result.results["skipped_samples"] == {"missing_features": lost}
+    assert "no precomputed features for image" in result.results["skipped_sample_examples"][0]
 
 
 def test_registration_stays_torch_free():

@@ -34,7 +34,7 @@ from transformers import BertTokenizerFast  # noqa: F401  # isort: skip
 
 from vlmbench import hashing
 from vlmbench.args import Arg
-from vlmbench.errors import ArgError, AssetMissingError, DataError, VlmbenchError
+from vlmbench.errors import ArgError, AssetMissingError, SampleError, VlmbenchError
 from vlmbench.model import Model
 from vlmbench.normalize import vqa_normalize
 from vlmbench.request import Batch, Request
@@ -396,9 +396,10 @@ class VilbertModel(Model):
         for key in (request.image_id, Path(request.image_ref).stem):
             if key in reader:
                 return reader[key]
-        raise DataError(
+        raise SampleError(
+            "missing_features",
             f"no precomputed features for image {request.image_id!r} ({request.image_ref}) in "
-            f"{self._files().features}"
+            f"{self._files().features}",
         )
 
     def collate(self, requests: list[Request]) -> _Inputs | None:

@@ -1,0 +1,145 @@
+"""Requests with their images, batched by a DataLoader whose workers read and decode the images.
+
+Workers are tied to the process that started them: they die with it (even after SIGKILL), ignore the
+Ctrl-C and SIGTERM that the main process handles by finishing its batch, and a worker that dies or
+stops handing back batches becomes an error after ``timeout`` seconds instead of a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from vlmbench.dataset import ImageSource
+from vlmbench.errors import VlmbenchError
+from vlmbench.images import ImageProblem, decode_image, sha256_bytes
+from vlmbench.request import Batch, Request
+
+# Long enough for a slow processor on a large batch, short enough that a stuck worker is noticed.
+DEFAULT_WORKER_TIMEOUT = 600.0
+
+
+class RequestImages:
+    """Map-style dataset: a request with its image decoded (in a worker process when there are any)."""
+
+    def __init__(self, requests: list[Request], source: ImageSource):
+        self.requests = requests
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def __getitem__(self, i: int) -> Request:
+        request = replace(self.requests[i])
+        try:
+            data = self.source.read(request.image_ref)
+            request.image_sha256 = sha256_bytes(data)
+            request.image = decode_image(data, name=request.image_ref)
+        except ImageProblem as problem:
+            request.problem = problem
+        return request
+
+
+class Collate:
+    """Splits a batch into readable and unreadable requests and lets the model prepare its inputs."""
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def __call__(self, requests: list[Request]) -> Batch:
+        good = [r for r in requests if r.problem is None]
+        failed = [r for r in requests if r.problem is not None]
+        batch = Batch(good, None, failed)
+        if good:
+            try:
+                batch.inputs = self.model.collate(good)
+            except Exception as exc:
+                # One bad request must not cost its batch: the model loop retries request by request.
+                batch.error = f"{type(exc).__name__}: {exc}"
+        return batch
+
+
+def batch_order(requests: list[Request], batch_size: int) -> list[list[int]]:
+    """Longest prompts first: similar lengths share a batch (less padding), and an out-of-memory error
+    shows up in the first batch rather than hours in."""
+    order = sorted(range(len(requests)), key=lambda i: (-len(requests[i].prompt), i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def make_loader(
+    requests: list[Request],
+    source: ImageSource,
+    model: Any,
+    *,
+    batch_size: int,
+    num_workers: int,
+    timeout: float = DEFAULT_WORKER_TIMEOUT,
+):
+    from torch.utils.data import DataLoader
+
+    batches = batch_order(requests, batch_size)
+    workers = min(num_workers, len(batches))
+    return DataLoader(
+        RequestImages(requests, source),
+        batch_sampler=batches,
+        collate_fn=Collate(model),
+        num_workers=workers,
+        prefetch_factor=4 if workers else None,
+        worker_init_fn=functools.partial(_init_worker, os.getpid()) if workers else None,
+        timeout=timeout if workers else 0,
+    )
+
+
+def iterate(loader) -> Iterator[Batch]:
+    """The loader's batches; a worker that died or stopped answering becomes a clear error."""
+    it = iter(loader)
+    try:
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except RuntimeError as exc:
+                text = str(exc)
+                if text.startswith(("DataLoader timed out", "DataLoader worker (pid")):
+                    raise VlmbenchError(
+                        f"a DataLoader worker failed: {text.splitlines()[0]} (a full /dev/shm, a file-size "
+                        "limit or a crash can cause this; answers stored so far are kept — rerun the same "
+                        "command to resume, with --num-workers 0 to avoid worker processes)"
+                    ) from None
+                raise
+            yield batch
+    finally:
+        with contextlib.suppress(Exception):
+            it._shutdown_workers()
+
+
+def _init_worker(main_pid: int, _worker_id: int) -> None:
+    # The main process turns Ctrl-C and SIGTERM into "finish the batch, then stop"; a worker must not
+    # die first and take the batch in flight with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with(main_pid)
+
+
+def _die_with(main_pid: int) -> None:
+    """Ask the kernel to kill this worker when its parent dies (Linux). Without it a worker of a
+    SIGKILLed run can block forever on a full result pipe, holding its memory."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != main_pid:  # the parent died before the request took effect
+        os._exit(1)
