@@ -5,6 +5,7 @@ Every test records what it injected and what happened; see the `reliability` fix
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -23,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmbench.errors import SpecError
+from vlmbench.errors import SpecError, VlmbenchError
 from vlmbench.hookspecs import hookimpl
 from vlmbench.metric import SampleMetric
 from vlmbench.model import Model
@@ -386,6 +387,209 @@ def test_sigkill_at_any_point_loses_at_most_the_batch_in_flight(
     )
 
 
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (DataLoader workers of a run)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _default_workers_cmd(task, tmp_path):
+    return [sys.executable, "-m", "vlmbench", "run", "-m", "slow-echo", "-a", "delay=0.25", "-t", str(task), "-b", "4",
+            "--cache", str(tmp_path / "cache.sqlite"), "-o", str(tmp_path / "runs"), "-q", "--num-workers", "1"]  # fmt: skip
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find worker processes")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_killed_runs_leave_no_worker_behind(plugin_env, tmp_path, reliability, sig):
+    task = write_task(tmp_path / "t", colour_rows(make_images(tmp_path / "t" / "images", 16)))
+    log = tmp_path / "calls.log"
+    env = {**os.environ, **plugin_env, "VLMBENCH_TEST_CALL_LOG": str(log)}
+    proc = subprocess.Popen(
+        _default_workers_cmd(task, tmp_path),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_rows(tmp_path / "cache.sqlite", 4, proc)
+    workers = _children(proc.pid)
+    assert workers, "the run should have a DataLoader worker"
+    proc.send_signal(sig)
+    _out, err = proc.communicate(timeout=60)
+    deadline = time.time() + 10
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "a DataLoader worker outlived its run"
+    answered = log.read_text().split()
+    stored = _count(tmp_path / "cache.sqlite")
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 143, err
+        assert "SIGTERM: stopping after the current batch" in err and "Traceback" not in err
+        assert stored == len(answered)  # the batch in flight was finished and stored
+    else:
+        assert proc.returncode == -signal.SIGKILL and 0 <= len(answered) - stored <= 4
+    res = subprocess.run(
+        _default_workers_cmd(task, tmp_path), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    assert len(log.read_text().split()) == len(answered) + (32 - stored)  # only the rest was answered
+    name = signal.Signals(sig).name
+    reliability.record(
+        "Crashes and interruptions",
+        f"{name} to a run with a DataLoader worker",
+        1,
+        "worker gone within seconds; "
+        + ("batch in flight stored, exit 143; " if sig == signal.SIGTERM else "")
+        + "rerun answered only the rest",
+        "nothing" if sig == signal.SIGTERM else f"{len(answered) - stored} answers (the batch in flight)",
+    )
+
+
+class PoisonedCollate(Model):
+    """Collates normally, except in a DataLoader worker where it does what ``mode`` says."""
+
+    main_pid = os.getpid()
+    mode = "kill"
+
+    def collate(self, requests):
+        if os.getpid() != PoisonedCollate.main_pid:
+            if PoisonedCollate.mode == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return {"lock": __import__("threading").Lock()}  # cannot be handed back to the main process
+        return None
+
+    def generate(self, batch, generation):
+        return ["x"] * len(batch)
+
+
+class FlakyModel(Model):
+    """Fails on questions that contain 'poison'; fails on everything when ``broken``."""
+
+    broken = False
+
+    def generate(self, batch, generation):
+        if FlakyModel.broken or any("poison" in r.question for r in batch.requests):
+            raise ValueError("cannot handle this question")
+        return [r.question.split()[-1].strip("?") for r in batch.requests]
+
+
+class _FaultPlugin:
+    @hookimpl
+    def register_models(self, register):
+        register("poisoned-collate", f"{__name__}:PoisonedCollate")
+        register("flaky", f"{__name__}:FlakyModel")
+
+
+@pytest.mark.parametrize("mode", ["kill", "unpicklable"])
+def test_a_dead_or_stuck_worker_is_an_error_not_a_hang(tmp_path, tiny_task, reliability, mode):
+    PoisonedCollate.mode = mode
+    plugins = load_plugins(extra=[_FaultPlugin()])
+    try:
+        started = time.time()
+        with pytest.raises(VlmbenchError, match="a DataLoader worker failed") as exc:
+            _run(tiny_task, tmp_path, plugins, model="poisoned-collate", num_workers=1, worker_timeout=3)
+        assert time.time() - started < 60
+        assert "rerun the same command to resume" in str(exc.value)
+    finally:
+        load_plugins(reload=True)
+    what = "killed" if mode == "kill" else "unable to hand its batch back (unpicklable result)"
+    reliability.record(
+        "Crashes and interruptions",
+        f"DataLoader worker {what}",
+        1,
+        "clear error within seconds (dead) or after the worker timeout (stuck); stored answers kept",
+    )
+
+
+def test_a_failing_sample_is_skipped_and_the_rest_answered(tmp_path, reliability, workers):
+    images = make_images(tmp_path / "t" / "images", 8)
+    rows = colour_rows(images)
+    rows[3]["question"] = "What poison colour is it?"
+    task = write_task(tmp_path / "t", rows)
+    plugins = load_plugins(extra=[_FaultPlugin()])
+    try:
+        FlakyModel.broken = False
+        r = _run(task, tmp_path, plugins, model="flaky", batch_size=4, num_workers=workers)
+        assert r.results["skipped_samples"] == {"model_error": 1}
+        assert "ValueError: cannot handle this question" in r.results["skipped_sample_examples"][0]
+        assert r.results["task"]["n_scored"] == 15
+        FlakyModel.broken = True
+        r = _run(task, tmp_path, plugins, model="flaky", cache=False, output_dir=tmp_path / "broken")
+        assert r.status == "skipped" and "failed on each of its 16 requests" in r.results["reason"]
+        assert "ValueError: cannot handle this question" in r.results["reason"]
+    finally:
+        FlakyModel.broken = False
+        load_plugins(reload=True)
+    reliability.record(
+        "Crashes and interruptions",
+        "model exception on one sample of a batch",
+        1,
+        "batch retried one by one; only that sample skipped as model_error (message kept)",
+    )
+    reliability.record(
+        "Crashes and interruptions",
+        "model failing on every request",
+        1,
+        "model reported as skipped with the error after its first requests; other models still run",
+    )
+
+
+def test_a_prompt_longer_than_the_model_takes_is_skipped(tmp_path, tiny_checkpoint, reliability):
+    images = make_images(tmp_path / "t" / "images", 3)
+    rows = colour_rows(images)
+    rows[2]["question"] = "What colour is it? " * 5000  # 100k characters
+    task = write_task(tmp_path / "t", rows)
+    r = evaluate("blip", task, model_args={"pretrained": str(tiny_checkpoint("blip"))}, output_dir=tmp_path / "runs",
+                 progress=False, batch_size=4)  # fmt: skip
+    assert r.results["skipped_samples"] == {"prompt_too_long": 1}
+    assert r.results["task"]["n_scored"] == 5
+    reliability.record(
+        "Bad inputs",
+        "100,000-character question (BLIP)",
+        1,
+        "skipped as prompt_too_long with its token count; the rest of its batch answered",
+    )
+
+
+def test_the_cache_never_answers_for_a_changed_or_deleted_image(tmp_path, plugins, reliability):
+    root = tmp_path / "t" / "images"
+    images = make_images(root, 6)
+    task = write_task(tmp_path / "t", colour_rows(images))
+    first = _run(task, tmp_path, plugins)
+    assert first.computed == 12
+    changed, deleted = root / images[0][0], root / images[1][0]
+    old_sha = hashlib.sha256(changed.read_bytes()).hexdigest()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(changed)
+    deleted.unlink()
+    again = _run(task, tmp_path, plugins)
+    assert again.computed == 2 and again.cached == 8  # the changed image's two questions, answered again
+    assert again.results["skipped_samples"] == {"missing_image": 2}
+    preds = {p["image"]: p for p in _preds(again.run_dir)}
+    assert preds[images[0][0]]["image_sha256"] == hashlib.sha256(changed.read_bytes()).hexdigest() != old_sha
+    assert preds[images[1][0]]["status"] == "skipped"
+    reliability.record(
+        "Crashes and interruptions",
+        "image replaced or deleted after a run",
+        2,
+        "rerun answers the replaced image again (its hash is checked) and skips the deleted one",
+    )
+
+
 def test_damaged_cache_is_moved_aside(tmp_path, plugins, tiny_task, reliability, capsys):
     cache = tmp_path / "cache.sqlite"
     _run(tiny_task, tmp_path, plugins, cache=cache)
@@ -422,7 +626,9 @@ def test_a_file_that_is_not_a_vlmbench_cache_is_refused_untouched(tmp_path, tiny
     garbage.write_bytes(os.urandom(4096))
     for path in (other_db, csv_file, garbage):
         before = path.read_bytes()
-        res = run_cli(["run", "-m", "prior", "-t", str(tiny_task), "--cache", str(path), "-o", str(tmp_path / "r")])
+        res = run_cli(
+            ["run", "-m", "prior", "-t", str(tiny_task), "--cache", str(path), "-o", str(tmp_path / "r")]
+        )
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
         assert "not a vlmbench prediction cache" in res.stderr
         assert path.read_bytes() == before and not list(tmp_path.glob(f"{path.name}.corrupt-*"))

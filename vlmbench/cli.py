@@ -111,6 +111,8 @@ def _split_model_args(models: tuple[str, ...], values: tuple[str, ...]) -> dict[
 @click.option("--no-cache", is_flag=True, help="Keep predictions in memory only (nothing is resumable).")
 @click.option("--on-bad-sample", type=click.Choice(["skip", "stop"]), default="skip", show_default=True,
               help="Skip and count unreadable images or rows, or stop at the first one.")  # fmt: skip
+@click.option("--worker-timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds to wait for a DataLoader worker's batch before reporting the worker as stuck.")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def run(
     models,
@@ -127,6 +129,7 @@ def run(
     cache,
     no_cache,
     on_bad_sample,
+    worker_timeout,
     quiet,
 ):
     """Evaluate one or more models on a task.
@@ -162,6 +165,7 @@ def run(
             metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
             cache=False if no_cache else cache,
             on_bad_sample=on_bad_sample,
+            worker_timeout=worker_timeout,
             progress=not quiet,
         )
         if result.status == "worker":  # a data-parallel rank other than 0: rank 0 reports

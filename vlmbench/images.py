@@ -60,12 +60,13 @@ def read_image_file(root: Path, relative: str, max_bytes: int = MAX_FILE_BYTES) 
         raise ImageProblem("missing_image", f"{path} is a directory") from None
     except (OSError, ValueError) as exc:
         raise ImageProblem("missing_image", f"{path}: {exc}") from None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             raise ImageProblem("missing_image", f"{path} is a directory")
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageProblem("not_a_file", f"{path} is not a regular file (a FIFO, socket or device)")
+        raise ImageProblem("not_a_file", f"{path} is not a regular file (a FIFO, socket or device)")
+    with os.fdopen(fd, "rb") as fh:
         if info.st_size == 0:
             raise ImageProblem("empty_image", f"{path} is empty (0 bytes)")
         if info.st_size > max_bytes:

@@ -99,6 +99,7 @@ class ModelLoop:
         self.computed = 0
         self.model_calls = 0
         self.failures_in_a_row = 0
+        self.last_error = ""
         self.interrupted = False
         self.exit_code = 0
         self.skipped: Counter[str] = Counter()
@@ -141,6 +142,11 @@ class ModelLoop:
                 except KeyboardInterrupt:  # the second signal: stop now
                     self.interrupted, self.exit_code = True, stop.exit_code
                     raise
+            if self.computed == 0 and self.failures_in_a_row and not self.interrupted:
+                raise ModelFailed(
+                    f"model {self.model.name!r} failed on each of its {self.failures_in_a_row} requests; "
+                    f"the last error: {self.last_error}"
+                )
         finally:
             bar.close()
             self.timing["loop_seconds"] = time.perf_counter() - t_loop
@@ -223,6 +229,7 @@ class ModelLoop:
                 f"the last error: {message}"
             ) from exc
         self.skip(r, SampleError("model_error", message))
+        self.last_error = message
 
     def _split(self, requests: list[Request], size: int) -> list[Batch]:
         # Re-collate in this process: the worker's collated inputs belong to the whole batch.
