@@ -18,7 +18,8 @@ class Arg:
 
     ``affects_output`` says whether the value can change what the model answers; such values are part
     of the model fingerprint that keys the prediction cache (e.g. a checkpoint path is, a log level is not).
-    ``secret`` values are never written to logs or artifacts.
+    ``secret`` values are never written to logs or artifacts. ``min`` and ``max`` bound numbers
+    (inclusive), so a plugin states its ranges here instead of checking them by hand.
     """
 
     type: type = str
@@ -27,6 +28,23 @@ class Arg:
     choices: tuple[Any, ...] | None = None
     affects_output: bool = True
     secret: bool = False
+    min: float | None = None
+    max: float | None = None
+
+    def describe(self) -> str:
+        """Type, bounds or choices and default, for listings and ``--help`` texts."""
+        text = self.type.__name__
+        if self.choices is not None:
+            text += f", one of {', '.join(map(str, self.choices))}"
+        elif self.min is not None and self.max is not None:
+            text += f" from {self.min} to {self.max}"
+        elif self.min is not None:
+            text += f" >= {self.min}"
+        elif self.max is not None:
+            text += f" <= {self.max}"
+        if self.default is not None:
+            text += f"; default {'***' if self.secret else self.default}"
+        return text
 
 
 def parse_kv(text: str | None) -> dict[str, str]:
@@ -72,7 +90,25 @@ def convert(name: str, arg: Arg, value: Any, owner: str) -> Any:
     if arg.choices is not None and out not in arg.choices:
         shown = "***" if arg.secret else repr(out)
         raise ArgError(f"{owner}: {name!r} must be one of {', '.join(map(str, arg.choices))}, got {shown}")
+    if _out_of_bounds(arg, out):
+        bounds = [
+            f"at least {arg.min}" if arg.min is not None else "",
+            f"at most {arg.max}" if arg.max is not None else "",
+        ]
+        raise ArgError(
+            f"{owner}: {name!r} must be {' and '.join(b for b in bounds if b) or 'a number'}, got {out!r}"
+        )
     return out
+
+
+def _out_of_bounds(arg: Arg, value: Any) -> bool:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return (
+        value != value
+        or (arg.min is not None and value < arg.min)
+        or (arg.max is not None and value > arg.max)
+    )
 
 
 def validate(schema: Mapping[str, Arg], given: Mapping[str, Any], owner: str) -> dict[str, Any]:

@@ -9,16 +9,22 @@ its distribution name and skipped; the others still load.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from vlmbench import hookspecs
+from vlmbench.errors import VlmbenchError
 from vlmbench.registry import GeneratorEntry, MetricEntry, ModelEntry, Registry, TaskEntry
+
+if TYPE_CHECKING:
+    from vlmbench.generator import Generator
+    from vlmbench.metric import Metric, MetricContext
+    from vlmbench.model import Model
 
 ENTRY_POINT_GROUP = "vlmbench"
 
@@ -34,16 +40,69 @@ class PluginInfo:
     error: str | None = None
 
 
+def _check_model(entry: ModelEntry, cls: type) -> None:
+    from vlmbench.model import Model
+
+    for kind in entry.request_types:
+        if getattr(cls, kind) is getattr(Model, kind):
+            raise VlmbenchError(
+                f"model {entry.name!r} is registered for {kind!r} requests, but {entry.target} has no {kind}() method"
+            )
+
+
+def _check_metric(entry: MetricEntry, cls: type) -> None:
+    from vlmbench.metric import SampleMetric
+
+    level = "sample" if issubclass(cls, SampleMetric) else "corpus"
+    if entry.level != level:
+        raise VlmbenchError(
+            f"metric {entry.name!r} is registered as {entry.level}-level, but {entry.target} is a {level}-level metric"
+        )
+
+
 @dataclass
 class Plugins:
-    """Everything the installed plugins registered."""
+    """Everything the installed plugins registered, and the one way to turn a name into an instance."""
 
     manager: pluggy.PluginManager
-    models: Registry[ModelEntry] = field(default_factory=lambda: Registry("model"))
-    metrics: Registry[MetricEntry] = field(default_factory=lambda: Registry("metric"))
-    generators: Registry[GeneratorEntry] = field(default_factory=lambda: Registry("generator"))
+    models: Registry[ModelEntry] = field(
+        default_factory=lambda: Registry("model", "vlmbench.model:Model", _check_model)
+    )
+    metrics: Registry[MetricEntry] = field(
+        default_factory=lambda: Registry("metric", "vlmbench.metric:Metric", _check_metric)
+    )
+    generators: Registry[GeneratorEntry] = field(
+        default_factory=lambda: Registry("generator", "vlmbench.generator:Generator")
+    )
     tasks: Registry[TaskEntry] = field(default_factory=lambda: Registry("task"))
     plugins: list[PluginInfo] = field(default_factory=list)
+
+    def create_model(
+        self,
+        name: str,
+        args: str | Mapping[str, Any] | None = None,
+        *,
+        device: str = "cpu",
+        dtype: str = "auto",
+        seed: int = 0,
+    ) -> Model:
+        """A model plugin with its ``args`` validated (``"k=v,..."`` or a mapping); no weights loaded."""
+        cls = self.models.load(name)
+        return cls.create(self.models.get(name), _given(args), device=device, dtype=dtype, seed=seed)
+
+    def create_metric(
+        self, name: str, options: str | Mapping[str, Any] | None = None, context: MetricContext | None = None
+    ) -> Metric:
+        """A metric plugin with its options validated; assets are loaded later, by ``setup()``."""
+        from vlmbench.metric import MetricContext
+
+        cls = self.metrics.load(name)
+        context = context or MetricContext(difficulty_weights={})
+        return cls.create(self.metrics.get(name), _given(options), context)
+
+    def create_generator(self, name: str, args: str | Mapping[str, Any] | None = None) -> Generator:
+        """A QA generator plugin with its options validated."""
+        return self.generators.load(name).create(self.generators.get(name), _given(args))
 
     @property
     def problems(self) -> list[PluginInfo]:
@@ -63,6 +122,12 @@ class Plugins:
             if _manager_name(info) == plugin_name:
                 info.error = message if info.error is None else f"{info.error}; {message}"
                 return
+
+
+def _given(args: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    from vlmbench.args import parse_kv
+
+    return parse_kv(args) if isinstance(args, str) or args is None else dict(args)
 
 
 _loaded: Plugins | None = None

@@ -7,7 +7,7 @@ An entry describes a plugin (enough for ``vlmbench list``) and names its impleme
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -104,8 +104,15 @@ E = TypeVar("E", ModelEntry, MetricEntry, GeneratorEntry, TaskEntry)
 
 @dataclass
 class Registry(Generic[E]):
+    """Entries by name. ``base`` (``"module:Class"``) is the class every implementation must subclass;
+    ``check(entry, cls)`` verifies what the entry declares against the class, once, when the class is
+    first loaded — so the listing and the behaviour can never disagree."""
+
     kind: str
+    base: str | None = None
+    check: Callable[[Any, type], None] | None = None
     _entries: dict[str, E] = field(default_factory=dict)
+    _classes: dict[str, type] = field(default_factory=dict, repr=False)
 
     def add(self, entry: E) -> None:
         old = self._entries.get(entry.name)
@@ -120,6 +127,21 @@ class Registry(Generic[E]):
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(self.kind, name, self._entries) from None
+
+    def load(self, name: str) -> type:
+        """The implementation class of ``name``, imported and checked (once per process)."""
+        entry = self.get(name)
+        if name not in self._classes:
+            cls = load_target(entry.target)
+            base = load_target(self.base) if self.base else object
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise VlmbenchError(
+                    f"{self.kind} {name!r}: {entry.target} is not a subclass of {base.__module__}.{base.__qualname__}"
+                )
+            if self.check is not None:
+                self.check(entry, cls)
+            self._classes[name] = cls
+        return self._classes[name]
 
     def names(self) -> list[str]:
         return sorted(self._entries)

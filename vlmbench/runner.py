@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from vlmbench import artifacts, distributed
-from vlmbench.args import parse_kv
 from vlmbench.assets import cache_dir
 from vlmbench.dataset import Sample
 from vlmbench.devices import resolve_device
@@ -38,7 +37,6 @@ from vlmbench.model import Model
 from vlmbench.normalize import vqa_normalize
 from vlmbench.plugins import Plugins, load_plugins
 from vlmbench.provenance import provenance
-from vlmbench.registry import load_target
 from vlmbench.request import Request
 from vlmbench.scoring import build_metrics, score
 from vlmbench.spec import MetricSpec
@@ -175,9 +173,7 @@ def plan_run(
     plugins = plugins or load_plugins()
     task = task if isinstance(task, Task) else resolve_task(task, plugins)
     entry = plugins.models.get(model)
-    cls = load_target(entry.target)
-    if not (isinstance(cls, type) and issubclass(cls, Model)):
-        raise VlmbenchError(f"model {model!r}: {entry.target} is not a vlmbench.model.Model subclass")
+    cls = plugins.models.load(model)
     kind = task.spec.request_type
     if kind not in entry.request_types:
         raise VlmbenchError(
@@ -186,8 +182,7 @@ def plan_run(
         )
     _seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
-    given = parse_kv(model_args) if isinstance(model_args, str) or model_args is None else dict(model_args)
-    instance: Model = cls.create(entry, given, device=device, dtype=cfg.dtype, seed=cfg.seed)
+    instance = plugins.create_model(model, model_args, device=device, dtype=cfg.dtype, seed=cfg.seed)
     metric_specs = [MetricSpec(m) for m in cfg.metrics] if cfg.metrics else task.spec.metrics
     context = MetricContext(difficulty_weights=task.spec.difficulty_weights, seed=cfg.seed, device=device)
     metrics = build_metrics(metric_specs, plugins, context)  # option errors surface before any model work

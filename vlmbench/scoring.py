@@ -17,7 +17,6 @@ import numpy as np
 from vlmbench.errors import AssetMissingError, VlmbenchError
 from vlmbench.metric import CorpusMetric, Metric, MetricContext, SampleMetric, ScoreTable
 from vlmbench.plugins import Plugins
-from vlmbench.registry import load_target
 from vlmbench.spec import MetricSpec
 from vlmbench.stats import mean_with_ci, statistic_with_ci
 
@@ -37,15 +36,7 @@ class ScoredSet:
 
 def build_metrics(specs: Sequence[MetricSpec], plugins: Plugins, context: MetricContext) -> list[Metric]:
     """Instantiate metrics (validating options), adding the sample metrics corpus metrics depend on."""
-    metrics: list[Metric] = []
-    for spec in specs:
-        entry = plugins.metrics.get(spec.name)
-        cls = load_target(entry.target)
-        if not (isinstance(cls, type) and issubclass(cls, (SampleMetric, CorpusMetric))):
-            raise VlmbenchError(
-                f"metric {spec.name!r}: {entry.target} is not a SampleMetric or CorpusMetric subclass"
-            )
-        metrics.append(cls.create(entry, spec.options, context))
+    metrics: list[Metric] = [plugins.create_metric(spec.name, spec.options, context) for spec in specs]
     produced = {col for m in metrics if isinstance(m, SampleMetric) for col in m.outputs}
     for m in list(metrics):
         if isinstance(m, CorpusMetric):
@@ -58,7 +49,7 @@ def build_metrics(specs: Sequence[MetricSpec], plugins: Plugins, context: Metric
                         f"metric {m.name!r} needs the score {col!r}, which no installed metric produces"
                     )
                 entry = providers[0]
-                metrics.insert(0, load_target(entry.target).create(entry, {}, context))
+                metrics.insert(0, plugins.create_metric(entry.name, {}, context))
                 produced.update(entry.outputs)
     return metrics
 

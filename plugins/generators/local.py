@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from vlmbench.args import Arg, parse_kv
+from vlmbench.args import Arg
 from vlmbench.errors import VlmbenchError
 from vlmbench.generator import GenerationResult, Generator, Job, items_from_reply
 from vlmbench.images import ImageProblem, decode_image
@@ -58,25 +58,23 @@ class LocalGenerator(Generator):
     def _instance(self) -> Model:
         """The model object (weights not loaded yet), created once."""
         if self._model is None:
+            from vlmbench.devices import resolve_device
             from vlmbench.plugins import load_plugins
-            from vlmbench.registry import load_target
-            from vlmbench.runner import resolve_device
 
-            entry = load_plugins().models.get(self.arg_values["model"])
+            plugins = load_plugins()
+            entry = plugins.models.get(self.arg_values["model"])
             if "generate" not in entry.request_types:
                 raise VlmbenchError(
                     f"model {entry.name!r} cannot generate text, so it cannot write questions"
                 )
-            cls = load_target(entry.target)
-            if not (isinstance(cls, type) and issubclass(cls, Model)):
-                raise VlmbenchError(
-                    f"model {entry.name!r}: {entry.target} is not a vlmbench.model.Model subclass"
-                )
-            if cls.needs_training_data:
+            if plugins.models.load(entry.name).needs_training_data:
                 raise VlmbenchError(f"model {entry.name!r} needs training data, so it cannot write questions")
-            given = parse_kv(self.arg_values["model_args"].replace(";", ","))
-            device = resolve_device(self.arg_values["device"])
-            self._model = cls.create(entry, given, device=device, dtype=self.arg_values["dtype"])
+            self._model = plugins.create_model(
+                entry.name,
+                self.arg_values["model_args"].replace(";", ","),
+                device=resolve_device(self.arg_values["device"]),
+                dtype=self.arg_values["dtype"],
+            )
         return self._model
 
     def identity(self) -> dict[str, Any]:

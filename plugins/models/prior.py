@@ -38,7 +38,7 @@ def _tokens(text: str) -> list[str]:
 
 class PriorModel(Model):
     args = {
-        "k": Arg(int, 10, "how many of the most similar training questions vote"),
+        "k": Arg(int, 10, "how many of the most similar training questions vote", min=1),
         "exclude_same_image": Arg(
             bool, True, "ignore training questions about the same image (leave-one-image-out)"
         ),
@@ -46,8 +46,6 @@ class PriorModel(Model):
     needs_training_data = True
 
     def fit(self, examples: Sequence[Sample]) -> None:
-        if self.arg_values["k"] < 1:
-            raise VlmbenchError("prior: k must be at least 1")
         examples = [e for e in examples if e.answers]
         if not examples:
             raise VlmbenchError("prior: no training examples with an answer")

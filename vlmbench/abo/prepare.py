@@ -28,12 +28,10 @@ from typing import Any
 
 from vlmbench import artifacts
 from vlmbench.abo import curation, export, reader, splits
-from vlmbench.args import parse_kv
 from vlmbench.errors import AssetMissingError, VlmbenchError
 from vlmbench.generator import GenerationResult, Generator, Job
 from vlmbench.hashing import json_digest
 from vlmbench.images import read_image_file
-from vlmbench.registry import load_target
 
 TASKS = ("abo_single_word",)
 PIPELINE_VERSION = "1"
@@ -71,15 +69,7 @@ def create_generator(name: str, args: str | Mapping[str, Any] | None = None, plu
     """A registered generator by name, with its options validated."""
     from vlmbench.plugins import load_plugins
 
-    plugins = plugins or load_plugins()
-    entry = plugins.generators.get(name)
-    cls = load_target(entry.target)
-    if not (isinstance(cls, type) and issubclass(cls, Generator)):
-        raise VlmbenchError(
-            f"generator {name!r}: {entry.target} is not a vlmbench.generator.Generator subclass"
-        )
-    given = parse_kv(args) if isinstance(args, str) or args is None else dict(args)
-    return cls.create(entry, given)
+    return (plugins or load_plugins()).create_generator(name, args)
 
 
 class CandidateStore:

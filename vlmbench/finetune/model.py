@@ -50,18 +50,16 @@ def load_plugin(
 ) -> Any:
     """Create and load a BLIP VQA model plugin (any plugin whose model class is BLIP VQA)."""
     from vlmbench.plugins import load_plugins
-    from vlmbench.registry import load_target
 
     plugins = plugins or load_plugins()
-    entry = plugins.models.get(name)
-    cls = load_target(entry.target)
+    cls = plugins.models.load(name)
     if getattr(cls, "model_class", None) != BLIP_VQA_CLASS:
         raise VlmbenchError(
             f"fine-tuning needs a BLIP VQA model plugin (model class {BLIP_VQA_CLASS}); "
             f"{name!r} is {getattr(cls, 'model_class', cls.__name__)}"
         )
     given = {k: v for k, v in model_args.items() if v is not None}
-    plugin = cls.create(entry, given, device=device, dtype=dtype, seed=seed)
+    plugin = plugins.create_model(name, given, device=device, dtype=dtype, seed=seed)
     plugin.load()
     return plugin
 

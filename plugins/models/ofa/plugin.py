@@ -251,6 +251,7 @@ class OFAModel(Model):
             None,
             "image side in pixels (multiple of 16); default: stored in the checkpoint, else 480 "
             "for fairseq (VQA fine-tuned) files and 384 otherwise",
+            min=16,
         ),
         "prompt_style": Arg(
             str,
@@ -259,9 +260,12 @@ class OFAModel(Model):
             "question, Trie renormalises; auto: finetuned for fairseq files, pretrained otherwise",
             choices=PROMPT_STYLES,
         ),
-        "num_beams": Arg(int, 5, "beam width of generate and of rank_mode=trie (1: greedy)"),
+        "num_beams": Arg(int, 5, "beam width of generate and of rank_mode=trie (1: greedy)", min=1),
         "max_new_tokens": Arg(
-            int, None, "longest generated answer in tokens; default: the task's generation.max_new_tokens"
+            int,
+            None,
+            "longest generated answer in tokens; default: the task's generation.max_new_tokens",
+            min=1,
         ),
         "rank_mode": Arg(
             str,
@@ -270,7 +274,9 @@ class OFAModel(Model):
             "to the candidates",
             choices=RANK_MODES,
         ),
-        "chunk_size": Arg(int, 128, "candidates scored per decoder call (allcand)", affects_output=False),
+        "chunk_size": Arg(
+            int, 128, "candidates scored per decoder call (allcand)", affects_output=False, min=1
+        ),
         "local_files_only": Arg(
             bool, False, "never download: use only local files and the hub cache", affects_output=False
         ),
@@ -283,14 +289,8 @@ class OFAModel(Model):
         super().__init__(*args, **kwargs)
         values = self.arg_values
         resolution = values["resolution"]
-        if resolution is not None and (resolution < 16 or resolution % 16):
+        if resolution is not None and resolution % 16:
             raise ArgError(f"model 'ofa': resolution must be a positive multiple of 16, got {resolution}")
-        if values["num_beams"] < 1:
-            raise ArgError("model 'ofa': num_beams must be at least 1")
-        if values["max_new_tokens"] is not None and values["max_new_tokens"] < 1:
-            raise ArgError("model 'ofa': max_new_tokens must be at least 1")
-        if values["chunk_size"] < 1:
-            raise ArgError("model 'ofa': chunk_size must be at least 1")
         self.vqa: OFAForVQA | None = None
         self._resolved: ResolvedCheckpoint | None = None
         self._missing: AssetMissingError | None = None

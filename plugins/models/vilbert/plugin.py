@@ -161,13 +161,21 @@ class VilbertModel(Model):
         "num_regions": Arg(
             int, 100,
             "image regions besides the mean feature: grid cells (columns x rows closest to square) or the cap "
-            "on precomputed regions (the original uses at most 100)",
+            "on precomputed regions (the original uses at most 100)", min=1,
         ),
         # 800 / 1333: the scale at which the original feature extraction ran its detector
-        "min_size": Arg(int, 800, "features=grid: shorter image side after resizing"),
-        "max_size": Arg(int, 1333, "features=grid: cap on the longer image side after resizing"),
-        "task_id": Arg(int, VQA_TASK_ID, "task token of the 12-in-1 model (VQA = 1); the VQA head is read"),
-        "max_length": Arg(int, VQA_MAX_LENGTH, "question length in WordPiece tokens with [CLS] and [SEP]"),
+        "min_size": Arg(int, 800, "features=grid: shorter image side after resizing (one C5 cell: 32)", min=32),
+        "max_size": Arg(int, 1333, "features=grid: cap on the longer image side after resizing", min=32),
+        "task_id": Arg(
+            int,
+            VQA_TASK_ID,
+            "task token of the 12-in-1 model (VQA = 1); the VQA head is read",
+            min=0,
+            max=NUM_TASK_EMBEDDINGS - 1,
+        ),
+        "max_length": Arg(
+            int, VQA_MAX_LENGTH, "question length in WordPiece tokens with [CLS] and [SEP]", min=3
+        ),
     }  # fmt: skip
     # ViLBERT was trained on bare questions: a task's generic template must not add text around them.
     default_prompt = "{question}"
@@ -187,14 +195,8 @@ class VilbertModel(Model):
             problems.append(
                 "features_faithful applies to precomputed features; grid features are an approximation"
             )
-        if v["num_regions"] < 1:
-            problems.append("num_regions must be at least 1")
-        if not 0 <= v["task_id"] < NUM_TASK_EMBEDDINGS:
-            problems.append(f"task_id must be between 0 and {NUM_TASK_EMBEDDINGS - 1}")
-        if v["max_length"] < 3:
-            problems.append("max_length must leave room for [CLS], one token and [SEP]")
-        if v["min_size"] < 32 or v["max_size"] < v["min_size"]:
-            problems.append("min_size must be at least 32 (one C5 cell) and max_size at least min_size")
+        if v["max_size"] < v["min_size"]:
+            problems.append("max_size must be at least min_size")
         if self.dtype not in _DTYPES:
             problems.append(f"dtype must be one of {', '.join(_DTYPES)}")
         if problems:
