@@ -60,10 +60,13 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def resolve_dtype(requested: str | None, device: str) -> str:
+def resolve_dtype(requested: str | None, device: str, *, auto: str | None = None) -> str:
     """``auto`` -> ``bfloat16`` on a CUDA device that supports it, ``float16`` on older GPUs,
-    ``float32`` elsewhere; aliases such as ``bf16`` or ``fp16`` -> their full names."""
+    ``float32`` elsewhere — or the model's own choice ``auto`` when it gives one (a model trained and
+    checked in float32 only, say); aliases such as ``bf16`` or ``fp16`` -> their full names."""
     requested = (requested or "auto").strip().lower()
+    if requested == "auto" and auto is not None:
+        requested = auto
     if requested != "auto":
         if requested not in DTYPES:
             raise ArgError(f"unknown dtype {requested!r}; use auto, float32, bfloat16 or float16")

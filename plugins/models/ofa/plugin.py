@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from vlmbench import hashing
+from vlmbench import devices, hashing
 from vlmbench.args import Arg
 from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
 from vlmbench.hub import download_blocker
@@ -203,25 +203,6 @@ def hub_snapshot(
 
 # ---------------------------------------------------------------------------------------------
 # the plugin
-
-
-def _torch_dtype(name: str, device: str) -> torch.dtype:
-    names = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "half": torch.float16,
-    }
-    if name == "auto":
-        if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if name not in names:
-        raise VlmbenchError(f"ofa: unknown dtype {name!r} (auto, float32, bfloat16, float16)")
-    return names[name]
 
 
 class OFAModel(Model):
@@ -428,7 +409,7 @@ class OFAModel(Model):
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return _torch_dtype(self.dtype, self.device)
+        return devices.torch_dtype(devices.resolve_dtype(self.dtype, self.device))
 
     # -- lifecycle --------------------------------------------------------------------------------
 

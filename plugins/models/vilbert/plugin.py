@@ -34,6 +34,7 @@ from transformers import BertTokenizerFast  # noqa: F401  # isort: skip
 
 from vlmbench import hashing
 from vlmbench.args import Arg
+from vlmbench.devices import resolve_dtype, torch_dtype
 from vlmbench.errors import ArgError, AssetMissingError, SampleError, VlmbenchError
 from vlmbench.model import Model
 from vlmbench.normalize import vqa_normalize
@@ -65,12 +66,6 @@ ANSWER_NAMES = ("trainval_label2ans.pkl", "trainval_label2ans.json", "answers.js
 OUT_OF_VOCABULARY_FLOOR = -1e9
 # Grid features of this many recent images are kept (about 0.8 MB each at 101 x 2048 float32).
 REGION_CACHE_IMAGES = 256
-_DTYPES = {
-    "auto": torch.float32,
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
 
 
 @dataclass(frozen=True)
@@ -197,8 +192,7 @@ class VilbertModel(Model):
             )
         if v["max_size"] < v["min_size"]:
             problems.append("max_size must be at least min_size")
-        if self.dtype not in _DTYPES:
-            problems.append(f"dtype must be one of {', '.join(_DTYPES)}")
+        resolve_dtype(self.dtype, self.device, auto="float32")  # an unknown name fails here
         if problems:
             raise ArgError(f"model {self.name!r}: " + "; ".join(problems))
         self._net: Any = None
@@ -314,7 +308,8 @@ class VilbertModel(Model):
     # -- lifecycle --------------------------------------------------------------------------------------
 
     def _torch_dtype(self) -> torch.dtype:
-        return _DTYPES[self.dtype]  # auto: float32, the precision the checkpoints were trained in
+        # auto: float32, the precision the checkpoints were trained and checked in
+        return torch_dtype(resolve_dtype(self.dtype, self.device, auto="float32"))
 
     def _config(self, files: _Files) -> VilbertConfig | None:
         """The config file's, else None (load_vilbert then uses safetensors metadata or the base config)."""
