@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmbench.errors import AssetMissingError
-from vlmbench.hub import is_offline, reachable
+from vlmbench.hub import HUB_ID, cached_snapshot, hub_endpoint, is_offline, reachable
 
 WORDNET_ASSET = "WordNet 3.0 (nltk corpus 'wordnet')"
 #: Where Debian/Ubuntu's ``wordnet-base`` (and most Unix WordNet installs) keep the database files.
@@ -348,12 +347,9 @@ _IGNORE = ["*.h5", "*.msgpack", "*.ot", "*.onnx", "onnx/*", "openvino/*", "tf_mo
            "rust_model*", "coreml/*", "*.tflite"]  # fmt: skip
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
-
-
 def _looks_like_path(name: str) -> bool:
     """Anything that cannot be a Hub id (``name`` or ``owner/name``) is meant as a folder."""
-    return not _HUB_ID.match(name) or name.endswith(("/", ".json"))
+    return not HUB_ID.match(name) or name.endswith(("/", ".json"))
 
 
 def resolve_model(name_or_path: str, *, purpose: str, download: bool | None = None) -> ResolvedModel:
@@ -367,7 +363,7 @@ def resolve_model(name_or_path: str, *, purpose: str, download: bool | None = No
         )
     names = _candidate_ids(name_or_path)
     for repo_id in names:
-        found = _from_hf_cache(repo_id)
+        found = cached_snapshot(repo_id)
         if found is not None:
             return ResolvedModel(name_or_path, found, "huggingface cache", revision=found.name)
     for repo_id in names:
@@ -380,15 +376,13 @@ def resolve_model(name_or_path: str, *, purpose: str, download: bool | None = No
             path = Path(mod.get_model_path())
             if path.is_dir():
                 return ResolvedModel(name_or_path, path, f"package {dist}")
-    if download is None:
-        download = not is_offline()
-    problem = "downloads are off (offline)"
-    if download:
-        from huggingface_hub import constants
-
-        if not reachable(constants.ENDPOINT):
-            download, problem = False, f"{constants.ENDPOINT} cannot be reached"
-    if download:
+    if download is False or (download is None and is_offline()):
+        problem: str | None = "downloads are off (offline)"
+    elif not reachable(hub_endpoint()):
+        problem = f"{hub_endpoint()} cannot be reached"
+    else:
+        problem = None
+    if problem is None:
         try:
             path = _download(names[0])
             return ResolvedModel(name_or_path, path, "download", revision=path.name)
@@ -405,16 +399,6 @@ def _candidate_ids(name: str) -> list[str]:
         ids.append(_ALIASES[name])
     ids += [k for k, v in _ALIASES.items() if v == name]
     return ids
-
-
-def _from_hf_cache(repo_id: str) -> Path | None:
-    try:
-        from huggingface_hub import snapshot_download
-
-        path = Path(snapshot_download(repo_id=repo_id, local_files_only=True))
-    except Exception:  # not cached (or not a valid id)
-        return None
-    return path if path.is_dir() and any(path.iterdir()) else None
 
 
 def _download(repo_id: str) -> Path:

@@ -1,15 +1,29 @@
-"""Can anything be downloaded from here? Asked once per host and process, answered in seconds.
+"""The Hugging Face Hub, offline first: one place that finds checkpoints, files and snapshots.
 
-Without this, a download attempt on a machine with no network spends minutes in library retries
-before it fails; vlmbench instead reports the missing asset at once.
+Everything is looked up in the local cache first; a download is tried only when it may work — not when
+the user asked for no downloads, and not when the Hub cannot be reached (asked once per host and
+process, answered in seconds, where library retries would take minutes). Whatever cannot be found
+becomes one :class:`AssetMissingError` naming the asset and how to provide it.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import socket
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlparse
+
+from vlmbench.errors import AssetMissingError
+
+T = TypeVar("T")
+
+# ``name`` or ``owner/name``; models always have an owner, datasets and some encoders need not.
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 _TRUE = {"1", "true", "yes", "on"}
 OFFLINE_VARIABLES = ("VLMBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -44,3 +58,141 @@ def download_blocker() -> str | None:
     if not reachable(hub_endpoint()):
         return f"the Hugging Face Hub ({hub_endpoint()}) cannot be reached from this machine"
     return None
+
+
+def is_hub_id(value: str, *, owner: bool = True, not_suffixes: tuple[str, ...] = ()) -> bool:
+    """Whether ``value`` names a Hub repository (``owner/name``; ``name`` alone with ``owner=False``)
+    rather than a local path: it has that form, no suffix in ``not_suffixes`` and is not an existing path."""
+    match = HUB_ID.match(value)
+    if not match or (owner and match.group(1) is None):
+        return False
+    if not_suffixes and value.lower().endswith(not_suffixes):
+        return False
+    return not Path(value).expanduser().exists()
+
+
+def cached_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit a Hub revision points to in the local cache, without any network access."""
+    if revision and _COMMIT.match(revision):
+        return revision
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    folder = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+    try:
+        commit = (folder / "refs" / (revision or "main")).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return commit if _COMMIT.match(commit) else None
+
+
+def offline_first(
+    fetch: Callable[[bool], T],
+    *,
+    asset: str,
+    how: str,
+    local_files_only: bool = False,
+    download: bool = True,
+) -> T:
+    """``fetch(local_files_only)``: first from local files only, then — when allowed and possible —
+    with downloads. ``download=False`` means "not now" (e.g. in a DataLoader worker)."""
+    try:
+        return fetch(True)
+    except Exception:  # "not cached" comes as several error types from the hub client and transformers
+        pass
+    blocker = (
+        "local_files_only is set"
+        if local_files_only
+        else "it was not downloaded yet"
+        if not download
+        else download_blocker()
+    )
+    if blocker:
+        raise AssetMissingError(asset, f"it is not in the local Hugging Face cache and {blocker}. {how}")
+    try:
+        return fetch(False)
+    except Exception as exc:
+        raise AssetMissingError(asset, f"downloading it failed ({first_line(exc)}). {how}") from None
+
+
+def hub_file(
+    repo_id: str,
+    filenames: Sequence[str],
+    *,
+    asset: str,
+    how: str,
+    revision: str | None = None,
+    local_files_only: bool = False,
+    download: bool = True,
+) -> Path:
+    """The first of ``filenames`` in the repository that is cached, else the first that downloads."""
+    from huggingface_hub import hf_hub_download
+
+    def fetch(local_only: bool) -> Path:
+        failure: Exception | None = None
+        for name in filenames:
+            try:
+                return Path(hf_hub_download(repo_id, name, revision=revision, local_files_only=local_only))
+            except Exception as exc:
+                failure = exc
+        raise failure or FileNotFoundError(repo_id)
+
+    return offline_first(fetch, asset=asset, how=how, local_files_only=local_files_only, download=download)
+
+
+def cached_snapshot(
+    repo_id: str, revision: str | None = None, allow_patterns: Sequence[str] | None = None
+) -> Path | None:
+    """The repository's snapshot folder in the local cache (never downloads), or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                local_files_only=True,
+                allow_patterns=list(allow_patterns) if allow_patterns else None,
+            )
+        )
+    except Exception:  # not cached (or not a valid id)
+        return None
+    return path if path.is_dir() and any(path.iterdir()) else None
+
+
+def hub_snapshot(
+    repo_id: str,
+    *,
+    asset: str,
+    how: str,
+    revision: str | None = None,
+    allow_patterns: Sequence[str] | None = None,
+    ignore_patterns: Sequence[str] | None = None,
+    complete: Callable[[Path], bool] = lambda folder: True,
+    local_files_only: bool = False,
+) -> Path:
+    """A repository's snapshot folder: the local cache, else (when allowed) a download. ``complete``
+    says whether a snapshot has the files needed; an incomplete one counts as missing."""
+    from huggingface_hub import snapshot_download
+
+    def fetch(local_only: bool) -> Path:
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                local_files_only=local_only,
+                allow_patterns=list(allow_patterns) if allow_patterns else None,
+                ignore_patterns=list(ignore_patterns) if ignore_patterns else None,
+            )
+        )
+        if not complete(folder):
+            raise FileNotFoundError(f"the snapshot of {repo_id} lacks files this model needs")
+        return folder
+
+    return offline_first(fetch, asset=asset, how=how, local_files_only=local_files_only)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0].rstrip('.')}" if text else type(exc).__name__

@@ -1,6 +1,6 @@
 """Built-in QA generators for dataset curation. Registration is lazy: nothing heavy is imported here."""
 
-from vlmbench.hookspecs import hookimpl
+from vlmbench.api import hookimpl
 
 
 @hookimpl

@@ -39,9 +39,7 @@ from __future__ import annotations
 import re
 
 from vlmbench.abo.curation import ValidationConfig, check
-from vlmbench.args import Arg
-from vlmbench.errors import ArgError
-from vlmbench.generator import GenerationResult, Generator, Job, QAItem
+from vlmbench.api import Arg, ArgError, GenerationResult, Generator, Job, QAItem
 
 QUESTIONS: dict[str, tuple[str, int]] = {
     "color": ("What is the main color of this product?", 0),

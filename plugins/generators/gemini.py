@@ -28,9 +28,15 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any
 
-from vlmbench.args import Arg
-from vlmbench.errors import AssetMissingError, VlmbenchError
-from vlmbench.generator import GenerationResult, Generator, Job, items_from_reply
+from vlmbench.api import (
+    Arg,
+    AssetMissingError,
+    GenerationResult,
+    Generator,
+    Job,
+    VlmbenchError,
+    items_from_reply,
+)
 from vlmbench_plugins.generators.prompting import Template
 
 DEFAULT_KEY_VARIABLES = "GEMINI_API_KEY,GOOGLE_API_KEY"

@@ -16,13 +16,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from vlmbench.args import Arg
-from vlmbench.errors import VlmbenchError
-from vlmbench.generator import GenerationResult, Generator, Job, items_from_reply
-from vlmbench.images import ImageProblem, decode_image
-from vlmbench.model import Model
-from vlmbench.request import Batch, Request
-from vlmbench.spec import GenerationSpec
+from vlmbench.api import (
+    Arg,
+    Batch,
+    GenerationResult,
+    GenerationSpec,
+    Generator,
+    ImageProblem,
+    Job,
+    Model,
+    Request,
+    VlmbenchError,
+    decode_image,
+    items_from_reply,
+)
 from vlmbench_plugins.generators.prompting import OUTPUT_FORMATS, Template
 
 
@@ -58,8 +65,7 @@ class LocalGenerator(Generator):
     def _instance(self) -> Model:
         """The model object (weights not loaded yet), created once."""
         if self._model is None:
-            from vlmbench.devices import resolve_device
-            from vlmbench.plugins import load_plugins
+            from vlmbench.api import load_plugins, resolve_device
 
             plugins = load_plugins()
             entry = plugins.models.get(self.arg_values["model"])

@@ -20,7 +20,7 @@ import string
 from pathlib import Path
 
 from vlmbench.abo.reader import Listing
-from vlmbench.errors import ArgError, AssetMissingError
+from vlmbench.api import ArgError, AssetMissingError
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "prompts" / "single_word_qa.txt"
 FIELDS = ("questions", "description", "product", "output_format")

@@ -3,7 +3,7 @@
 Definitions, defaults and the assets each metric needs are documented in docs/metrics.md.
 """
 
-from vlmbench.hookspecs import hookimpl
+from vlmbench.api import hookimpl
 
 
 @hookimpl

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlmbench.args import Arg
-from vlmbench.metric import CorpusMetric, ScoreTable
+from vlmbench.api import Arg, CorpusMetric, ScoreTable
 
 
 class AverageMark(CorpusMetric):

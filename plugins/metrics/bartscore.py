@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.args import Arg
-from vlmbench.metric import SampleMetric
+from vlmbench.api import Arg, SampleMetric
 
 DEFAULT_MODEL = "facebook/bart-large-cnn"
 
@@ -65,7 +64,7 @@ class BartScore(SampleMetric):
     def setup(self) -> None:
         if self._model is not None:
             return
-        from vlmbench.assets import resolve_model
+        from vlmbench.api import resolve_model
 
         self._resolved = resolve_model(self.options["model"], purpose="BARTScore")
         self._model, self._tokenizer = load_bart(str(self._resolved.path), self._device())

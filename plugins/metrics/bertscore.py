@@ -29,9 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.args import Arg
-from vlmbench.errors import ArgError, AssetMissingError
-from vlmbench.metric import SampleMetric
+from vlmbench.api import Arg, ArgError, AssetMissingError, SampleMetric
 
 _scorers: dict[tuple, Any] = {}
 _lock = threading.Lock()
@@ -103,7 +101,7 @@ class BertScore(SampleMetric):
                     "bert-score ships baselines only for the models it knows, and would silently return "
                     "unrescaled scores; give baseline_path=FILE (CSV rows LAYER,P,R,F) or set rescale=false",
                 )
-        from vlmbench.assets import resolve_model
+        from vlmbench.api import resolve_model
 
         self._resolved = resolve_model(o["model"], purpose="BERTScore")
         self._layers, self._baseline = layers, baseline

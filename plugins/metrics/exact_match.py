@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vlmbench.args import Arg
-from vlmbench.metric import SampleMetric
-from vlmbench.normalize import vqa_normalize
+from vlmbench.api import Arg, SampleMetric, vqa_normalize
 
 
 class ExactMatch(SampleMetric):

@@ -15,9 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from vlmbench.args import Arg
-from vlmbench.metric import SampleMetric
-from vlmbench.normalize import vqa_normalize
+from vlmbench.api import Arg, SampleMetric, vqa_normalize
 
 
 class _CachedSynsets:
@@ -59,7 +57,7 @@ class Meteor(SampleMetric):
     def setup(self) -> None:
         if self._wordnet is not None:
             return
-        from vlmbench.assets import find_wordnet, load_wordnet
+        from vlmbench.api import find_wordnet, load_wordnet
 
         location = find_wordnet()
         reader = load_wordnet(location)

@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.args import Arg
-from vlmbench.metric import SampleMetric
+from vlmbench.api import Arg, SampleMetric
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -55,7 +54,7 @@ class SbertCosine(SampleMetric):
     def setup(self) -> None:
         if self._model is not None:
             return
-        from vlmbench.assets import resolve_model
+        from vlmbench.api import resolve_model
 
         self._resolved = resolve_model(self.options["model"], purpose="SBERT")
         self._model = load_sentence_model(str(self._resolved.path), self._device())

@@ -30,10 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.args import Arg
-from vlmbench.errors import ArgError
-from vlmbench.metric import SampleMetric
-from vlmbench.normalize import vqa_normalize
+from vlmbench.api import Arg, ArgError, SampleMetric, vqa_normalize
 
 THRESHOLDS = (0.0, 0.9)
 _INF = math.inf
@@ -206,7 +203,7 @@ class Wups(SampleMetric):
     def setup(self) -> None:
         if self._scorer is not None:
             return
-        from vlmbench.assets import find_wordnet, load_wordnet
+        from vlmbench.api import find_wordnet, load_wordnet
 
         location = find_wordnet()
         wordnet = load_wordnet(location)

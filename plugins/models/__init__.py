@@ -1,6 +1,6 @@
 """Built-in model plugins. Registration is lazy: nothing heavy is imported here (no torch)."""
 
-from vlmbench.hookspecs import hookimpl
+from vlmbench.api import hookimpl
 
 
 @hookimpl

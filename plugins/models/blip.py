@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmbench.hf import LIKELIHOOD_ARGS, CandidateTokens, HFModel
-from vlmbench.request import Batch, Request
-from vlmbench.spec import GenerationSpec
+from vlmbench.api import LIKELIHOOD_ARGS, Batch, CandidateTokens, GenerationSpec, HFModel, Request
 
 
 class BlipVQA(HFModel):

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmbench.hf import cache_kwarg, cache_of
-from vlmbench_plugins.models.decoder_vlm import DecoderVLM
+from vlmbench.api import DecoderVLM, cache_kwarg, cache_of
 
 
 class Blip2(DecoderVLM):

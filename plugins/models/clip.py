@@ -24,16 +24,29 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from vlmbench.args import Arg
-from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
-from vlmbench.hf import cached_commit, count_parameters, resolve_dtype, tree_sha256
-from vlmbench.hub import download_blocker
-from vlmbench.model import Model
-from vlmbench.registry import ModelEntry
-from vlmbench.request import Batch, Request
+from vlmbench.api import (
+    Arg,
+    ArgError,
+    AssetMissingError,
+    Batch,
+    Model,
+    ModelEntry,
+    Request,
+    VlmbenchError,
+    cached_commit,
+    count_parameters,
+    download_blocker,
+    hub_file,
+    resolve_dtype,
+    tree_sha256,
+)
 
 DEFAULT_TEMPLATES = "Question: {question} Answer: {answer}.|a photo of {answer}."
 HF_HUB = "hf-hub:"
+HOW_TO_PROVIDE = (
+    "Download it where there is network access and copy the Hugging Face cache (HF_HOME), or pass a "
+    "weights file or an open_clip folder with --model-args pretrained=PATH"
+)
 
 
 class ClipRanker(Model):
@@ -162,7 +175,7 @@ class ClipRanker(Model):
             path = self.path / "open_clip_config.json"
         else:
             repo = self.arg_values["pretrained"][len(HF_HUB) :]
-            path = Path(self._hub_file(repo, "open_clip_config.json", download))
+            path = Path(self._hub_file(repo, ["open_clip_config.json"], "open_clip_config.json", download))
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -203,27 +216,20 @@ class ClipRanker(Model):
         return not (self.arg_values["local_files_only"] or download_blocker())
 
     def _missing(self, what: str, reason: str) -> AssetMissingError:
-        return AssetMissingError(
-            what,
-            f"{reason}. Download it where there is network access and copy the Hugging Face cache "
-            "(HF_HOME), or pass a weights file or an open_clip folder with --model-args pretrained=PATH",
+        return AssetMissingError(what, f"{reason}. {HOW_TO_PROVIDE}")
+
+    def _hub_file(self, repo: str, names: list[str], what: str, download: bool = True) -> str:
+        """The first of ``names`` in the repository: the local cache first, then (when allowed) a download."""
+        return str(
+            hub_file(
+                repo,
+                names,
+                asset=f"{what} of {repo!r}",
+                how=HOW_TO_PROVIDE,
+                local_files_only=self.arg_values["local_files_only"],
+                download=download,
+            )
         )
-
-    def _hub_file(self, repo: str, filename: str, download: bool = True) -> str:
-        from huggingface_hub import hf_hub_download
-
-        try:
-            return hf_hub_download(repo, filename, local_files_only=True)
-        except Exception:  # not cached (the hub client raises several error types)
-            pass
-        if not (download and self._may_download()):
-            raise self._missing(f"{filename} of {repo!r}", "it is not in the local Hugging Face cache")
-        try:
-            return hf_hub_download(repo, filename)
-        except Exception as exc:
-            raise self._missing(
-                f"{filename} of {repo!r}", f"downloading it failed ({type(exc).__name__})"
-            ) from None
 
     def _weights(self) -> tuple[str, str | None]:
         """(open_clip model name, weights file): a folder (also a downloaded Hub repository) is read
@@ -234,8 +240,10 @@ class ClipRanker(Model):
             return self.arg_values["arch"], str(self.path)
         if self.source == "hub":
             repo = self.arg_values["pretrained"][len(HF_HUB) :]
-            config = Path(self._hub_file(repo, "open_clip_config.json"))
-            self._first_hub_file(repo, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"])
+            config = Path(self._hub_file(repo, ["open_clip_config.json"], "open_clip_config.json"))
+            self._hub_file(
+                repo, ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"], "CLIP weights"
+            )
             return f"local-dir:{config.parent}", None  # the cached snapshot folder
         return self.arg_values["arch"], self._tag_weights()
 
@@ -246,7 +254,7 @@ class ClipRanker(Model):
             names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
             if filename and filename.endswith((".bin", ".pth", ".pt")):
                 names.insert(0, filename.rsplit(".", 1)[0] + ".safetensors")
-            return self._first_hub_file(repo_id, names)
+            return self._hub_file(repo_id, names, "CLIP weights")
         url = cfg.get("url")
         if not url:
             raise VlmbenchError(f"clip: tag {self.arg_values['pretrained']!r} has no download source")
@@ -263,25 +271,6 @@ class ClipRanker(Model):
             raise self._missing(
                 f"CLIP weights {url}", f"downloading them failed ({type(exc).__name__})"
             ) from None
-
-    def _first_hub_file(self, repo: str, names: list[str]) -> str:
-        """The first of ``names`` in the local cache, else the first that downloads."""
-        from huggingface_hub import hf_hub_download
-
-        for name in names:
-            try:
-                return hf_hub_download(repo, name, local_files_only=True)
-            except Exception:  # not cached (the hub client raises several error types)
-                pass
-        if not self._may_download():
-            raise self._missing(f"CLIP weights of {repo!r}", "they are not in the local Hugging Face cache")
-        failure = ""
-        for name in names:
-            try:
-                return hf_hub_download(repo, name)
-            except Exception as exc:
-                failure = type(exc).__name__
-        raise self._missing(f"CLIP weights of {repo!r}", f"downloading them failed ({failure})")
 
     def load(self) -> None:
         if self.model is not None:

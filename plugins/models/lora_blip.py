@@ -14,8 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vlmbench.errors import ArgError, AssetMissingError
-from vlmbench.registry import ModelEntry
+from vlmbench.api import ArgError, AssetMissingError, ModelEntry
 from vlmbench_plugins.models.blip import BlipVQA
 
 ADAPTER_CONFIG = "adapter_config.json"

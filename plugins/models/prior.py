@@ -21,13 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from vlmbench.args import Arg
-from vlmbench.dataset import Sample
-from vlmbench.errors import VlmbenchError
-from vlmbench.model import Model
-from vlmbench.normalize import vqa_normalize
-from vlmbench.request import Batch, Request
-from vlmbench.spec import GenerationSpec
+from vlmbench.api import Arg, Batch, GenerationSpec, Model, Request, Sample, VlmbenchError, vqa_normalize
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 

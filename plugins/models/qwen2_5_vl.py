@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmbench.args import Arg
-from vlmbench.errors import ArgError
-from vlmbench_plugins.models.chat_vlm import ChatVLM
+from vlmbench.api import Arg, ArgError, ChatVLM
 
 
 class Qwen25VL(ChatVLM):

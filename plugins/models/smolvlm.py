@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlmbench.args import Arg
-from vlmbench.request import Request
-from vlmbench_plugins.models.chat_vlm import ChatVLM
+from vlmbench.api import Arg, ChatVLM, Request
 
 
 class SmolVLM(ChatVLM):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from vlmbench.errors import VlmbenchError
+from vlmbench.api import VlmbenchError
 
 DEFAULT_TOLERANCE = 1e-5  # the value of parity.DEFAULT_TOLERANCE, repeated to keep torch out of --help
 

@@ -17,20 +17,27 @@ import contextlib
 import hashlib
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vlmbench import devices, hashing
-from vlmbench.args import Arg
-from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
-from vlmbench.hub import download_blocker
-from vlmbench.model import Model
-from vlmbench.request import Batch
-from vlmbench.spec import GenerationSpec
+from vlmbench.api import (
+    Arg,
+    ArgError,
+    AssetMissingError,
+    Batch,
+    GenerationSpec,
+    Model,
+    VlmbenchError,
+    file_sha256,
+    is_hub_id,
+    remembered,
+    resolve_dtype,
+    torch_dtype,
+)
+from vlmbench.api import hub_snapshot as core_hub_snapshot
 
 from .config import PRESETS, OFAConfig
 from .loading import (
@@ -62,7 +69,6 @@ HUB_PATTERNS = ("*.json", "merges.txt", "*.safetensors", "*.bin")
 HUB_TOKENIZER_PATTERNS = ("*.json", "merges.txt")
 # Score of a candidate the constrained beam did not reach (finite, so stores and JSON stay valid).
 UNREACHED_SCORE = -1e9
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".json", ".ckpt")
 
 HOW_TO_PROVIDE = (
@@ -111,9 +117,9 @@ def _format_facts(path: Path) -> dict[str, Any]:
 def file_facts(path: Path, inspect: bool = False) -> dict[str, Any]:
     """sha256 of a weights file and, with ``inspect``, its format facts; both remembered per file
     version in the vlmbench cache folder (reading a large fairseq checkpoint takes a while)."""
-    facts: dict[str, Any] = {"sha256": hashing.file_sha256(path)}
+    facts: dict[str, Any] = {"sha256": file_sha256(path)}
     if inspect:
-        facts.update(hashing.remembered(path, "ofa_format", _format_facts, always=True))
+        facts.update(remembered(path, "ofa_format", _format_facts, always=True))
     return facts
 
 
@@ -129,16 +135,12 @@ def _tokenizer_hash(folder: Path) -> str:
     digest = hashlib.sha256()
     for name in TOKENIZER_HASHED:
         if (folder / name).is_file():
-            digest.update(f"{name}:{hashing.file_sha256(folder / name)}\n".encode())
+            digest.update(f"{name}:{file_sha256(folder / name)}\n".encode())
     return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
 # finding files
-
-
-def _looks_like_hub_id(text: str) -> bool:
-    return bool(_HUB_ID.match(text)) and not text.lower().endswith(_FILE_SUFFIXES)
 
 
 def _folder_weights(folder: Path) -> list[Path]:
@@ -166,39 +168,17 @@ def hub_snapshot(
     local_files_only: bool,
     patterns: tuple[str, ...] = HUB_PATTERNS,
 ) -> Path:
-    """A hub repository's snapshot folder: the local cache first, then (unless offline) a
-    download. ``complete(folder)`` says whether the snapshot has the files needed. Every
-    failure becomes an :class:`AssetMissingError` naming ``what`` and how to provide it."""
-    from huggingface_hub import snapshot_download
-
-    asset = f"{what} {repo_id!r}" + (f" (revision {revision})" if revision else "")
-    with contextlib.suppress(Exception):
-        folder = Path(
-            snapshot_download(
-                repo_id, revision=revision, local_files_only=True, allow_patterns=list(patterns)
-            )
-        )
-        if complete(folder):
-            return folder
-    blocker = "local_files_only is set" if local_files_only else download_blocker()
-    if blocker:
-        raise AssetMissingError(
-            asset,
-            f"it is not a local file or folder and not in the Hugging Face cache, and {blocker}; {HOW_TO_PROVIDE}",
-        )
-    try:
-        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(patterns)))
-    except Exception as error:
-        raise AssetMissingError(
-            asset,
-            f"it is not a local file or folder and the download failed ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}); {HOW_TO_PROVIDE}",
-        ) from error
-    if not complete(folder):
-        raise AssetMissingError(
-            asset, f"the downloaded snapshot lacks weights or tokenizer files; {HOW_TO_PROVIDE}"
-        )
-    return folder
+    """A hub repository's snapshot folder with the files ``complete(folder)`` asks for: the local cache
+    first, then (unless offline) a download."""
+    return core_hub_snapshot(
+        repo_id,
+        asset=f"{what} {repo_id!r}" + (f" (revision {revision})" if revision else ""),
+        how=HOW_TO_PROVIDE,
+        revision=revision,
+        allow_patterns=patterns,
+        complete=complete,
+        local_files_only=local_files_only,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +274,7 @@ class OFAModel(Model):
         path = Path(name).expanduser()
         if path.exists():
             return path.resolve(), None
-        if not _looks_like_hub_id(name):
+        if not is_hub_id(name, owner=False, not_suffixes=_FILE_SUFFIXES):
             raise AssetMissingError(f"{what} {name!r}", f"no such file or folder; {HOW_TO_PROVIDE}")
         folder = hub_snapshot(
             name,
@@ -409,7 +389,7 @@ class OFAModel(Model):
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return devices.torch_dtype(devices.resolve_dtype(self.dtype, self.device))
+        return torch_dtype(resolve_dtype(self.dtype, self.device))
 
     # -- lifecycle --------------------------------------------------------------------------------
 

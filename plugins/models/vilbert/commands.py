@@ -29,7 +29,7 @@ def _vilbert_parity_command():
         import json
         import pickle
 
-        from vlmbench.errors import VlmbenchError
+        from vlmbench.api import VlmbenchError
         from vlmbench_plugins.models.vilbert.parity import check_parity, render_parity_report
 
         try:

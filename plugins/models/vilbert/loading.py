@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vlmbench.errors import PicklableError
+from vlmbench.api import PicklableError
 
 from .config import VilbertConfig, coerce_config
 from .modeling import VARIANTS, build_model

@@ -32,14 +32,23 @@ import torch
 import torchvision.transforms.functional  # noqa: F401  # isort: skip
 from transformers import BertTokenizerFast  # noqa: F401  # isort: skip
 
-from vlmbench import hashing
-from vlmbench.args import Arg
-from vlmbench.devices import resolve_dtype, torch_dtype
-from vlmbench.errors import ArgError, AssetMissingError, SampleError, VlmbenchError
-from vlmbench.model import Model
-from vlmbench.normalize import vqa_normalize
-from vlmbench.request import Batch, Request
-from vlmbench.spec import GenerationSpec
+from vlmbench.api import (
+    Arg,
+    ArgError,
+    AssetMissingError,
+    Batch,
+    GenerationSpec,
+    Model,
+    Request,
+    SampleError,
+    VlmbenchError,
+    resolve_dtype,
+    torch_dtype,
+    vqa_normalize,
+)
+from vlmbench.api import (
+    file_sha256 as sha256_of,
+)
 
 from .config import NUM_TASK_EMBEDDINGS, ConfigError, VilbertConfig
 from .features import (
@@ -102,7 +111,7 @@ def _grid_shape(num_regions: int) -> tuple[int, int]:
 
 def file_sha256(path: Path | None) -> str | None:
     """sha256 of a file (remembered, so a 1 GB checkpoint is hashed once), or None without a file."""
-    return None if path is None else hashing.file_sha256(path)
+    return None if path is None else sha256_of(path)
 
 
 class VilbertModel(Model):

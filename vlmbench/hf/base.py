@@ -1,14 +1,11 @@
-"""Shared Hugging Face plumbing for model plugins.
+"""The base class of ``transformers`` model plugins.
 
 :class:`HFModel` does, once, what every ``transformers`` model plugin needs: finding the checkpoint
 (a local directory, or a Hub id looked up in the local cache first and downloaded only when allowed),
 revision pinning, dtype, device placement, bitsandbytes 8-/4-bit loading, PEFT adapters, a model
 fingerprint that names exactly what was loaded, and the exact parameter count. A plugin subclasses it,
-names its ``transformers`` class and writes ``collate`` / ``generate`` / ``rank``.
-
-It also offers likelihood ranking for decoder-only models (:meth:`HFModel.score_continuations`): the
-image and prompt are run once, their key/value cache is shared by every candidate answer, and the
-candidates are scored in batches. That lets any generative model answer ``rank`` requests.
+names its ``transformers`` class and writes ``prepare`` / ``generate`` / ``rank``; likelihood ranking
+comes from :class:`vlmbench.hf.likelihood.LikelihoodRanking`.
 
 Heavy libraries (torch, transformers, peft, bitsandbytes) are imported inside functions: importing
 this module is cheap.
@@ -17,10 +14,7 @@ this module is cheap.
 from __future__ import annotations
 
 import copy
-import inspect
-import re
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -28,7 +22,9 @@ from vlmbench.args import Arg
 from vlmbench.devices import resolve_dtype
 from vlmbench.errors import ArgError, AssetMissingError, SampleError, VlmbenchError
 from vlmbench.hashing import tree_sha256
-from vlmbench.hub import download_blocker
+from vlmbench.hf.likelihood import LikelihoodRanking
+from vlmbench.hf.weights import count_parameters, dtype_kwarg, keep_cpu_4bit_layout
+from vlmbench.hub import cached_commit, first_line, is_hub_id, offline_first
 from vlmbench.model import Model
 from vlmbench.registry import ModelEntry
 from vlmbench.request import Batch, Request
@@ -62,53 +58,11 @@ HF_ARGS: dict[str, Arg] = {
     ),
 }
 
-#: Options of likelihood ranking, for plugins that answer ``rank`` requests by scoring candidates.
-LIKELIHOOD_ARGS: dict[str, Arg] = {
-    "rank_batch_size": Arg(int, 64, "candidate answers scored per forward pass", affects_output=False),
-    "rank_normalize": Arg(
-        str,
-        "sum",
-        "candidate score: 'sum' of token log-probabilities, or their 'mean' (favours longer answers less)",
-        choices=("sum", "mean"),
-    ),
-    "rank_eos": Arg(
-        bool, True, "score the end-of-answer token too, so a candidate must be the whole answer, not a prefix"
-    ),
-}
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def is_hub_id(value: str) -> bool:
-    """``owner/name`` that is not an existing path."""
-    return bool(_HUB_ID.match(value)) and not Path(value).expanduser().exists()
-
-
-def cached_commit(repo_id: str, revision: str | None) -> str | None:
-    """The commit a Hub revision points to in the local cache, without any network access."""
-    if revision and _COMMIT.match(revision):
-        return revision
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return None
-    folder = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
-    ref = folder / "refs" / (revision or "main")
-    try:
-        commit = ref.read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return commit if _COMMIT.match(commit) else None
-
-
-# -- content hashes ----------------------------------------------------------------------------------
 
 # -- the base class ------------------------------------------------------------------------------------
 
 
-class HFModel(Model):
+class HFModel(LikelihoodRanking, Model):
     """Base class for model plugins built on ``transformers``.
 
     A subclass sets:
@@ -236,7 +190,7 @@ class HFModel(Model):
         kwargs: dict[str, Any] = {"trust_remote_code": self.arg_values["trust_remote_code"]}
         if self.revision:
             kwargs["revision"] = self.revision
-        kwargs[_dtype_kwarg()] = getattr(torch, self.dtype)
+        kwargs[dtype_kwarg()] = getattr(torch, self.dtype)
         kwargs["device_map"] = self.arg_values["device_map"] or {"": self.device}
         if self.quantization:
             from transformers import BitsAndBytesConfig
@@ -306,7 +260,7 @@ class HFModel(Model):
             except OSError as exc:
                 raise AssetMissingError(
                     f"the {what} of checkpoint directory {self.local_dir}",
-                    f"{_first_line(exc)}. Pass a complete checkpoint directory with --model-args pretrained=PATH",
+                    f"{first_line(exc)}. Pass a complete checkpoint directory with --model-args pretrained=PATH",
                 ) from None
         if not is_hub_id(self.checkpoint):
             raise AssetMissingError(
@@ -314,27 +268,14 @@ class HFModel(Model):
                 "no such directory, and it is not a Hugging Face Hub id (owner/name). "
                 "Pass a checkpoint directory with --model-args pretrained=PATH",
             )
-        try:
-            return loader(self.checkpoint, local_files_only=True)
-        except OSError:
-            pass
-        if self.arg_values["local_files_only"]:
-            raise self._missing("local_files_only is set")
-        blocker = download_blocker()
-        if blocker or not download:
-            raise self._missing(blocker or "it was not downloaded yet")
-        try:
-            return loader(self.checkpoint, local_files_only=False)
-        except OSError as exc:
-            raise self._missing(f"downloading it failed ({_first_line(exc)})") from None
-
-    def _missing(self, reason: str) -> AssetMissingError:
         rev = f" at revision {self.revision}" if self.revision else ""
-        return AssetMissingError(
-            f"checkpoint {self.checkpoint!r}{rev}",
-            f"it is not in the local Hugging Face cache and {reason}. Download it where there is network "
-            f"access (`hf download {self.checkpoint}`) and copy the cache folder (HF_HOME), or pass a local "
-            "checkpoint directory with --model-args pretrained=PATH",
+        return offline_first(
+            lambda local_only: loader(self.checkpoint, local_files_only=local_only),
+            asset=f"checkpoint {self.checkpoint!r}{rev}",
+            how=f"Download it where there is network access (`hf download {self.checkpoint}`) and copy the "
+            "cache folder (HF_HOME), or pass a local checkpoint directory with --model-args pretrained=PATH",
+            local_files_only=self.arg_values["local_files_only"],
+            download=download,
         )
 
     def _apply_adapter(self, model: Any) -> Any:
@@ -471,132 +412,3 @@ class HFModel(Model):
                 eos = getattr(getattr(self.processor, "tokenizer", self.processor), "eos_token_id", None)
             self._end_id = eos[0] if isinstance(eos, (list, tuple)) and eos else eos
         return self._end_id
-
-    def prefill(self, inputs: dict[str, Any]) -> tuple[Any, Any]:
-        """Run the prompt (batch of one): the logits of the next token, shape (1, vocab), and the cache."""
-        out = self.model(**inputs, use_cache=True)
-        return out.logits[:, -1], cache_of(out)
-
-    def continue_from(self, input_ids: Any, cache: Any) -> Any:
-        """Run ``input_ids`` (batch, length) after a cached prompt; the logits (batch, length, vocab)."""
-        return self.model(input_ids=input_ids, use_cache=True, **{cache_kwarg(self.model): cache}).logits
-
-    def score_continuations(
-        self, inputs: dict[str, Any], continuations: Sequence[Sequence[int]], *, normalize: str = "sum"
-    ) -> list[float]:
-        """Log-likelihood of each token sequence in ``continuations`` after the prompt ``inputs``
-        (one unpadded sequence on the model's device): the prompt runs once and its cache is repeated
-        for each batch of ``rank_batch_size`` continuations, padded on the right (causal attention:
-        padding after a token cannot change it)."""
-        import torch
-
-        if not continuations:
-            return []
-        if any(len(c) == 0 for c in continuations):
-            raise VlmbenchError(f"model {self.name!r}: a candidate answer has no tokens")
-        chunk = max(1, int(self.arg_values.get("rank_batch_size") or 64))
-        with torch.inference_mode():
-            first_logits, cache = self.prefill(inputs)
-            first = torch.log_softmax(first_logits.float(), dim=-1)[0]
-            scores: list[float] = []
-            for start in range(0, len(continuations), chunk):
-                part = continuations[start : start + chunk]
-                width = max(len(c) for c in part)
-                ids = torch.zeros(len(part), width, dtype=torch.long)
-                mask = torch.zeros(len(part), width, dtype=torch.bool)
-                for i, c in enumerate(part):
-                    ids[i, : len(c)] = torch.tensor(list(c), dtype=torch.long)
-                    mask[i, : len(c)] = True
-                ids, mask = ids.to(first.device), mask.to(first.device)
-                token_lp = torch.zeros(len(part), width, device=first.device)
-                token_lp[:, 0] = first[ids[:, 0]]
-                if width > 1:
-                    expanded = copy.deepcopy(cache)
-                    expanded.batch_repeat_interleave(len(part))
-                    logits = self.continue_from(ids[:, :-1], expanded)
-                    lp = torch.log_softmax(logits.float(), dim=-1)
-                    token_lp[:, 1:] = lp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-                total = (token_lp * mask).sum(dim=1)
-                if normalize == "mean":
-                    total = total / mask.sum(dim=1)
-                scores.extend(total.tolist())
-        return scores
-
-
-class CandidateTokens:
-    """Token ids of candidate answers, computed once per candidate set (per process)."""
-
-    def __init__(self, max_sets: int = 64):
-        self._cache: OrderedDict[tuple, list[list[int]]] = OrderedDict()
-        self.max_sets = max_sets
-
-    def get(
-        self, tokenizer: Any, candidates: tuple[str, ...], prefix: str, end_id: int | None
-    ) -> list[list[int]]:
-        key = (candidates, prefix, end_id)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        encoded = tokenizer([prefix + c for c in candidates], add_special_tokens=False)["input_ids"]
-        ids = [list(e) + ([end_id] if end_id is not None else []) for e in encoded]
-        self._cache[key] = ids
-        if len(self._cache) > self.max_sets:
-            self._cache.popitem(last=False)
-        return ids
-
-
-def keep_cpu_4bit_layout(model: Any) -> int:
-    """Keep every 4-bit layer in bitsandbytes' standard layout on the CPU.
-
-    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a 4-bit weight into a CPU kernel layout the
-    first time the layer runs in inference mode. The repacked layer computes with bfloat16 block scales,
-    so its answers differ from those of the same checkpoint on any other machine (and a cached
-    prediction must not depend on the CPU it was made on); the repacking fails outright for layers
-    whose ``in_features`` is not a multiple of the block size; and a repacked layer can no longer be
-    trained. The standard layout is what every device computes with. Returns the number of layers.
-    """
-    changed = 0
-    for module in model.modules():
-        if getattr(module, "support_avx512bf16_for_cpu", False):
-            module.support_avx512bf16_for_cpu = False
-            changed += 1
-    return changed
-
-
-def count_parameters(model: Any) -> int:
-    """Exact number of weights (4-bit packed tensors counted by their unpacked shape)."""
-    import math
-
-    total = 0
-    for param in model.parameters():
-        state = getattr(param, "quant_state", None)
-        shape = getattr(state, "shape", None)
-        total += math.prod(shape) if shape is not None else param.numel()
-    return total
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0].rstrip(".") if text else type(exc).__name__
-
-
-def _dtype_kwarg() -> str:
-    """``from_pretrained`` takes ``dtype`` since transformers 4.56 (``torch_dtype`` before)."""
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-
-
-def cache_kwarg(model: Any) -> str:
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def cache_of(output: Any) -> Any:
-    cache = getattr(output, "cache", None)
-    if cache is None:
-        cache = getattr(output, "past_key_values", None)
-    if cache is None:
-        raise VlmbenchError("the model returned no key/value cache; likelihood ranking needs one")
-    return cache

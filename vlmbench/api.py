@@ -1,0 +1,122 @@
+"""The public surface for plugins: everything a model, metric or QA-generator plugin builds on.
+
+Plugins — the built-in ones included — import from here and nowhere else in vlmbench, so the modules
+behind these names can change without breaking them::
+
+    from vlmbench.api import Arg, Batch, GenerationSpec, Model, hookimpl
+
+What is here:
+
+- hooks: :func:`hookimpl` (see :mod:`vlmbench.hookspecs` for the hooks themselves)
+- models: :class:`Model`; for ``transformers`` models :class:`HFModel`, :class:`DecoderVLM`,
+  :class:`ChatVLM` and the likelihood-ranking pieces; what a model receives: :class:`Request`,
+  :class:`Batch`, :class:`GenerationSpec`, :class:`Sample`
+- metrics: :class:`SampleMetric`, :class:`CorpusMetric`, :class:`MetricContext`, :class:`ScoreTable`,
+  and the answer normalisation they share (:func:`vqa_normalize`)
+- QA generators: :class:`Generator`, :class:`GenerationResult`, :class:`Job`, :class:`QAItem`
+- options: :class:`Arg` (typed, with bounds and choices), :func:`parse_kv`
+- errors: :class:`VlmbenchError` and its kinds; raise :class:`AssetMissingError` for weights or data
+  that are not there, :class:`SampleError` for one request a model cannot answer
+- devices and assets: :func:`resolve_device`, :func:`resolve_dtype`, :func:`torch_dtype`, the
+  offline-first Hub lookups (:func:`hub_file`, :func:`hub_snapshot`, :func:`offline_first`), file
+  hashes for fingerprints, WordNet and encoder lookups for metrics
+"""
+
+from vlmbench.args import Arg, parse_kv
+from vlmbench.assets import find_wordnet, load_wordnet, resolve_model
+from vlmbench.dataset import Sample
+from vlmbench.devices import resolve_device, resolve_dtype, torch_dtype
+from vlmbench.errors import (
+    ArgError,
+    AssetMissingError,
+    DataError,
+    PicklableError,
+    SampleError,
+    SpecError,
+    VlmbenchError,
+)
+from vlmbench.generator import GenerationResult, Generator, Job, QAItem, items_from_reply
+from vlmbench.hashing import file_sha256, json_digest, remembered, tree_sha256
+from vlmbench.hf import (
+    HF_ARGS,
+    LIKELIHOOD_ARGS,
+    CandidateTokens,
+    ChatVLM,
+    DecoderVLM,
+    HFModel,
+    cache_kwarg,
+    cache_of,
+    count_parameters,
+)
+from vlmbench.hookspecs import hookimpl
+from vlmbench.hub import cached_commit, download_blocker, hub_file, hub_snapshot, is_hub_id, offline_first
+from vlmbench.images import ImageProblem, confined_path, decode_image
+from vlmbench.metric import CorpusMetric, Metric, MetricContext, SampleMetric, ScoreTable
+from vlmbench.model import Model
+from vlmbench.normalize import vqa_normalize
+from vlmbench.plugins import Plugins, load_plugins
+from vlmbench.registry import GeneratorEntry, MetricEntry, ModelEntry
+from vlmbench.request import Batch, Request
+from vlmbench.spec import GenerationSpec
+
+__all__ = [
+    "HF_ARGS",
+    "LIKELIHOOD_ARGS",
+    "Arg",
+    "ArgError",
+    "AssetMissingError",
+    "Batch",
+    "CandidateTokens",
+    "ChatVLM",
+    "CorpusMetric",
+    "DataError",
+    "DecoderVLM",
+    "GenerationResult",
+    "GenerationSpec",
+    "Generator",
+    "GeneratorEntry",
+    "HFModel",
+    "ImageProblem",
+    "Job",
+    "Metric",
+    "MetricContext",
+    "MetricEntry",
+    "Model",
+    "ModelEntry",
+    "PicklableError",
+    "Plugins",
+    "QAItem",
+    "Request",
+    "Sample",
+    "SampleError",
+    "SampleMetric",
+    "ScoreTable",
+    "SpecError",
+    "VlmbenchError",
+    "cache_kwarg",
+    "cache_of",
+    "cached_commit",
+    "confined_path",
+    "count_parameters",
+    "decode_image",
+    "download_blocker",
+    "file_sha256",
+    "find_wordnet",
+    "hookimpl",
+    "hub_file",
+    "hub_snapshot",
+    "is_hub_id",
+    "items_from_reply",
+    "json_digest",
+    "load_plugins",
+    "load_wordnet",
+    "offline_first",
+    "parse_kv",
+    "remembered",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_model",
+    "torch_dtype",
+    "tree_sha256",
+    "vqa_normalize",
+]
