@@ -20,11 +20,15 @@ What is here:
 - devices and assets: :func:`resolve_device`, :func:`resolve_dtype`, :func:`torch_dtype`, the
   offline-first Hub lookups (:func:`hub_file`, :func:`hub_snapshot`, :func:`offline_first`), file
   hashes for fingerprints, WordNet and encoder lookups for metrics
+- for command plugins (``register_commands``): :func:`evaluate`, tasks (:func:`resolve_task`,
+  :class:`Task`, :func:`load_split`), answer filters, safe image reading and the artifact writers
+  (atomic; :func:`write_json`, :func:`write_jsonl`, :func:`write_text`, :func:`load_results`)
 """
 
 from vlmbench.args import Arg, parse_kv
+from vlmbench.artifacts import load_results, write_json, write_jsonl, write_text
 from vlmbench.assets import find_wordnet, load_wordnet, resolve_model
-from vlmbench.dataset import Sample
+from vlmbench.dataset import ImageSource, Sample, load_split
 from vlmbench.devices import resolve_device, resolve_dtype, torch_dtype
 from vlmbench.errors import (
     ArgError,
@@ -34,7 +38,10 @@ from vlmbench.errors import (
     SampleError,
     SpecError,
     VlmbenchError,
+    did_you_mean,
+    unknown_message,
 )
+from vlmbench.filters import apply_filters
 from vlmbench.generator import GenerationResult, Generator, Job, QAItem, items_from_reply
 from vlmbench.hashing import file_sha256, json_digest, remembered, tree_sha256
 from vlmbench.hf import (
@@ -50,14 +57,16 @@ from vlmbench.hf import (
 )
 from vlmbench.hookspecs import hookimpl
 from vlmbench.hub import cached_commit, download_blocker, hub_file, hub_snapshot, is_hub_id, offline_first
-from vlmbench.images import ImageProblem, confined_path, decode_image
+from vlmbench.images import ImageProblem, confined_path, decode_image, read_image_file
 from vlmbench.metric import CorpusMetric, Metric, MetricContext, SampleMetric, ScoreTable
 from vlmbench.model import Model
 from vlmbench.normalize import vqa_normalize
 from vlmbench.plugins import Plugins, load_plugins
 from vlmbench.registry import GeneratorEntry, MetricEntry, ModelEntry
 from vlmbench.request import Batch, Request
+from vlmbench.runner import evaluate
 from vlmbench.spec import GenerationSpec
+from vlmbench.task import Task, resolve_task
 
 __all__ = [
     "HF_ARGS",
@@ -77,6 +86,7 @@ __all__ = [
     "GeneratorEntry",
     "HFModel",
     "ImageProblem",
+    "ImageSource",
     "Job",
     "Metric",
     "MetricContext",
@@ -92,14 +102,18 @@ __all__ = [
     "SampleMetric",
     "ScoreTable",
     "SpecError",
+    "Task",
     "VlmbenchError",
+    "apply_filters",
     "cache_kwarg",
     "cache_of",
     "cached_commit",
     "confined_path",
     "count_parameters",
     "decode_image",
+    "did_you_mean",
     "download_blocker",
+    "evaluate",
     "file_sha256",
     "find_wordnet",
     "hookimpl",
@@ -109,14 +123,22 @@ __all__ = [
     "items_from_reply",
     "json_digest",
     "load_plugins",
+    "load_results",
+    "load_split",
     "load_wordnet",
     "offline_first",
     "parse_kv",
+    "read_image_file",
     "remembered",
     "resolve_device",
     "resolve_dtype",
     "resolve_model",
+    "resolve_task",
     "torch_dtype",
     "tree_sha256",
+    "unknown_message",
     "vqa_normalize",
+    "write_json",
+    "write_jsonl",
+    "write_text",
 ]
