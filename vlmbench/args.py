@@ -8,7 +8,8 @@ from typing import Any
 
 from vlmbench.errors import ArgError, unknown_message
 
-_TRUE = {"1", "true", "yes", "on"}
+# How true and false are written in options and environment variables.
+TRUE_WORDS = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
@@ -70,7 +71,7 @@ def convert(name: str, arg: Arg, value: Any, owner: str) -> Any:
         if arg.type is bool:
             if isinstance(value, bool):
                 out: Any = value
-            elif str(value).lower() in _TRUE:
+            elif str(value).lower() in TRUE_WORDS:
                 out = True
             elif str(value).lower() in _FALSE:
                 out = False

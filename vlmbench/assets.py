@@ -48,7 +48,6 @@ _REQUIRED = ("data.noun", "index.noun", "noun.exc", "data.adj", "index.adj", "da
 _POS_FILES = {"noun": "n", "verb": "v", "adj": "a", "adv": "r"}
 _SS_TYPE = {"n": 1, "v": 2, "a": 3, "r": 4, "s": 5}
 
-_TRUE = {"1", "true", "yes", "on"}
 _lock = threading.Lock()
 _readers: dict[str, Any] = {}
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
+from vlmbench.args import TRUE_WORDS
 from vlmbench.errors import AssetMissingError
 
 T = TypeVar("T")
@@ -25,14 +26,13 @@ T = TypeVar("T")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
-_TRUE = {"1", "true", "yes", "on"}
 OFFLINE_VARIABLES = ("VLMBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def is_offline() -> bool:
     """Whether the user asked for no downloads (any of ``VLMBENCH_OFFLINE``, ``HF_HUB_OFFLINE``,
     ``TRANSFORMERS_OFFLINE`` set to 1/true/yes/on)."""
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in OFFLINE_VARIABLES)
+    return any(os.environ.get(v, "").strip().lower() in TRUE_WORDS for v in OFFLINE_VARIABLES)
 
 
 @functools.lru_cache(maxsize=16)

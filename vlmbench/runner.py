@@ -27,18 +27,17 @@ from vlmbench.dataset import Sample
 from vlmbench.devices import resolve_device
 from vlmbench.distributed import DistInfo, dist_info
 from vlmbench.errors import AssetMissingError, DataError, Interrupted, ModelFailed, SampleError, VlmbenchError
-from vlmbench.filters import apply_filters
 from vlmbench.hashing import json_digest
 from vlmbench.images import sha256_bytes
 from vlmbench.loader import DEFAULT_WORKER_TIMEOUT, make_loader
 from vlmbench.loop import ModelLoop
 from vlmbench.metric import Metric, MetricContext
 from vlmbench.model import Model
-from vlmbench.normalize import vqa_normalize
 from vlmbench.plugins import Plugins, load_plugins
 from vlmbench.provenance import provenance
 from vlmbench.request import Request
-from vlmbench.scoring import build_metrics, score
+from vlmbench.results import config_block, metric_blocks, model_block, prediction_records, score_records
+from vlmbench.scoring import build_metrics
 from vlmbench.spec import MetricSpec
 from vlmbench.store import CachedPrediction, PredictionStore, RunKey, done_in_shards, merge_shards, shard_dir
 from vlmbench.task import Task, resolve_task, task_warnings
@@ -312,38 +311,30 @@ def execute(plan: RunPlan, dist: DistInfo | None = None) -> Outcome | None:
 def report(plan: RunPlan, outcome: Outcome) -> RunResult:
     """Write predictions.jsonl (before scoring, so that a failing metric costs no answers) and results.json."""
     task, cfg = plan.task, plan.cfg
-    records = _records(plan.samples, plan.requests, outcome.predictions, task.spec.filters)
+    records = prediction_records(plan.samples, plan.requests, outcome.predictions, task.spec.filters)
     artifacts.write_jsonl(plan.run_dir / artifacts.PREDICTIONS, records)
-    scored_rows = [r for r in records if r["status"] == "ok"]
     started = time.perf_counter()
-    scored = score(
+    scored = score_records(
+        records,
         plan.metrics,
-        [r["answer"] for r in scored_rows],
-        [r["references"] for r in scored_rows],
-        [r["difficulty"] for r in scored_rows],
         weights=task.spec.difficulty_weights,
         bootstrap_samples=task.spec.bootstrap_samples,
         seed=cfg.seed,
     )
     timing = {**outcome.timing, "scoring_seconds": time.perf_counter() - started}
-    for col, values in scored.sample_scores.items():
-        for row, value in zip(scored_rows, values, strict=True):
-            row["scores"][col] = float(value)
     artifacts.write_jsonl(plan.run_dir / artifacts.PREDICTIONS, records)
+    n_scored = sum(r["status"] == "ok" for r in records)
     results = {
         "schema": artifacts.RESULTS_SCHEMA,
         "status": "ok",
-        "task": {**task.describe(), "n_samples": len(plan.samples), "n_scored": len(scored_rows)},
-        "model": _model_block(plan.model, plan.key, plan.samples),
-        "metrics": scored.metrics,
-        "by_difficulty": scored.by_difficulty,
-        "metric_details": scored.details,
-        "skipped_metrics": scored.skipped,
+        "task": {**task.describe(), "n_samples": len(plan.samples), "n_scored": n_scored},
+        "model": model_block(plan.model, plan.key, plan.samples),
+        **metric_blocks(scored),
         "skipped_samples": dict(sorted(outcome.skipped.items())),
         "skipped_sample_examples": outcome.examples[:20],
         "warnings": dict(sorted(task_warnings(task, plan.samples).items())),
         "notices": outcome.notices,
-        "config": _config_block(cfg, task, plan.device),
+        "config": config_block(cfg, task, plan.device),
         "cache": {
             "path": str(cfg.cache_path) if cfg.cache_path else None,
             "computed": outcome.computed,
@@ -420,73 +411,15 @@ def _request(task: Task, template: str, sample: Sample, kind: str) -> Request:
     )
 
 
-def _records(
-    samples: list[Sample], requests: list[Request], cached: dict[str, CachedPrediction], filters
-) -> list[dict]:
-    rows = []
-    for sample, request in zip(samples, requests, strict=True):
-        pred = cached.get(sample.id)
-        row: dict[str, Any] = {
-            "sample_id": sample.id,
-            "image_id": sample.image_id,
-            "image": sample.image,
-            "image_sha256": pred.image_sha256 if pred else None,
-            "question": sample.question,
-            "references": list(sample.answers),
-            "difficulty": sample.difficulty,
-            "prompt": request.prompt,
-        }
-        if pred is None:
-            row.update(status="skipped", raw=None, answer=None, scores={})
-        else:
-            row.update(status="ok", raw=pred.raw, answer=apply_filters(pred.raw, filters), scores={})
-            if pred.scores is not None:
-                top = np.argsort(pred.scores)[::-1][:5]
-                row["top_candidates"] = [[request.candidates[i], pred.scores[i]] for i in top]
-        rows.append(row)
-    return rows
-
-
-def _model_block(model: Model, key: RunKey, samples: list[Sample] | None = None) -> dict:
-    block = {
-        **model.describe(),
-        "label": model.label(),
-        "fingerprint": key.model_fp,
-        "identity": model.identity(),
-    }
-    vocabulary = model.answer_vocabulary() if samples else None
-    if vocabulary is not None:
-        known = {vqa_normalize(a) for a in vocabulary}
-        outside = sum(all(vqa_normalize(a) not in known for a in s.answers) for s in samples)
-        block["vocabulary"] = {"size": len(known), "reference_outside_share": outside / len(samples)}
-    return block
-
-
-def _config_block(cfg: RunConfig, task: Task, device: str) -> dict:
-    return {
-        "batch_size": cfg.batch_size,
-        "limit": cfg.limit,
-        "seed": cfg.seed,
-        "device": device,
-        "dtype": cfg.dtype,
-        "num_workers": cfg.num_workers,
-        "on_bad_sample": cfg.on_bad_sample,
-        "generation": task.spec.generation.as_kwargs(),
-        "filters": task.spec.filters,
-        "difficulty_weights": {str(k): v for k, v in task.spec.difficulty_weights.items()},
-        "bootstrap_samples": task.spec.bootstrap_samples,
-    }
-
-
 def _write_skipped_model(plan: RunPlan, exc: Exception) -> RunResult:
     results = {
         "schema": artifacts.RESULTS_SCHEMA,
         "status": "skipped",
         "reason": str(exc),
         "task": plan.task.describe(),
-        "model": _model_block(plan.model, plan.key),
+        "model": model_block(plan.model, plan.key),
         "metrics": {},
-        "config": _config_block(plan.cfg, plan.task, plan.device),
+        "config": config_block(plan.cfg, plan.task, plan.device),
         "provenance": provenance(),
     }
     artifacts.write_json(plan.run_dir / artifacts.RESULTS, results)

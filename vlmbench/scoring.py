@@ -10,7 +10,6 @@ from __future__ import annotations
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -172,7 +171,3 @@ def _reason(exc: Exception) -> str:
     last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
     where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
     return f"{type(exc).__name__}: {exc}{where}"
-
-
-def describe_options(metrics: Sequence[Metric]) -> dict[str, Any]:
-    return {m.name: m.options for m in metrics}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vlmbench import schema
+from vlmbench import hub, schema
 from vlmbench.errors import SpecError
 
 PROMPT_FIELDS = ("question", "choices")
@@ -270,12 +270,9 @@ def _expand_env(value: Any, source: str, where: str) -> Any:
     return value
 
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
-
-
 def is_hub_id(value: str) -> bool:
     """``"name"`` or ``"owner/name"`` (a Hugging Face Hub dataset id), as opposed to a local path."""
-    return bool(_HUB_ID.match(value)) and not value.endswith((".csv", ".jsonl", ".json"))
+    return hub.is_hub_id(value, owner=False, not_suffixes=(".csv", ".jsonl", ".json"))
 
 
 def _resolve(value: str, base: Path, keep_if_missing: bool = False) -> str:

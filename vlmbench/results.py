@@ -1,0 +1,124 @@
+"""What a run reports: predictions.jsonl rows, their scores, and the blocks of results.json.
+
+Shared by ``run`` (:mod:`vlmbench.runner`) and ``score`` (:mod:`vlmbench.rescore`), so that a run and
+a re-scoring of it write the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vlmbench.dataset import Sample
+from vlmbench.filters import apply_filters
+from vlmbench.metric import Metric
+from vlmbench.model import Model
+from vlmbench.normalize import vqa_normalize
+from vlmbench.request import Request
+from vlmbench.scoring import ScoredSet, score
+from vlmbench.store import CachedPrediction, RunKey
+from vlmbench.task import Task
+
+if TYPE_CHECKING:
+    from vlmbench.runner import RunConfig
+
+
+def prediction_records(
+    samples: list[Sample], requests: list[Request], cached: dict[str, CachedPrediction], filters: list[str]
+) -> list[dict]:
+    """One predictions.jsonl row per sample: the stored raw answer, the filtered answer, or ``skipped``."""
+    rows = []
+    for sample, request in zip(samples, requests, strict=True):
+        pred = cached.get(sample.id)
+        row: dict[str, Any] = {
+            "sample_id": sample.id,
+            "image_id": sample.image_id,
+            "image": sample.image,
+            "image_sha256": pred.image_sha256 if pred else None,
+            "question": sample.question,
+            "references": list(sample.answers),
+            "difficulty": sample.difficulty,
+            "prompt": request.prompt,
+        }
+        if pred is None:
+            row.update(status="skipped", raw=None, answer=None, scores={})
+        else:
+            row.update(status="ok", raw=pred.raw, answer=apply_filters(pred.raw, filters), scores={})
+            if pred.scores is not None:
+                top = np.argsort(pred.scores)[::-1][:5]
+                row["top_candidates"] = [[request.candidates[i], pred.scores[i]] for i in top]
+        rows.append(row)
+    return rows
+
+
+def model_block(model: Model, key: RunKey, samples: list[Sample] | None = None) -> dict:
+    """results.json's ``model``: what was loaded, its label and fingerprint, and for closed-vocabulary
+    models the share of references they cannot produce at all."""
+    block = {
+        **model.describe(),
+        "label": model.label(),
+        "fingerprint": key.model_fp,
+        "identity": model.identity(),
+    }
+    vocabulary = model.answer_vocabulary() if samples else None
+    if vocabulary is not None:
+        known = {vqa_normalize(a) for a in vocabulary}
+        outside = sum(all(vqa_normalize(a) not in known for a in s.answers) for s in samples)
+        block["vocabulary"] = {"size": len(known), "reference_outside_share": outside / len(samples)}
+    return block
+
+
+def config_block(cfg: RunConfig, task: Task, device: str) -> dict:
+    """results.json's ``config``: the options and task settings the answers and scores depend on."""
+    return {
+        "batch_size": cfg.batch_size,
+        "limit": cfg.limit,
+        "seed": cfg.seed,
+        "device": device,
+        "dtype": cfg.dtype,
+        "num_workers": cfg.num_workers,
+        "on_bad_sample": cfg.on_bad_sample,
+        "generation": task.spec.generation.as_kwargs(),
+        "filters": task.spec.filters,
+        "difficulty_weights": {str(k): v for k, v in task.spec.difficulty_weights.items()},
+        "bootstrap_samples": task.spec.bootstrap_samples,
+    }
+
+
+def score_records(
+    records: list[dict],
+    metrics: Sequence[Metric],
+    *,
+    weights: dict[int, float],
+    bootstrap_samples: int,
+    seed: int,
+) -> ScoredSet:
+    """Score the ``ok`` rows of ``records`` and write each row's per-sample scores into it."""
+    ok = [r for r in records if r["status"] == "ok"]
+    scored = score(
+        metrics,
+        [r["answer"] or "" for r in ok],
+        [r["references"] for r in ok],
+        [r.get("difficulty") for r in ok],
+        weights=weights,
+        bootstrap_samples=bootstrap_samples,
+        seed=seed,
+    )
+    for row in records:
+        row["scores"] = {}
+    for col, values in scored.sample_scores.items():
+        for row, value in zip(ok, values, strict=True):
+            row["scores"][col] = float(value)
+    return scored
+
+
+def metric_blocks(scored: ScoredSet) -> dict[str, Any]:
+    """The results.json keys that come from scoring."""
+    return {
+        "metrics": scored.metrics,
+        "by_difficulty": scored.by_difficulty,
+        "metric_details": scored.details,
+        "skipped_metrics": scored.skipped,
+    }
