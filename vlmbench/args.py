@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,20 @@ class Arg:
         if self.default is not None:
             text += f"; default {'***' if self.secret else self.default}"
         return text
+
+
+_SCOPE = re.compile(r"^([A-Za-z0-9_.\-]+):(?!//)(.*)$", re.S)
+
+
+def split_scoped(value: str) -> tuple[str | None, str]:
+    """``"NAME:k=v,..."`` -> ``("NAME", "k=v,...")``; an unscoped ``"k=v,..."`` -> ``(None, value)``.
+
+    The same form addresses one of several models (``--model-args``), generators or metrics. A colon
+    inside a value (``pretrained=hf-hub:org/x``) is not a scope: the scope never contains ``=``."""
+    match = _SCOPE.match(value)
+    if match and "=" not in match.group(1):
+        return match.group(1), match.group(2)
+    return None, value
 
 
 def parse_kv(text: str | None) -> dict[str, str]:

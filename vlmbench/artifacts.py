@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,6 +15,13 @@ from vlmbench.errors import VlmbenchError
 RESULTS = "results.json"
 PREDICTIONS = "predictions.jsonl"
 RESULTS_SCHEMA = "vlmbench.results/1"
+
+
+def safe_name(name: str) -> str:
+    """``name`` as one folder-name component: anything but letters, digits, ``.``, ``_`` and ``-``
+    becomes ``_``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    return "_" if safe in ("", ".", "..") else safe
 
 
 def _current_umask() -> int:

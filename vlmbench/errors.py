@@ -107,3 +107,8 @@ class SampleError(VlmbenchError):
 class ModelFailed(VlmbenchError):
     """A model that failed on every request it was given: it is reported with this reason and the
     run goes on with the next model."""
+
+
+class UnsupportedTask(VlmbenchError):
+    """A model that cannot answer the task's kind of request at all: that model is skipped with this
+    reason, the other models of the run still run."""

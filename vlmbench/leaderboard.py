@@ -34,13 +34,14 @@ def collect(runs_dir: str | Path, task: str | None = None) -> list[Row]:
         data = load_results(path)
         if task and data.get("task", {}).get("name") != task:
             continue
-        rows.append(_row(data, path))
+        rows.append(row_from_results(data, path.parent))
     return rows
 
 
-def _row(data: dict, path: Path) -> Row:
+def row_from_results(data: dict, run_dir: Path) -> Row:
+    """The leaderboard row of one run's results.json data."""
     model = data.get("model", {})
-    notes = []
+    notes = list(data.get("notes") or [])
     if data.get("status") != "ok":
         notes.append(f"skipped: {data.get('reason', 'unknown reason')}")
     for name, reason in (data.get("skipped_metrics") or {}).items():
@@ -65,7 +66,7 @@ def _row(data: dict, path: Path) -> Row:
         status=data.get("status", "?"),
         metrics=data.get("metrics") or {},
         notes=notes,
-        path=str(path.parent),
+        path=str(run_dir),
     )
 
 

@@ -8,6 +8,7 @@ calls :meth:`Model.generate` or :meth:`Model.rank` batch by batch. See docs/plug
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from vlmbench.args import Arg, output_affecting, redact, validate
@@ -118,13 +119,40 @@ class Model:
             "dtype": self.dtype,
         }
 
+    #: Arguments that say which weights are loaded; :meth:`checkpoint_tag` stands for them in labels.
+    checkpoint_args: ClassVar[tuple[str, ...]] = ("pretrained",)
+
+    def checkpoint_tag(self) -> str | None:
+        """A short name for non-default weights (a folder's name, a Hub repository's name), or None."""
+        value = self.arg_values.get("pretrained")
+        spec = self.args.get("pretrained")
+        if value and value != self.entry.default_checkpoint and (spec is None or value != spec.default):
+            return short_path_tag(str(value))
+        return None
+
     def label(self) -> str:
-        """Short display name: the model name plus the arguments that differ from their defaults."""
+        """Short display name: the model name, a short tag of non-default weights and the other
+        output-affecting arguments that differ from their defaults — ``blip[my-finetune]``,
+        ``prior[k=3]`` — never a full path."""
+        parts = [self.checkpoint_tag()] if self.checkpoint_tag() else []
         changed = {
             k: v
             for k, v in redact(self.args, self.arg_values).items()
-            if v != self.args[k].default and self.args[k].affects_output
+            if k not in self.checkpoint_args and v != self.args[k].default and self.args[k].affects_output
         }
-        if not changed:
-            return self.name
-        return f"{self.name}[{','.join(f'{k}={v}' for k, v in sorted(changed.items()))}]"
+        parts += [f"{k}={v}" for k, v in sorted(changed.items())]
+        return f"{self.name}[{','.join(parts)}]" if parts else self.name
+
+
+# Folder names that say nothing on their own; their parent's name is kept with them in tags.
+_GENERIC_FOLDERS = ("best", "final", "last", "latest", "model", "adapter", "weights", "snapshot")
+
+
+def short_path_tag(value: str) -> str:
+    """``/data/ckpts/blip-ft3`` -> ``blip-ft3``; ``runs/ft1/best`` -> ``ft1/best``; ``owner/name`` ->
+    ``name`` for a Hub id."""
+    path = Path(value.rstrip("/\\"))
+    name = path.name or value
+    if (name.lower() in _GENERIC_FOLDERS or name.lower().startswith("checkpoint")) and path.parent.name:
+        return f"{path.parent.name}/{name}"
+    return name

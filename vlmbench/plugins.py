@@ -19,7 +19,7 @@ import pluggy
 
 from vlmbench import hookspecs
 from vlmbench.errors import VlmbenchError
-from vlmbench.registry import GeneratorEntry, MetricEntry, ModelEntry, Registry, TaskEntry
+from vlmbench.registry import GeneratorEntry, MetricEntry, ModelEntry, Registry, RunConfigEntry, TaskEntry
 
 if TYPE_CHECKING:
     from vlmbench.generator import Generator
@@ -75,6 +75,7 @@ class Plugins:
         default_factory=lambda: Registry("generator", "vlmbench.generator:Generator")
     )
     tasks: Registry[TaskEntry] = field(default_factory=lambda: Registry("task"))
+    run_configs: Registry[RunConfigEntry] = field(default_factory=lambda: Registry("run configuration"))
     plugins: list[PluginInfo] = field(default_factory=list)
 
     def create_model(
@@ -205,7 +206,7 @@ def _collect_tasks(plugins: Plugins) -> None:
 
         def register(folder: str | Path, _label: str = label) -> None:
             for entry in scan_task_folder(Path(folder), plugin=_label):
-                plugins.tasks.add(entry)
+                (plugins.tasks if isinstance(entry, TaskEntry) else plugins.run_configs).add(entry)
 
         _call_isolated(plugins, impl, "register_tasks", register)
 
@@ -217,13 +218,18 @@ def _call_isolated(plugins: Plugins, impl: Any, hook_name: str, register: Callab
         plugins._fail(impl.plugin_name, f"{hook_name} failed: {type(exc).__name__}: {exc}")
 
 
-def scan_task_folder(folder: Path, plugin: str = "") -> list[TaskEntry]:
-    """Read the name, description and version of each task YAML in ``folder`` (not validated here)."""
-    entries = []
-    for path in sorted(folder.glob("*.yaml")):
-        from vlmbench.spec import read_yaml_file, with_include
+def scan_task_folder(folder: Path, plugin: str = "") -> list[TaskEntry | RunConfigEntry]:
+    """The task files (``task:``) and run files (``models:``) in ``folder``: name, description and
+    version (not validated here)."""
+    from vlmbench.spec import read_yaml_file, with_include
 
+    entries: list[TaskEntry | RunConfigEntry] = []
+    for path in sorted(folder.glob("*.yaml")):
         data = read_yaml_file(path) or {}
+        if isinstance(data, dict) and "models" in data and "task" not in data:
+            summary = _first_sentence(str(data.get("description") or ""))
+            entries.append(RunConfigEntry(path.stem, path.resolve(), summary, plugin))
+            continue
         if not isinstance(data, dict) or "task" not in data:
             continue
         if "include" in data:

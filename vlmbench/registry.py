@@ -99,7 +99,17 @@ class TaskEntry:
     plugin: str = ""
 
 
-E = TypeVar("E", ModelEntry, MetricEntry, GeneratorEntry, TaskEntry)
+@dataclass(frozen=True)
+class RunConfigEntry:
+    """A run file (models, tasks, options) found in a registered task folder: ``run --config NAME``."""
+
+    name: str
+    path: Path
+    summary: str = ""
+    plugin: str = ""
+
+
+E = TypeVar("E", ModelEntry, MetricEntry, GeneratorEntry, TaskEntry, RunConfigEntry)
 
 
 @dataclass

@@ -19,10 +19,9 @@ from vlmbench.normalize import vqa_normalize
 from vlmbench.request import Request
 from vlmbench.scoring import ScoredSet, score
 from vlmbench.store import CachedPrediction, RunKey
-from vlmbench.task import Task
 
 if TYPE_CHECKING:
-    from vlmbench.runner import RunConfig
+    from vlmbench.runner import RunPlan
 
 
 def prediction_records(
@@ -53,12 +52,26 @@ def prediction_records(
     return rows
 
 
-def model_block(model: Model, key: RunKey, samples: list[Sample] | None = None) -> dict:
+def model_block(
+    model: Model,
+    key: RunKey,
+    samples: list[Sample] | None = None,
+    label: str | None = None,
+    stored: dict[str, Any] | None = None,
+) -> dict:
     """results.json's ``model``: what was loaded, its label and fingerprint, and for closed-vocabulary
-    models the share of references they cannot produce at all."""
+    models the share of references they cannot produce at all. ``stored`` is what the model reported
+    when it last computed these answers: it fills in what an unloaded model cannot know (its exact
+    parameter count, the checkpoint commit) when every answer came from the cache."""
+    described = model.describe()
+    for name, value in (stored or {}).items():
+        if described.get(name) is None and value is not None:
+            described[name] = value
+    if described.get("parameters") is None and model.entry.parameters:
+        described["parameters_registered"] = model.entry.parameters
     block = {
-        **model.describe(),
-        "label": model.label(),
+        **described,
+        "label": label or model.label(),
         "fingerprint": key.model_fp,
         "identity": model.identity(),
     }
@@ -70,20 +83,25 @@ def model_block(model: Model, key: RunKey, samples: list[Sample] | None = None) 
     return block
 
 
-def config_block(cfg: RunConfig, task: Task, device: str) -> dict:
+def config_block(plan: RunPlan, world_size: int = 1) -> dict:
     """results.json's ``config``: the options and task settings the answers and scores depend on."""
+    cfg, spec = plan.cfg, plan.task.spec
     return {
-        "batch_size": cfg.batch_size,
+        "batch_size": plan.batch_size,
+        "batch_size_requested": cfg.batch_size,
         "limit": cfg.limit,
         "seed": cfg.seed,
-        "device": device,
+        "device": plan.device,
         "dtype": cfg.dtype,
         "num_workers": cfg.num_workers,
+        "world_size": world_size,
         "on_bad_sample": cfg.on_bad_sample,
-        "generation": task.spec.generation.as_kwargs(),
-        "filters": task.spec.filters,
-        "difficulty_weights": {str(k): v for k, v in task.spec.difficulty_weights.items()},
-        "bootstrap_samples": task.spec.bootstrap_samples,
+        "generation": plan.generation.as_kwargs(),
+        "gen_kwargs": cfg.gen_kwargs,
+        "request_type": plan.requests[0].kind if plan.requests else spec.request_type,
+        "filters": spec.filters,
+        "difficulty_weights": {str(k): v for k, v in spec.difficulty_weights.items()},
+        "bootstrap_samples": spec.bootstrap_samples,
     }
 
 

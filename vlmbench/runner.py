@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,12 +21,21 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench import artifacts, distributed
+from vlmbench import artifacts, distributed, schema
+from vlmbench.artifacts import safe_name
 from vlmbench.assets import cache_dir
 from vlmbench.dataset import Sample
 from vlmbench.devices import resolve_device
 from vlmbench.distributed import DistInfo, dist_info
-from vlmbench.errors import AssetMissingError, DataError, Interrupted, ModelFailed, SampleError, VlmbenchError
+from vlmbench.errors import (
+    AssetMissingError,
+    DataError,
+    Interrupted,
+    ModelFailed,
+    SampleError,
+    UnsupportedTask,
+    VlmbenchError,
+)
 from vlmbench.hashing import json_digest
 from vlmbench.images import sha256_bytes
 from vlmbench.loader import DEFAULT_WORKER_TIMEOUT, make_loader
@@ -37,14 +46,26 @@ from vlmbench.plugins import Plugins, load_plugins
 from vlmbench.provenance import provenance
 from vlmbench.request import Request
 from vlmbench.results import config_block, metric_blocks, model_block, prediction_records, score_records
+from vlmbench.runconfig import limited_count, parse_limit
 from vlmbench.scoring import build_metrics
-from vlmbench.spec import MetricSpec
+from vlmbench.spec import GenerationSpec, MetricSpec
 from vlmbench.store import CachedPrediction, PredictionStore, RunKey, done_in_shards, merge_shards, shard_dir
 from vlmbench.task import Task, resolve_task, task_warnings
 
-__all__ = ["RunConfig", "RunResult", "evaluate", "execute", "plan_run", "report", "resolve_device"]
+__all__ = [
+    "RunConfig",
+    "RunResult",
+    "evaluate",
+    "execute",
+    "plan_run",
+    "report",
+    "resolve_device",
+    "run_plan",
+]
 
 MAX_SEED = 2**32 - 1
+# The first batch size tried by --batch-size auto on a GPU; out-of-memory errors halve it.
+AUTO_BATCH_START = 128
 
 
 def default_cache_path() -> Path:
@@ -56,8 +77,8 @@ class RunConfig:
     """Options of one run (the CLI's flags). ``cache=None`` means the default cache file,
     ``cache=False`` keeps predictions in memory only."""
 
-    batch_size: int = 8
-    limit: int | None = None
+    batch_size: int | str = 8  # "auto": the largest that fits on a GPU (found by halving on OOM)
+    limit: int | float | None = None  # a number of samples, or a fraction of them below 1
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
@@ -68,12 +89,14 @@ class RunConfig:
     on_bad_sample: str = "skip"
     progress: bool = True
     worker_timeout: float = DEFAULT_WORKER_TIMEOUT
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides the task's generation settings
+    label: str | None = None  # how the model is shown in tables and figures (default: its own label)
+    replace: bool = False  # allow replacing a stored result of other data or more samples
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise VlmbenchError("batch size must be at least 1")
-        if self.limit is not None and self.limit < 1:
-            raise VlmbenchError("--limit must be at least 1")
+        if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise VlmbenchError(f"batch size must be a positive number or 'auto', got {self.batch_size!r}")
+        self.limit = parse_limit(self.limit)
         if not 0 <= self.seed <= MAX_SEED:
             raise VlmbenchError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
         if self.num_workers is None:
@@ -121,6 +144,10 @@ class RunPlan:
     key: RunKey
     run_dir: Path
     device: str
+    generation: GenerationSpec
+    batch_size: int
+    label: str
+    notes: list[str] = field(default_factory=list)  # how this run differs from a plain one, for tables
     skipped: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
 
@@ -137,6 +164,8 @@ class Outcome:
     examples: list[str]
     notices: list[str]
     timing: dict[str, Any]
+    model_info: dict[str, Any] | None = None  # what the model reported when it last computed answers
+    world_size: int = 1
 
 
 def evaluate(
@@ -148,7 +177,12 @@ def evaluate(
     **config: Any,
 ) -> RunResult:
     """Evaluate ``model`` on ``task`` and write its artifacts. ``config`` takes :class:`RunConfig` fields."""
-    plan = plan_run(model, task, RunConfig(**config), model_args=model_args, plugins=plugins)
+    return run_plan(plan_run(model, task, RunConfig(**config), model_args=model_args, plugins=plugins))
+
+
+def run_plan(plan: RunPlan) -> RunResult:
+    """Execute a plan and report it; a model whose weights are missing or that fails on every request
+    is reported as skipped (a result with its reason), never as an error of the whole run."""
     dist = dist_info()
     try:
         outcome = execute(plan, dist)
@@ -173,18 +207,14 @@ def plan_run(
     task = task if isinstance(task, Task) else resolve_task(task, plugins)
     entry = plugins.models.get(model)
     cls = plugins.models.load(model)
-    kind = task.spec.request_type
-    if kind not in entry.request_types:
-        raise VlmbenchError(
-            f"model {model!r} cannot answer {kind!r} requests (it supports {', '.join(entry.request_types)}); "
-            f"task {task.name!r} asks for {kind!r}"
-        )
+    kind, notes = _request_type(entry, task)
     _seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     instance = plugins.create_model(model, model_args, device=device, dtype=cfg.dtype, seed=cfg.seed)
     metric_specs = [MetricSpec(m) for m in cfg.metrics] if cfg.metrics else task.spec.metrics
     context = MetricContext(difficulty_weights=task.spec.difficulty_weights, seed=cfg.seed, device=device)
     metrics = build_metrics(metric_specs, plugins, context)  # option errors surface before any model work
+    generation = _generation(task, cfg.gen_kwargs)
 
     skipped: Counter[str] = Counter()
     examples: list[str] = []
@@ -193,18 +223,87 @@ def plan_run(
             raise DataError(problem.message)
         skipped[problem.reason] += 1
         examples.append(problem.message)
-    samples = task.samples[: cfg.limit] if cfg.limit else list(task.samples)
+    samples = task.samples[: limited_count(len(task.samples), cfg.limit)]
     if not samples:
         raise DataError(f"task {task.name!r} has no samples to evaluate")
     template = task.spec.prompt_template(entry.family, cls.default_prompt)
     requests = [_request(task, template, s, kind) for s in samples]
     settings = {"kind": kind, "prompt_template": template}
     if kind == "generate":
-        settings["generation"] = task.spec.generation.as_kwargs()
+        settings["generation"] = generation.as_kwargs()
     key = RunKey(instance.fingerprint(), task.hash, json_digest(settings))
-    run_dir = cfg.output_dir / _safe(task.name) / f"{_safe(instance.name)}-{key.model_fp[:8]}"
+    run_dir = cfg.output_dir / safe_name(task.name) / _run_folder(instance, key, task, cfg, generation)
     artifacts.ensure_output_dir(cfg.output_dir)
-    return RunPlan(cfg, task, instance, metrics, samples, requests, key, run_dir, device, skipped, examples)
+    _check_not_replacing(run_dir, task, len(samples), cfg.replace)
+    if cfg.limit is not None:
+        notes.append(f"limited to {len(samples)} of {len(task.samples)} samples (--limit {cfg.limit})")
+    if cfg.gen_kwargs:
+        notes.append("generation: " + ", ".join(f"{k}={v}" for k, v in sorted(cfg.gen_kwargs.items())))
+    return RunPlan(
+        cfg, task, instance, metrics, samples, requests, key, run_dir, device, generation,
+        _batch_size(cfg.batch_size, device), cfg.label or instance.label(), notes, skipped, examples,
+    )  # fmt: skip
+
+
+def _request_type(entry, task: Task) -> tuple[str, list[str]]:
+    """What this model is asked: the task's request type, or — for a model that can only rank, on a
+    ``generate`` task — ranking of the task's candidate answers (as the study ran CLIP)."""
+    kind = task.spec.request_type
+    if kind in entry.request_types:
+        return kind, []
+    if kind == "generate" and "rank" in entry.request_types:
+        source = task.candidate_spec.source.replace("_", " ")
+        return "rank", [f"answers by ranking candidates ({source}), as it cannot generate"]
+    raise UnsupportedTask(
+        f"model {entry.name!r} cannot answer {kind!r} requests (it supports {', '.join(entry.request_types)}); "
+        f"task {task.name!r} asks for {kind!r}"
+    )
+
+
+def _generation(task: Task, overrides: dict[str, Any]) -> GenerationSpec:
+    if not overrides:
+        return task.spec.generation
+    merged = {**dataclasses.asdict(task.spec.generation), **overrides}
+    return schema.build(GenerationSpec, merged, where="", source="--gen_kwargs")
+
+
+def _batch_size(requested: int | str, device: str) -> int:
+    # "auto" starts large on a GPU and lets the loop halve it on out-of-memory errors; a CPU run gets
+    # no such signal before swapping, so it keeps the usual size.
+    if requested == "auto":
+        return AUTO_BATCH_START if device.startswith("cuda") else 8
+    return int(requested)
+
+
+def _run_folder(model: Model, key: RunKey, task: Task, cfg: RunConfig, generation: GenerationSpec) -> str:
+    """``MODEL-FINGERPRINT``, plus what makes this run differ from a plain one of the same model: a
+    limit (``-limit50``) or generation settings other than the task's (``-gen1a2b3c``)."""
+    folder = f"{safe_name(model.name)}-{key.model_fp[:8]}"
+    if generation != task.spec.generation:
+        folder += f"-gen{json_digest(generation.as_kwargs(), 6)}"
+    if cfg.limit is not None:
+        folder += f"-limit{cfg.limit}"
+    return folder
+
+
+def _check_not_replacing(run_dir: Path, task: Task, n_samples: int, allowed: bool) -> None:
+    """A stored result of more samples or of other data is never replaced silently."""
+    path = run_dir / artifacts.RESULTS
+    if allowed or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        old_task = old["task"] if old.get("status") == "ok" else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # unreadable: nothing of value to keep
+    if not isinstance(old_task, dict):
+        return
+    if old_task.get("hash") != task.hash or int(old_task.get("n_samples") or 0) > n_samples:
+        raise VlmbenchError(
+            f"{run_dir} holds the result of {old_task.get('n_samples')} samples of task {old_task.get('name')!r} "
+            f"(hash {old_task.get('hash')}); this run has {n_samples} samples (hash {task.hash}). "
+            "Choose another --output-dir, or pass --replace to replace it"
+        )
 
 
 def execute(plan: RunPlan, dist: DistInfo | None = None) -> Outcome | None:
@@ -242,8 +341,8 @@ def execute(plan: RunPlan, dist: DistInfo | None = None) -> Outcome | None:
             plan.model,
             writer,
             plan.key,
-            generation=plan.task.spec.generation,
-            batch_size=cfg.batch_size,
+            generation=plan.generation,
+            batch_size=plan.batch_size,
             on_bad_sample=cfg.on_bad_sample,
             load=lambda: _load(plan),
             show_progress=cfg.progress and dist.is_main,
@@ -260,11 +359,13 @@ def execute(plan: RunPlan, dist: DistInfo | None = None) -> Outcome | None:
                 todo,
                 plan.task.image_source,
                 plan.model,
-                batch_size=cfg.batch_size,
+                batch_size=plan.batch_size,
                 num_workers=cfg.num_workers,
                 timeout=cfg.worker_timeout,
             )
             loop.run(loader, len(todo))
+            if loop.loaded and loop.computed:
+                writer.put_model_info(plan.key.model_fp, plan.model.describe())
         except KeyboardInterrupt:
             raise Interrupted(_interrupted_message(loop), loop.exit_code or 130) from None
         finally:
@@ -290,6 +391,7 @@ def execute(plan: RunPlan, dist: DistInfo | None = None) -> Outcome | None:
         predictions = store.get_many(
             plan.key, [r.sample_id for r in plan.requests if r.sample_id not in stale]
         )
+        model_info = store.model_info(plan.key.model_fp)
     if cache_path is None and main_path is not None:
         for leftover in main_path.parent.glob(main_path.name + "*"):
             leftover.unlink()
@@ -305,6 +407,8 @@ def execute(plan: RunPlan, dist: DistInfo | None = None) -> Outcome | None:
         examples=examples,
         notices=notices + loop.notices,
         timing=timing,
+        model_info=model_info,
+        world_size=dist.world_size,
     )
 
 
@@ -322,19 +426,22 @@ def report(plan: RunPlan, outcome: Outcome) -> RunResult:
         seed=cfg.seed,
     )
     timing = {**outcome.timing, "scoring_seconds": time.perf_counter() - started}
+    if outcome.computed == 0:
+        timing["cached_rerun"] = True  # every answer came from the cache: no model timings to report
     artifacts.write_jsonl(plan.run_dir / artifacts.PREDICTIONS, records)
     n_scored = sum(r["status"] == "ok" for r in records)
     results = {
         "schema": artifacts.RESULTS_SCHEMA,
         "status": "ok",
         "task": {**task.describe(), "n_samples": len(plan.samples), "n_scored": n_scored},
-        "model": model_block(plan.model, plan.key, plan.samples),
+        "model": model_block(plan.model, plan.key, plan.samples, plan.label, outcome.model_info),
+        "notes": plan.notes,
         **metric_blocks(scored),
         "skipped_samples": dict(sorted(outcome.skipped.items())),
         "skipped_sample_examples": outcome.examples[:20],
         "warnings": dict(sorted(task_warnings(task, plan.samples).items())),
         "notices": outcome.notices,
-        "config": config_block(cfg, task, plan.device),
+        "config": config_block(plan, outcome.world_size),
         "cache": {
             "path": str(cfg.cache_path) if cfg.cache_path else None,
             "computed": outcome.computed,
@@ -412,18 +519,28 @@ def _request(task: Task, template: str, sample: Sample, kind: str) -> Request:
 
 
 def _write_skipped_model(plan: RunPlan, exc: Exception) -> RunResult:
+    """Record why the model was skipped — unless the folder holds a real result, which a skip never
+    replaces (say weights that went missing after a successful run)."""
     results = {
         "schema": artifacts.RESULTS_SCHEMA,
         "status": "skipped",
         "reason": str(exc),
         "task": plan.task.describe(),
-        "model": model_block(plan.model, plan.key),
+        "model": model_block(plan.model, plan.key, label=plan.label),
         "metrics": {},
-        "config": config_block(plan.cfg, plan.task, plan.device),
+        "config": config_block(plan),
         "provenance": provenance(),
     }
-    artifacts.write_json(plan.run_dir / artifacts.RESULTS, results)
+    if not _holds_result(plan.run_dir):
+        artifacts.write_json(plan.run_dir / artifacts.RESULTS, results)
     return RunResult("skipped", plan.run_dir, results)
+
+
+def _holds_result(run_dir: Path) -> bool:
+    try:
+        return json.loads((run_dir / artifacts.RESULTS).read_text(encoding="utf-8")).get("status") == "ok"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _seed_everything(seed: int) -> None:
@@ -435,7 +552,3 @@ def _seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
     except ImportError:
         pass
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)

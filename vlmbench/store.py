@@ -18,6 +18,14 @@ from pathlib import Path
 
 from vlmbench.errors import VlmbenchError
 
+_MODEL_INFO = """
+CREATE TABLE IF NOT EXISTS model_info (
+    model_fp TEXT PRIMARY KEY,
+    info TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
     model_fp TEXT NOT NULL,
@@ -111,6 +119,7 @@ class PredictionStore:
                 db.execute("PRAGMA synchronous = NORMAL")
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(_SCHEMA)
+            db.execute(_MODEL_INFO)
             db.commit()
         except BaseException:
             db.close()
@@ -130,7 +139,10 @@ class PredictionStore:
         """Copy the rows of another cache file (a data-parallel rank's shard) into this one."""
         with sqlite3.connect(str(other), timeout=60) as src:
             rows = src.execute(f"SELECT {', '.join(_COLUMNS)} FROM predictions").fetchall()
+            infos = src.execute("SELECT model_fp, info FROM model_info").fetchall()
         self._write(rows)
+        for model_fp, info in infos:
+            self.put_model_info(model_fp, json.loads(info))
         return len(rows)
 
     def done(self, key: RunKey) -> dict[str, str | None]:
@@ -175,6 +187,22 @@ class PredictionStore:
             for p in items
         ]
         self._write(rows)
+
+    def put_model_info(self, model_fp: str, info: dict) -> None:
+        """What a loaded model reported about itself (parameter count, checkpoint commit...), kept with
+        its answers so that a rerun answered wholly from the cache can still report it."""
+        row = (model_fp, json.dumps(info, sort_keys=True, default=str), time.time())
+        try:
+            with self._db:
+                self._db.execute("INSERT OR REPLACE INTO model_info VALUES (?,?,?)", row)
+        except sqlite3.OperationalError as exc:
+            raise VlmbenchError(
+                f"cannot write to the prediction cache {self.path or '(in memory)'}: {exc}"
+            ) from None
+
+    def model_info(self, model_fp: str) -> dict | None:
+        row = self._db.execute("SELECT info FROM model_info WHERE model_fp=?", (model_fp,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def get_many(self, key: RunKey, sample_ids: Sequence[str]) -> dict[str, CachedPrediction]:
         out: dict[str, CachedPrediction] = {}
@@ -247,7 +275,7 @@ def _check_tables(db: sqlite3.Connection, path: Path) -> None:
     if not tables:
         return
     columns = tuple(r[1] for r in db.execute("PRAGMA table_info(predictions)"))
-    if tables != {"predictions"} or columns != _COLUMNS:
+    if not tables <= {"predictions", "model_info"} or columns != _COLUMNS:
         raise VlmbenchError(
             f"{path} is an SQLite database that is not a vlmbench prediction cache (tables: "
             f"{', '.join(sorted(tables))}); it was left as it is — check the --cache path"

@@ -13,7 +13,7 @@ from vlmbench.dataset import ImageSource, LoadedSplit, Sample, load_split
 from vlmbench.errors import DataError
 from vlmbench.hashing import json_digest
 from vlmbench.normalize import vqa_normalize
-from vlmbench.spec import TaskSpec, load_spec
+from vlmbench.spec import CandidateSpec, TaskSpec, load_spec
 
 
 def resolve_task(name_or_path: str | Path | TaskSpec, plugins=None) -> Task:
@@ -91,12 +91,18 @@ class Task:
     def render_prompt(self, template: str, sample: Sample, candidates: tuple[str, ...] = ()) -> str:
         return template.format(question=sample.question, choices=", ".join(candidates))
 
+    @property
+    def candidate_spec(self) -> CandidateSpec:
+        """Where candidate answers come from: the task's ``candidates``, else — for a model that can only
+        rank, asked a ``generate`` task — the training answers (or the task's own without a train split)."""
+        if self.spec.candidates is not None:
+            return self.spec.candidates
+        return CandidateSpec("train_answers" if self.spec.train_split else "task_answers")
+
     @cached_property
     def _candidate_pool(self) -> list[tuple[str, str]]:
         """(question type, answer) pairs that candidates are drawn from, or ("", answer) from a file."""
-        cand = self.spec.candidates
-        if cand is None:
-            return []
+        cand = self.candidate_spec
         if cand.source == "file":
             return [("", a) for a in _read_candidate_file(Path(cand.path))]
         pool = self.train_samples if cand.source == "train_answers" else self.samples
@@ -105,22 +111,19 @@ class Task:
     @cached_property
     def candidates(self) -> tuple[str, ...]:
         """The candidate answers for ``rank`` requests (most frequent first, one surface form each)."""
-        top_k = self.spec.candidates.top_k if self.spec.candidates else None
-        return _rank_answers([a for _, a in self._candidate_pool], top_k)
+        return _rank_answers([a for _, a in self._candidate_pool], self.candidate_spec.top_k)
 
     @cached_property
     def _candidates_by_type(self) -> dict[str, tuple[str, ...]]:
         by_type: dict[str, list[str]] = defaultdict(list)
         for qtype, answer in self._candidate_pool:
             by_type[qtype].append(answer)
-        top_k = self.spec.candidates.top_k if self.spec.candidates else None
+        top_k = self.candidate_spec.top_k
         return {qtype: _rank_answers(answers, top_k) for qtype, answers in by_type.items()}
 
     def candidates_for(self, sample: Sample) -> tuple[str, ...]:
         """Candidates for one sample: restricted to its question type when the task asks for it."""
-        cand = self.spec.candidates
-        if cand is None:
-            return ()
+        cand = self.candidate_spec
         if cand.by_question_type and cand.source != "file":
             restricted = self._candidates_by_type.get(question_type(sample.question))
             if restricted:

@@ -115,7 +115,7 @@ def test_worker_preprocessing_matches_open_clip(tiny_checkpoint):
 
 def test_default_weights_missing_offline_is_skipped(model_task, tmp_path):
     run = run_model("clip", model_task.rank, tmp_path / "runs")
-    assert run.exit_code == 0, run.output
+    assert run.exit_code == 4, run.output  # nothing was evaluated
     assert run.results["status"] == "skipped"
     reason = run.results["reason"]
     assert "vit_base_patch32_clip_224.openai" in reason and "--model-args pretrained=PATH" in reason

@@ -280,7 +280,10 @@ def test_hub_checkpoint_absent_offline_is_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     results, _ = _run(tmp_path, "abo_sample", "pretrained=OFA-Sys/ofa-tiny")
     assert results["status"] == "skipped"
-    assert "'OFA-Sys/ofa-tiny'" in results["reason"] and "not in the local Hugging Face cache" in results["reason"]
+    assert (
+        "'OFA-Sys/ofa-tiny'" in results["reason"]
+        and "not in the local Hugging Face cache" in results["reason"]
+    )
 
 
 def test_fairseq_file_without_tokenizer_offline_names_the_tokenizer(tmp_path, monkeypatch, checkpoint):

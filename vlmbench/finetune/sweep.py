@@ -288,7 +288,7 @@ def _evaluate(
         if result.status == "worker":
             continue
         path = result.run_dir / artifacts.RESULTS
-        rows.append(leaderboard._row(load_results(path), path))
+        rows.append(leaderboard.row_from_results(load_results(path), path.parent))
         metrics = result.results.get("metrics") or {}
         for summary in summaries:
             if summary["name"] == name:

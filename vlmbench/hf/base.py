@@ -25,7 +25,7 @@ from vlmbench.hashing import tree_sha256
 from vlmbench.hf.likelihood import LikelihoodRanking
 from vlmbench.hf.weights import count_parameters, dtype_kwarg, keep_cpu_4bit_layout
 from vlmbench.hub import cached_commit, first_line, is_hub_id, offline_first
-from vlmbench.model import Model
+from vlmbench.model import Model, short_path_tag
 from vlmbench.registry import ModelEntry
 from vlmbench.request import Batch, Request
 from vlmbench.spec import GenerationSpec
@@ -150,6 +150,18 @@ class HFModel(LikelihoodRanking, Model):
             ident["quantization"] = self.quantization
             self._identity = ident
         return self._identity
+
+    checkpoint_args: ClassVar[tuple[str, ...]] = ("pretrained", "revision", "adapter")
+
+    def checkpoint_tag(self) -> str | None:
+        parts = []
+        if self.arg_values.get("pretrained") and self.checkpoint != self.entry.default_checkpoint:
+            parts.append(short_path_tag(self.checkpoint))
+        if self.revision:
+            parts.append(f"@{self.revision[:12]}")
+        if self.arg_values.get("adapter"):
+            parts.append(f"+{short_path_tag(self.arg_values['adapter'])}")
+        return "".join(parts) or None
 
     def describe(self) -> dict[str, Any]:
         ident = self.identity()
