@@ -824,6 +824,9 @@ def _warn_broken(plugins) -> None:
 
 
 def main() -> None:
+    from vlmbench.console import tame_library_output
+
+    tame_library_output(quiet=any(a in ("-q", "--quiet") for a in sys.argv[1:]))
     plugins = load_plugins()
     plugins.call_each("register_commands", cli=cli)
     if len(sys.argv) < 2 or sys.argv[1] != "list":  # `list` reports broken plugins itself

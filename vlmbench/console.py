@@ -1,0 +1,55 @@
+"""What the command line shows besides progress and results: library messages, tamed.
+
+Libraries print things a vlmbench user cannot act on (an optional CPU kernel package that is not
+installed), or the same warning at every matrix multiplication or evaluation. The command line
+hides the first kind and shows the second kind once; real warnings still reach the user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+# Messages about optional speed-ups that are not installed: nothing for a user to do.
+_HIDDEN = ("bitsandbytes.backends.cpu.ops",)
+# Loggers that repeat one message per call (8-bit matmuls, long tokenizer inputs): shown once each.
+_ONCE = (
+    "bitsandbytes.autograd._functions",
+    "transformers.tokenization_utils_base",
+    "transformers.generation.utils",
+    "transformers.modeling_utils",
+)
+
+
+class _Once(logging.Filter):
+    """Lets each message template through once per process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
+def tame_library_output(quiet: bool = False) -> None:
+    """Configure library logging and warnings for the command line (call before heavy imports).
+
+    ``quiet`` also turns off the progress bars of Hugging Face libraries (weight loading, downloads,
+    dataset preparation), as ``--quiet`` turns off vlmbench's own."""
+    for name in _HIDDEN:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    once = _Once()
+    for name in _ONCE:
+        logging.getLogger(name).addFilter(once)
+    # A deprecation inside a library, raised at every evaluation step, is one message, not hundreds.
+    warnings.filterwarnings("once", category=FutureWarning)
+    warnings.filterwarnings("once", category=DeprecationWarning)
+    if quiet:
+        for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
+            os.environ.setdefault(variable, "1")
