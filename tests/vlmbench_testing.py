@@ -13,6 +13,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+SAMPLE_TASK = REPO / "tasks" / "abo_sample"  # the bundled sample: its CSV and images
 
 COLOURS = {"red": (220, 30, 30), "green": (40, 160, 60), "blue": (40, 80, 210), "yellow": (240, 220, 40)}
 

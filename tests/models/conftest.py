@@ -14,16 +14,16 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
+from vlmbench_testing import COLOURS
+
 TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 
-REPO = TESTS.parent
 GENERATIVE = ("blip", "blip2", "qwen2.5-vl", "smolvlm")
 ALL_MODELS = (*GENERATIVE, "clip")
 
-COLOURS = {"red": (220, 30, 30), "green": (40, 160, 60), "blue": (40, 80, 210), "yellow": (240, 220, 40)}
 # Questions of different lengths, so batches need padding.
 QUESTIONS = [
     ("What colour is the product?", None, 0),

@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from vlmbench.cli import cli
 
-from .conftest import ALL_MODELS, GENERATIVE, REPO, run_model
+from .conftest import ALL_MODELS, GENERATIVE, run_model
+from vlmbench_testing import SAMPLE_TASK
 
 DEFAULTS = {
     "blip": "Salesforce/blip-vqa-base",
@@ -100,7 +101,7 @@ def test_dataloader_workers_give_the_same_answers(name, tiny_checkpoint, model_t
     assert [p["raw"] for p in inline.predictions] == [p["raw"] for p in workers.predictions]
 
 
-ABO_SAMPLE = REPO / "tasks" / "abo_sample" / "abo_sample.csv"
+ABO_SAMPLE = SAMPLE_TASK / "abo_sample.csv"
 
 
 @pytest.mark.skipif(not ABO_SAMPLE.exists(), reason="the bundled abo_sample data is not in this checkout")

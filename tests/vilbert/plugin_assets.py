@@ -15,10 +15,10 @@ from vlmbench_plugins.models.vilbert.loading import save_safetensors
 from vlmbench_plugins.models.vilbert.modeling import VilbertForVLTasks
 
 from .conftest import small_config
+from vlmbench_testing import SAMPLE_TASK
 
-REPO = Path(__file__).resolve().parents[2]
-ABO_CSV = REPO / "tasks" / "abo_sample" / "abo_sample.csv"
-ABO_IMAGES = REPO / "tasks" / "abo_sample" / "images"
+ABO_CSV = SAMPLE_TASK / "abo_sample.csv"
+ABO_IMAGES = SAMPLE_TASK / "images"
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 

@@ -203,7 +203,7 @@ def test_hostile_answer_pickle_is_refused(assets, tmp_path):
 def test_missing_checkpoint_is_reported_as_skipped(tmp_path):
     out = tmp_path / "runs"
     result = _run(["-m", "vilbert", "-t", "abo_sample", "--limit", "2", "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output  # the only model was skipped: nothing was evaluated
     assert "vilbert: skipped" in result.stderr
     results, rows = _results(out)
     assert results["status"] == "skipped" and rows == []
@@ -215,7 +215,7 @@ def test_missing_checkpoint_is_reported_as_skipped(tmp_path):
     out2 = tmp_path / "runs2"
     result = _run(["-m", "vilbert", "-t", "abo_sample", "--limit", "2", "-o", str(out2),
                    "--model-args", f"pretrained={absent}"])  # fmt: skip
-    assert result.exit_code == 0
+    assert result.exit_code == 4
     results, _ = _results(out2)
     assert results["status"] == "skipped" and f"pretrained={absent} does not exist" in results["reason"]
 

@@ -72,7 +72,7 @@ UNREACHED_SCORE = -1e9
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".json", ".ckpt")
 
 HOW_TO_PROVIDE = (
-    "pass --model-args pretrained=PATH, where PATH is a folder in the Hugging Face layout (config.json, "
+    "Pass --model-args pretrained=PATH, where PATH is a folder in the Hugging Face layout (config.json, "
     "vocab.json, merges.txt and pytorch_model.bin or model.safetensors, e.g. a download of OFA-Sys/ofa-base), "
     "or a fairseq .pt file such as vqa_base_best.pt (add tokenizer=FOLDER when its folder has no "
     "vocab.json/merges.txt); a hub id is looked up in the local Hugging Face cache and downloaded unless "
@@ -275,7 +275,7 @@ class OFAModel(Model):
         if path.exists():
             return path.resolve(), None
         if not is_hub_id(name, owner=False, not_suffixes=_FILE_SUFFIXES):
-            raise AssetMissingError(f"{what} {name!r}", f"no such file or folder; {HOW_TO_PROVIDE}")
+            raise AssetMissingError(f"{what} {name!r}", f"no such file or folder. {HOW_TO_PROVIDE}")
         folder = hub_snapshot(
             name,
             revision,
@@ -313,7 +313,7 @@ class OFAModel(Model):
             if not weights:
                 raise AssetMissingError(
                     f"OFA checkpoint {source!r}",
-                    f"{path} holds no weights file (looked for {', '.join(WEIGHT_FILES)}); {HOW_TO_PROVIDE}",
+                    f"{path} holds no weights file (looked for {', '.join(WEIGHT_FILES)}). {HOW_TO_PROVIDE}",
                 )
             source_format = "folder"
             weights_sha256 = _combined_hash(weights, root=path)
