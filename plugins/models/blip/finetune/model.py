@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from vlmbench.errors import VlmbenchError
-from vlmbench.finetune.data import IGNORE_INDEX
-from vlmbench.finetune.presets import linear_names, matching_modules
+from vlmbench.api import VlmbenchError, load_plugins
+from vlmbench_plugins.models.blip.finetune.data import IGNORE_INDEX
+from vlmbench_plugins.models.blip.finetune.presets import linear_names, matching_modules
 
 BLIP_VQA_CLASS = "BlipForQuestionAnswering"
 
@@ -49,8 +49,6 @@ def load_plugin(
     plugins: Any = None,
 ) -> Any:
     """Create and load a BLIP VQA model plugin (any plugin whose model class is BLIP VQA)."""
-    from vlmbench.plugins import load_plugins
-
     plugins = plugins or load_plugins()
     cls = plugins.models.load(name)
     if getattr(cls, "model_class", None) != BLIP_VQA_CLASS:

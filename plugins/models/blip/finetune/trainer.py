@@ -35,20 +35,31 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmbench import artifacts
-from vlmbench.errors import DataError, VlmbenchError
-from vlmbench.filters import apply_filters
-from vlmbench.finetune.config import MONITORS, FinetuneConfig, incompatible_changes
-from vlmbench.finetune.data import (
+from vlmbench.api import (
+    Batch,
+    DataError,
+    VlmbenchError,
+    apply_filters,
+    load_plugins,
+    resolve_task,
+    vqa_normalize,
+    write_json,
+)
+from vlmbench_plugins.models.blip.finetune.config import MONITORS, FinetuneConfig, incompatible_changes
+from vlmbench_plugins.models.blip.finetune.data import (
     VQACollate,
     epoch_batches,
     load_split_data,
     make_loader,
     shard_batches,
 )
-from vlmbench.finetune.model import LoraSettings, VQALoss, adapted_modules, add_lora, load_plugin
-from vlmbench.normalize import vqa_normalize
-from vlmbench.request import Batch
+from vlmbench_plugins.models.blip.finetune.model import (
+    LoraSettings,
+    VQALoss,
+    adapted_modules,
+    add_lora,
+    load_plugin,
+)
 
 CONFIG_FILE = "finetune_config.json"
 STATE_FILE = "train_state.json"
@@ -150,9 +161,6 @@ class Trainer:
             # bitsandbytes logs a cast warning on every 8-bit matmul of a float32 model.
             logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
 
-        from vlmbench.plugins import load_plugins
-        from vlmbench.task import resolve_task
-
         plugins = self.plugins or load_plugins()
         task = resolve_task(cfg.task, plugins)
         self.task = task
@@ -237,7 +245,7 @@ class Trainer:
             self.info(f"resumed from {checkpoint} at step {self.state.global_step}")
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-            artifacts.write_json(self.out / CONFIG_FILE, cfg.to_json())
+            write_json(self.out / CONFIG_FILE, cfg.to_json())
         trainable = sum(p.numel() for p in self.trainable)
         self.info(
             f"{cfg.run_name}: LoRA r={cfg.rank} alpha={cfg.lora_alpha:g} on {len(self.adapted)} modules "
@@ -496,7 +504,7 @@ class Trainer:
                 "trainable_parameters": sum(p.numel() for p in self.trainable),
                 "quantization": cfg.quantization,
             }
-            artifacts.write_json(tmp / ADAPTER_INFO, info)
+            write_json(tmp / ADAPTER_INFO, info)
             shutil.rmtree(path, ignore_errors=True)
             os.replace(tmp, path)
         acc.wait_for_everyone()
@@ -515,12 +523,12 @@ class Trainer:
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             if acc.scaler is not None:
                 torch.save(acc.scaler.state_dict(), tmp / "scaler.pt")
-            artifacts.write_json(tmp / CONFIG_FILE, self.cfg.to_json())
+            write_json(tmp / CONFIG_FILE, self.cfg.to_json())
         acc.wait_for_everyone()
         _save_rng(tmp, self.rank)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            artifacts.write_json(tmp / "state.json", asdict(state))
+            write_json(tmp / "state.json", asdict(state))
             shutil.rmtree(path, ignore_errors=True)
             os.replace(tmp, path)
             old = sorted(
@@ -587,7 +595,7 @@ class Trainer:
             best_adapter=str(self.out / "best") if (self.out / "best").is_dir() else None,
             latest_checkpoint=str(latest_checkpoint(self.out) or "") or None,
         )
-        artifacts.write_json(self.out / STATE_FILE, _finite(data))
+        write_json(self.out / STATE_FILE, _finite(data))
 
 
 def _save_rng(folder: Path, rank: int) -> None:
@@ -597,7 +605,7 @@ def _save_rng(folder: Path, rank: int) -> None:
     torch.save(states, folder / f"rng-rank{rank}.pt")
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    artifacts.write_json(
+    write_json(
         folder / f"rng-rank{rank}.json",
         {
             "python": [version, list(internal), gauss],

@@ -3,7 +3,7 @@
 The ``blip`` plugin with ``adapter=DIR`` required. The base checkpoint is the one the adapter was
 trained on (``base_model_name_or_path`` in its ``adapter_config.json``) unless ``pretrained=`` says
 otherwise. The adapter's content hash is part of the model fingerprint (see
-:meth:`vlmbench.hf.HFModel.identity`), so runs of different fine-tunes never share cached answers.
+:meth:`vlmbench.api.HFModel.identity`), so runs of different fine-tunes never share cached answers.
 ``adapter`` may also name a ``vlmbench finetune`` output folder, which stands for its ``best/`` adapter.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmbench.api import ArgError, AssetMissingError, ModelEntry
-from vlmbench_plugins.models.blip import BlipVQA
+from vlmbench_plugins.models.blip.vqa import BlipVQA
 
 ADAPTER_CONFIG = "adapter_config.json"
 FINETUNE_INFO = "vlmbench_finetune.json"  # written next to the adapter by `vlmbench finetune`
