@@ -206,7 +206,7 @@ class Trainer:
         )
         self.peft_model = peft_model
         self.adapted = adapted_modules(peft_model)
-        module = VQALoss(peft_model, label_smoothing=cfg.label_smoothing)
+        module = VQALoss(plugin, peft_model, label_smoothing=cfg.label_smoothing)
         self.trainable = [p for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(self.trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
