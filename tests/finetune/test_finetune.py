@@ -13,9 +13,10 @@ import yaml
 
 from vlmbench.errors import VlmbenchError
 from vlmbench.request import Batch, Request
+from vlmbench_plugins.models.blip.finetune.checkpoints import latest_checkpoint
 from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig
 from vlmbench_plugins.models.blip.finetune.data import epoch_batches
-from vlmbench_plugins.models.blip.finetune.trainer import finetune, latest_checkpoint
+from vlmbench_plugins.models.blip.finetune.trainer import finetune
 
 from .squares import make_squares_task
 

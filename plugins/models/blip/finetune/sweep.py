@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from vlmbench.api import SpecError, VlmbenchError, unknown_message, write_json, write_text
+from vlmbench_plugins.models.blip.finetune.checkpoints import ADAPTER_INFO, CONFIG_FILE, STATE_FILE
 from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig, incompatible_changes
 
 #: The study's five configurations: rank 8/16/32 with query+value, and at rank 16 the two larger
@@ -169,7 +170,7 @@ def run_sweep(
 ) -> SweepResult:
     """Train every configuration of ``spec`` (skipping finished ones), evaluate, write the leaderboard."""
     from vlmbench.api import load_plugins
-    from vlmbench_plugins.models.blip.finetune.trainer import STATE_FILE, finetune
+    from vlmbench_plugins.models.blip.finetune.trainer import finetune
 
     if log is None:
         main_process = os.environ.get("RANK", "0") in ("", "0")  # data-parallel: rank 0 reports
@@ -193,7 +194,7 @@ def run_sweep(
         state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else None
         finished = False
         if state is not None:
-            saved = json.loads((config.output_dir / "finetune_config.json").read_text(encoding="utf-8"))
+            saved = json.loads((config.output_dir / CONFIG_FILE).read_text(encoding="utf-8"))
             changed = incompatible_changes(saved, config)
             if changed:
                 raise VlmbenchError(
@@ -219,7 +220,7 @@ def run_sweep(
 
 
 def _summary(config: FinetuneConfig, state: dict[str, Any] | None) -> dict[str, Any]:
-    info_path = config.output_dir / "best" / "vlmbench_finetune.json"
+    info_path = config.output_dir / "best" / ADAPTER_INFO
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     state = state or {}
     return {
