@@ -22,10 +22,13 @@ What is here:
   hashes for fingerprints, WordNet and encoder lookups for metrics
 - for command plugins (``register_commands``): :func:`evaluate`, tasks (:func:`resolve_task`,
   :class:`Task`, :func:`load_split`), answer filters, safe image reading and the artifact writers
-  (atomic; :func:`write_json`, :func:`write_jsonl`, :func:`write_text`, :func:`load_results`)
+  (atomic; :func:`write_json`, :func:`write_jsonl`, :func:`write_text`, :func:`load_results`; a run's
+  results file is named :data:`RESULTS_FILE`), and leaderboards of runs (:func:`leaderboard_row` from
+  a run's results, :func:`write_leaderboard` for ``leaderboard.{md,csv}``)
 """
 
 from vlmbench.args import Arg, parse_kv
+from vlmbench.artifacts import RESULTS as RESULTS_FILE
 from vlmbench.artifacts import load_results, write_json, write_jsonl, write_text
 from vlmbench.assets import find_wordnet, load_wordnet, resolve_model
 from vlmbench.dataset import ImageSource, Sample, load_split
@@ -58,6 +61,8 @@ from vlmbench.hf import (
 from vlmbench.hookspecs import hookimpl
 from vlmbench.hub import cached_commit, download_blocker, hub_file, hub_snapshot, is_hub_id, offline_first
 from vlmbench.images import ImageProblem, confined_path, decode_image, read_image_file
+from vlmbench.leaderboard import row_from_results as leaderboard_row
+from vlmbench.leaderboard import write as write_leaderboard
 from vlmbench.metric import CorpusMetric, Metric, MetricContext, SampleMetric, ScoreTable
 from vlmbench.model import Model
 from vlmbench.normalize import vqa_normalize
@@ -71,6 +76,7 @@ from vlmbench.task import Task, resolve_task
 __all__ = [
     "HF_ARGS",
     "LIKELIHOOD_ARGS",
+    "RESULTS_FILE",
     "Arg",
     "ArgError",
     "AssetMissingError",
@@ -122,6 +128,7 @@ __all__ = [
     "is_hub_id",
     "items_from_reply",
     "json_digest",
+    "leaderboard_row",
     "load_plugins",
     "load_results",
     "load_split",
@@ -140,5 +147,6 @@ __all__ = [
     "vqa_normalize",
     "write_json",
     "write_jsonl",
+    "write_leaderboard",
     "write_text",
 ]

@@ -804,16 +804,6 @@ def score_(
     click.echo(leaderboard.to_markdown([leaderboard.row_from_results(result.results, path.parent)]), nl=False)
 
 
-def _add_finetune_commands() -> None:
-    # `vlmbench finetune` and `vlmbench sweep`; the module imports only click at load time.
-    from vlmbench.finetune.commands import add_commands
-
-    add_commands(cli)
-
-
-_add_finetune_commands()
-
-
 def _warn_broken(plugins) -> None:
     for p in plugins.problems:
         click.secho(

@@ -7,7 +7,7 @@ from vlmbench.api import hookimpl
 def register_models(register):
     register(
         "blip",
-        "vlmbench_plugins.models.blip:BlipVQA",
+        "vlmbench_plugins.models.blip.vqa:BlipVQA",
         summary="BLIP fine-tuned for VQA: image-grounded question encoder + answer decoder",
         default_checkpoint="Salesforce/blip-vqa-base",
         request_types=("generate", "rank"),
@@ -15,7 +15,7 @@ def register_models(register):
     )
     register(
         "lora-blip",
-        "vlmbench_plugins.models.lora_blip:LoraBlip",
+        "vlmbench_plugins.models.blip.lora:LoraBlip",
         summary="BLIP VQA with a LoRA adapter (e.g. from `vlmbench finetune`); adapter=DIR required",
         default_checkpoint="base model named by the adapter",
         request_types=("generate", "rank"),
@@ -81,9 +81,12 @@ def register_models(register):
 
 @hookimpl
 def register_commands(cli):
-    # `vlmbench check-parity vilbert|ofa FIXTURE.pt`; the command modules import nothing heavy at load.
+    # `vlmbench check-parity vilbert|ofa FIXTURE.pt`, and BLIP's `vlmbench finetune` and `vlmbench sweep`;
+    # the command modules import nothing heavy at load.
+    from vlmbench_plugins.models.blip.finetune.commands import add_commands as add_blip
     from vlmbench_plugins.models.ofa.commands import add_commands as add_ofa
     from vlmbench_plugins.models.vilbert.commands import add_commands as add_vilbert
 
     add_vilbert(cli)
     add_ofa(cli)
+    add_blip(cli)

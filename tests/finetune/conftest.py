@@ -20,6 +20,16 @@ def _one_torch_thread(one_torch_thread):
     """Every test here runs tiny models: one torch thread (see the root conftest)."""
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _plugin_commands() -> None:
+    """`finetune` and `sweep` come from the BLIP plugin: add them to the CLI the tests invoke, as
+    ``vlmbench.cli.main`` does."""
+    from vlmbench.api import load_plugins
+    from vlmbench.cli import cli
+
+    load_plugins().call_each("register_commands", cli=cli)
+
+
 @pytest.fixture(scope="session")
 def tiny_blip(tiny_checkpoint) -> Path:
     return tiny_checkpoint("blip")

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from vlmbench.cli import cli
-from vlmbench.finetune.commands import finetune_command, sweep_command
+from vlmbench_plugins.models.blip.finetune.commands import finetune_command, sweep_command
 
 from .test_finetune import _adapter_weights
 
@@ -67,8 +67,8 @@ def test_option_conflicts_and_resume(squares, tiny_blip, tmp_path):
 @pytest.mark.slow
 def test_two_processes_under_accelerate_launch_train_like_one(squares, tiny_blip, tmp_path):
     """Two gloo processes with batches of 4 take the steps one process takes with batches of 8."""
-    from vlmbench.finetune.config import FinetuneConfig
-    from vlmbench.finetune.trainer import finetune
+    from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig
+    from vlmbench_plugins.models.blip.finetune.trainer import finetune
 
     common = ["--epochs", "1", "--val-limit", "6", "--log-every", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

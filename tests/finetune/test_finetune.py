@@ -12,10 +12,11 @@ import torch
 import yaml
 
 from vlmbench.errors import VlmbenchError
-from vlmbench.finetune.config import FinetuneConfig
-from vlmbench.finetune.data import epoch_batches
-from vlmbench.finetune.trainer import finetune, latest_checkpoint
 from vlmbench.request import Batch, Request
+from vlmbench_plugins.models.blip.finetune.checkpoints import latest_checkpoint
+from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig
+from vlmbench_plugins.models.blip.finetune.data import epoch_batches
+from vlmbench_plugins.models.blip.finetune.trainer import finetune
 
 from .squares import make_squares_task
 

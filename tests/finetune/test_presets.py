@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 
 from vlmbench.errors import ArgError
-from vlmbench.finetune.model import LoraSettings, adapted_modules, add_lora
-from vlmbench.finetune.presets import PRESETS, linear_names, matching_modules, target_pattern
+from vlmbench_plugins.models.blip.finetune.model import LoraSettings, adapted_modules, add_lora
+from vlmbench_plugins.models.blip.finetune.presets import (
+    PRESETS,
+    linear_names,
+    matching_modules,
+    target_pattern,
+)
 
 PARTS = ("text_encoder.encoder.layer", "text_decoder.bert.encoder.layer")
 LAYERS = (0, 1)  # the tiny BLIP has two layers in each part

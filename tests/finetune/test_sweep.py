@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from vlmbench.cli import cli
 from vlmbench.errors import SpecError
-from vlmbench.finetune.sweep import STUDY_RUNS, load_sweep, run_name
+from vlmbench_plugins.models.blip.finetune.sweep import STUDY_RUNS, load_sweep, run_name
 
 
 def test_default_sweep_is_the_studys_five():
@@ -98,7 +98,7 @@ def test_sweep_trains_evaluates_and_ranks_against_the_base_model(squares, tiny_b
 
 def test_options_given_as_text_take_their_types(tmp_path):
     from vlmbench.errors import ArgError
-    from vlmbench.finetune.config import FinetuneConfig
+    from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig
 
     # YAML reads 1e-4 (no dot) as a string, and --set passes text
     path = tmp_path / "sweep.yaml"

@@ -77,7 +77,7 @@ def test_blip_rank_scores_match_unbatched_decoder(tiny_checkpoint):
     for request, row in zip(requests, scores, strict=True):
         inputs = model.to_device(model._encode([request]))
         with torch.no_grad():
-            question, mask = model._questions(inputs)
+            question, mask = model.encode_questions(inputs)
             for candidate, score in zip(CANDIDATES, row, strict=True):
                 ids = [model.model.decoder_start_token_id]
                 ids += tokenizer(candidate, add_special_tokens=False)["input_ids"] + [tokenizer.sep_token_id]

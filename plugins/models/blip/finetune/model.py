@@ -3,7 +3,8 @@
 The base model is loaded by the model plugin itself (checkpoint lookup, offline rules, dtype, device,
 bitsandbytes 8/4-bit, the cross-attention mask repair of ``blip``), so the model being trained is
 the one ``vlmbench run`` evaluates. LoRA layers are injected into it in place: the plugin's
-``generate`` then answers with the adapter, which is how validation computes its exact match.
+``generate`` then answers with the adapter, which is how validation computes its exact match, and the
+training objective runs the plugin's own forward pass.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from typing import Any
 
 import torch
 
-from vlmbench.errors import VlmbenchError
-from vlmbench.finetune.data import IGNORE_INDEX
-from vlmbench.finetune.presets import linear_names, matching_modules
-
-BLIP_VQA_CLASS = "BlipForQuestionAnswering"
+from vlmbench.api import VlmbenchError, load_plugins
+from vlmbench_plugins.models.blip.finetune.data import IGNORE_INDEX
+from vlmbench_plugins.models.blip.finetune.presets import linear_names, matching_modules
+from vlmbench_plugins.models.blip.vqa import BlipVQA
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,13 @@ def load_plugin(
     dtype: str,
     seed: int,
     plugins: Any = None,
-) -> Any:
-    """Create and load a BLIP VQA model plugin (any plugin whose model class is BLIP VQA)."""
-    from vlmbench.plugins import load_plugins
-
+) -> BlipVQA:
+    """Create and load a BLIP VQA model plugin (``blip`` or any plugin built on :class:`BlipVQA`)."""
     plugins = plugins or load_plugins()
     cls = plugins.models.load(name)
-    if getattr(cls, "model_class", None) != BLIP_VQA_CLASS:
+    if not issubclass(cls, BlipVQA):
         raise VlmbenchError(
-            f"fine-tuning needs a BLIP VQA model plugin (model class {BLIP_VQA_CLASS}); "
+            f"fine-tuning needs a BLIP VQA model plugin (model class {BlipVQA.model_class}); "
             f"{name!r} is {getattr(cls, 'model_class', cls.__name__)}"
         )
     given = {k: v for k, v in model_args.items() if v is not None}
@@ -104,20 +102,21 @@ def adapted_modules(peft_model: Any) -> list[str]:
 class VQALoss(torch.nn.Module):
     """BLIP VQA's training objective: cross-entropy of the answer tokens under the answer decoder.
 
-    The computation is the one ``blip`` runs to answer: image encoder, question encoder attending to
-    the image, answer decoder attending to the question with the question's padding mask. Returns
-    the summed loss and the number of target tokens (so shards and accumulation steps can be
-    weighted by tokens).
+    The forward pass is the plugin's own, the one ``blip`` runs to answer
+    (:meth:`BlipVQA.encode_questions`, then :meth:`BlipVQA.answer_logits` with the question's padding
+    mask). Returns the summed loss and the number of target tokens (so shards and accumulation steps
+    can be weighted by tokens).
     """
 
-    def __init__(self, peft_model: Any, label_smoothing: float = 0.0):
+    def __init__(self, plugin: BlipVQA, peft_model: Any, label_smoothing: float = 0.0):
         super().__init__()
+        if peft_model.get_base_model() is not plugin.model:
+            raise VlmbenchError("the LoRA layers must be injected into the plugin's own model")
+        # A submodule, so that the optimizer, accelerate and data-parallel training see the adapter
+        # weights; the plugin (not a module) computes with the same weights.
         self.peft_model = peft_model
+        self.plugin = plugin
         self.label_smoothing = label_smoothing
-
-    @property
-    def blip(self) -> Any:
-        return self.peft_model.get_base_model()
 
     def forward(
         self,
@@ -128,23 +127,10 @@ class VQALoss(torch.nn.Module):
         decoder_attention_mask: torch.Tensor,
         labels: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        blip = self.blip
-        image = blip.vision_model(pixel_values=pixel_values).last_hidden_state
-        image_mask = torch.ones(image.shape[:-1], dtype=torch.long, device=image.device)
-        question = blip.text_encoder(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            encoder_hidden_states=image,
-            encoder_attention_mask=image_mask,
-            return_dict=True,
-        ).last_hidden_state
-        logits = blip.text_decoder(
-            input_ids=decoder_input_ids,
-            attention_mask=decoder_attention_mask,
-            encoder_hidden_states=question,
-            encoder_attention_mask=attention_mask,
-            return_dict=True,
-        ).logits
+        question, question_mask = self.plugin.encode_questions(
+            {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}
+        )
+        logits = self.plugin.answer_logits(question, question_mask, decoder_input_ids, decoder_attention_mask)
         # Position t predicts token t + 1.
         targets = labels[:, 1:].reshape(-1)
         scores = logits[:, :-1].reshape(-1, logits.shape[-1]).float()

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from vlmbench.errors import ArgError, unknown_message
+from vlmbench.api import ArgError, unknown_message
 
 # The BERT layers of the question encoder and of the answer decoder.
 _TEXT_LAYER = r"(?:text_encoder|text_decoder\.bert)\.encoder\.layer\.\d+"

@@ -50,8 +50,12 @@ class BlipVQA(HFModel):
     def _sep_id(self) -> int:
         return self.processor.tokenizer.sep_token_id
 
-    def _questions(self, inputs: dict[str, Any]) -> tuple[Any, Any]:
-        """Question embeddings conditioned on the image, and the question's attention mask."""
+    def encode_questions(self, inputs: dict[str, Any]) -> tuple[Any, Any]:
+        """Question embeddings conditioned on the image, and the question's attention mask.
+
+        ``inputs`` holds ``input_ids``, ``attention_mask`` and ``pixel_values`` (as :meth:`prepare`
+        makes them). Generation, ranking and fine-tuning all start here.
+        """
         import torch
 
         image = self.model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
@@ -64,6 +68,17 @@ class BlipVQA(HFModel):
             return_dict=True,
         ).last_hidden_state
         return question, inputs["attention_mask"]
+
+    def answer_logits(self, question: Any, question_mask: Any, answer_ids: Any, answer_mask: Any) -> Any:
+        """The answer decoder's logits for ``answer_ids`` (starting with the decoder's start token),
+        attending to the encoded question but not to its padding."""
+        return self.model.text_decoder(
+            input_ids=answer_ids,
+            attention_mask=answer_mask,
+            encoder_hidden_states=question,
+            encoder_attention_mask=question_mask,
+            return_dict=True,
+        ).logits
 
     def _inputs(self, batch: Batch) -> dict[str, Any]:
         inputs = dict(self.batch_inputs(batch))
@@ -83,7 +98,7 @@ class BlipVQA(HFModel):
         config.pad_token_id = text_config.pad_token_id
         config.bos_token_id = self.model.decoder_start_token_id
         with torch.inference_mode():
-            question, mask = self._questions(inputs)
+            question, mask = self.encode_questions(inputs)
             start = torch.full(
                 (question.shape[0], 1),
                 self.model.decoder_start_token_id,
@@ -109,7 +124,7 @@ class BlipVQA(HFModel):
         start_id = self.model.decoder_start_token_id
         out: list[list[float]] = []
         with torch.inference_mode():
-            question, mask = self._questions(inputs)
+            question, mask = self.encode_questions(inputs)
             for i, candidates in enumerate(inputs["candidates"]):
                 scores: list[float] = []
                 for s in range(0, len(candidates), chunk):
@@ -121,13 +136,12 @@ class BlipVQA(HFModel):
                         ids[j, : len(c) + 1] = torch.tensor([start_id, *c])
                         dec_mask[j, : len(c) + 1] = 1
                     ids, dec_mask = ids.to(question.device), dec_mask.to(question.device)
-                    logits = self.model.text_decoder(
-                        input_ids=ids,
-                        attention_mask=dec_mask,
-                        encoder_hidden_states=question[i : i + 1].expand(len(part), -1, -1),
-                        encoder_attention_mask=mask[i : i + 1].expand(len(part), -1),
-                        return_dict=True,
-                    ).logits
+                    logits = self.answer_logits(
+                        question[i : i + 1].expand(len(part), -1, -1),
+                        mask[i : i + 1].expand(len(part), -1),
+                        ids,
+                        dec_mask,
+                    )
                     lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
                     token_lp = lp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
                     keep = dec_mask[:, 1:].float()

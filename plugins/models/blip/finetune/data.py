@@ -1,8 +1,8 @@
 """Training and validation batches for BLIP VQA from a task's splits.
 
 A split of the task's dataset is read exactly as the harness reads its evaluation split
-(:func:`vlmbench.dataset.load_split`); images come through the task's :class:`ImageSource` (paths
-confined to the image root) and :func:`vlmbench.images.decode_image`, in DataLoader workers. The
+(:func:`vlmbench.api.load_split`); images come through the task's :class:`ImageSource` (paths
+confined to the image root) and :func:`vlmbench.api.decode_image`, in DataLoader workers. The
 question is the task's prompt for the model family, encoded by the model plugin's own ``prepare``, so
 training sees exactly the inputs evaluation will; the answer (the sample's first reference) becomes
 the answer decoder's target.
@@ -16,11 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.dataset import ImageSource, Sample, load_split
-from vlmbench.errors import DataError
-from vlmbench.images import ImageProblem, decode_image
-from vlmbench.request import Request
-from vlmbench.task import Task
+from vlmbench.api import DataError, ImageProblem, ImageSource, Request, Sample, Task, decode_image, load_split
 
 IGNORE_INDEX = -100  # label value the loss skips: answer padding
 
@@ -121,7 +117,7 @@ class VQABatch:
         return len(self.requests)
 
     def tensors(self) -> dict[str, Any]:
-        """Keyword arguments of the training objective (:class:`vlmbench.finetune.model.VQALoss`)."""
+        """Keyword arguments of the training objective (:class:`.model.VQALoss`)."""
         return {
             "input_ids": self.inputs["input_ids"],
             "attention_mask": self.inputs["attention_mask"],

@@ -1,6 +1,8 @@
-"""``vlmbench finetune`` and ``vlmbench sweep``: thin click commands over :mod:`vlmbench.finetune`.
+"""``vlmbench finetune`` and ``vlmbench sweep``: thin click commands over the fine-tuning modules.
 
-Importing this module is cheap (click only); torch, transformers and peft load when a command runs.
+The BLIP plugin adds them to the CLI through the ``register_commands`` hook. Importing this module is
+cheap (click and the presets, no torch): ``vlmbench list`` loads it too. Torch, transformers and peft
+load when a command runs.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 
 import click
 
-from vlmbench.finetune.presets import PRESETS
+from vlmbench_plugins.models.blip.finetune.presets import PRESETS
 
 _PRESET_HELP = "; ".join(f"{p.name} = {p.study_name}" for p in PRESETS.values())
 
@@ -225,8 +227,8 @@ def finetune_command(**options: Any) -> None:
 
     On several GPUs: accelerate launch --multi_gpu --num_processes N -m vlmbench finetune ...
     """
-    from vlmbench.finetune.config import FinetuneConfig
-    from vlmbench.finetune.trainer import finetune
+    from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig
+    from vlmbench_plugins.models.blip.finetune.trainer import finetune
 
     config = FinetuneConfig(**_config_options(options))
     result = finetune(config)
@@ -311,8 +313,8 @@ def sweep_command(config_file, task, model, output_dir, settings, grid, only, do
     """
     import yaml
 
-    from vlmbench.errors import ArgError
-    from vlmbench.finetune.sweep import load_sweep, run_sweep
+    from vlmbench.api import ArgError
+    from vlmbench_plugins.models.blip.finetune.sweep import load_sweep, run_sweep
 
     spec = load_sweep(config_file, task=task, model=model)
     for item in settings:

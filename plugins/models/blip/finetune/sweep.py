@@ -39,9 +39,9 @@ from typing import Any
 
 import yaml
 
-from vlmbench import artifacts
-from vlmbench.errors import SpecError, VlmbenchError, unknown_message
-from vlmbench.finetune.config import FinetuneConfig, incompatible_changes
+from vlmbench.api import SpecError, VlmbenchError, unknown_message, write_json, write_text
+from vlmbench_plugins.models.blip.finetune.checkpoints import ADAPTER_INFO, CONFIG_FILE, STATE_FILE
+from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig, incompatible_changes
 
 #: The study's five configurations: rank 8/16/32 with query+value, and at rank 16 the two larger
 #: target sets (attention output projections; every dense layer).
@@ -169,8 +169,8 @@ def run_sweep(
     log: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Train every configuration of ``spec`` (skipping finished ones), evaluate, write the leaderboard."""
-    from vlmbench.finetune.trainer import STATE_FILE, finetune
-    from vlmbench.plugins import load_plugins
+    from vlmbench.api import load_plugins
+    from vlmbench_plugins.models.blip.finetune.trainer import finetune
 
     if log is None:
         main_process = os.environ.get("RANK", "0") in ("", "0")  # data-parallel: rank 0 reports
@@ -194,7 +194,7 @@ def run_sweep(
         state = json.loads(state_file.read_text(encoding="utf-8")) if state_file.is_file() else None
         finished = False
         if state is not None:
-            saved = json.loads((config.output_dir / "finetune_config.json").read_text(encoding="utf-8"))
+            saved = json.loads((config.output_dir / CONFIG_FILE).read_text(encoding="utf-8"))
             changed = incompatible_changes(saved, config)
             if changed:
                 raise VlmbenchError(
@@ -220,7 +220,7 @@ def run_sweep(
 
 
 def _summary(config: FinetuneConfig, state: dict[str, Any] | None) -> dict[str, Any]:
-    info_path = config.output_dir / "best" / "vlmbench_finetune.json"
+    info_path = config.output_dir / "best" / ADAPTER_INFO
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     state = state or {}
     return {
@@ -252,10 +252,14 @@ def _evaluate(
     plugins: Any,
     log: Callable[[str], None],
 ) -> SweepResult:
-    from vlmbench import leaderboard
-    from vlmbench.artifacts import load_results
-    from vlmbench.runner import evaluate
-    from vlmbench.task import resolve_task
+    from vlmbench.api import (
+        RESULTS_FILE,
+        evaluate,
+        leaderboard_row,
+        load_results,
+        resolve_task,
+        write_leaderboard,
+    )
 
     options = spec.evaluate
     task = resolve_task(spec.task, plugins)
@@ -287,8 +291,8 @@ def _evaluate(
         result = evaluate(model, task, model_args=args, **common)
         if result.status == "worker":
             continue
-        path = result.run_dir / artifacts.RESULTS
-        rows.append(leaderboard.row_from_results(load_results(path), path.parent))
+        path = result.run_dir / RESULTS_FILE
+        rows.append(leaderboard_row(load_results(path), result.run_dir))
         metrics = result.results.get("metrics") or {}
         for summary in summaries:
             if summary["name"] == name:
@@ -298,11 +302,11 @@ def _evaluate(
             base_metrics = {k: v.get("value") for k, v in metrics.items()}
     if not rows:  # a data-parallel worker: rank 0 writes the tables
         return SweepResult(out, summaries, None, None)
-    md, _ = leaderboard.write(rows, out)
+    md, _ = write_leaderboard(rows, out)
     base = base_metrics
     summary_md = out / "sweep.md"
-    artifacts.write_text(summary_md, sweep_table(summaries, base))
-    artifacts.write_json(out / "sweep.json", {"task": task.name, "base": base, "runs": summaries})
+    write_text(summary_md, sweep_table(summaries, base))
+    write_json(out / "sweep.json", {"task": task.name, "base": base, "runs": summaries})
     return SweepResult(out, summaries, md, summary_md)
 
 

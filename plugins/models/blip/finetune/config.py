@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmbench.errors import ArgError
-from vlmbench.finetune.presets import PRESETS, target_pattern
+from vlmbench.api import ArgError
+from vlmbench_plugins.models.blip.finetune.presets import PRESETS, target_pattern
 
 SCHEDULES = ("linear", "cosine", "constant")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -201,14 +201,3 @@ def incompatible_changes(saved: dict[str, Any], config: FinetuneConfig) -> list[
         for key in FinetuneConfig.field_names()
         if key not in RESUMABLE_CHANGES and key in saved and saved[key] != now[key]
     )
-
-
-def config_from_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> FinetuneConfig:
-    """A config from ``base`` with ``overrides`` (unknown names are errors, with a suggestion)."""
-    from vlmbench.errors import unknown_message
-
-    known = set(FinetuneConfig.field_names())
-    for key in overrides:
-        if key not in known:
-            raise ArgError(unknown_message("fine-tuning option", key, known))
-    return FinetuneConfig(**{**base, **overrides})
