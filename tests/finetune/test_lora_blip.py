@@ -72,8 +72,8 @@ def test_missing_adapter_is_reported_as_skipped(squares, tmp_path):
         "run", "-m", "lora-blip", "-t", str(squares.yaml), "-o", str(tmp_path / "runs"), "--no-cache", "-q",
         "--num-workers", "0", "-a", f"adapter={tmp_path / 'nowhere'}",
     ])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "lora-blip: skipped" in result.output and "nowhere" in result.output
+    assert result.exit_code == 4, result.output  # the only model was skipped: nothing was evaluated
+    assert "lora-blip[nowhere]: skipped" in result.output and "nowhere" in result.output
 
 
 def test_listed_with_the_other_models():
