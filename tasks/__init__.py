@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from vlmbench.hookspecs import hookimpl
+from vlmbench.api import hookimpl
 
 
 @hookimpl

@@ -3,7 +3,7 @@
 Library entry points::
 
     import vlmbench
-    result = vlmbench.evaluate("prior", "abo_sample", limit=20)
+    result = vlmbench.evaluate(MODEL, TASK, limit=20)     # names from `vlmbench list`
     print(result.results["metrics"]["exact_match"])
 
 ``import vlmbench`` stays light: the runner (and torch) load on first use of ``evaluate``.

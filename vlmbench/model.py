@@ -132,8 +132,8 @@ class Model:
 
     def label(self) -> str:
         """Short display name: the model name, a short tag of non-default weights and the other
-        output-affecting arguments that differ from their defaults — ``blip[my-finetune]``,
-        ``prior[k=3]`` — never a full path."""
+        output-affecting arguments that differ from their defaults — ``mymodel[my-finetune]``,
+        ``mymodel[k=3]`` — never a full path."""
         parts = [self.checkpoint_tag()] if self.checkpoint_tag() else []
         changed = {
             k: v

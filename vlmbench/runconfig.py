@@ -1,15 +1,15 @@
 """What ``vlmbench run`` is asked for: models (each with its own arguments), tasks and options.
 
 From the command line, where each ``--model-args`` binds to the ``--model`` before it (the order
-lm-evaluation-harness users type: ``--model blip --model_args pretrained=A``), or from a YAML file
+lm-evaluation-harness users type: ``--model NAME --model_args pretrained=A``), or from a YAML file
 (``run --config``) that lists the same things, so that a whole study is one reviewed file::
 
     models:
-      - blip                                  # the default checkpoint
-      - name: blip
+      - mymodel                               # its default checkpoint
+      - name: mymodel
         args: {pretrained: runs/ft/best}      # a second instance of the same plugin
-        label: blip-finetuned                 # optional: how it is shown in tables and figures
-    tasks: [abo_sample]
+        label: mymodel-finetuned              # optional: how it is shown in tables and figures
+    tasks: [mytask]
     options: {batch_size: 8, limit: null, gen_kwargs: {max_new_tokens: 5}}
 """
 

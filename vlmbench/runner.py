@@ -247,7 +247,7 @@ def plan_run(
 
 def _request_type(entry, task: Task) -> tuple[str, list[str]]:
     """What this model is asked: the task's request type, or — for a model that can only rank, on a
-    ``generate`` task — ranking of the task's candidate answers (as the study ran CLIP)."""
+    ``generate`` task — ranking of the task's candidate answers (how contrastive image-text models answer)."""
     kind = task.spec.request_type
     if kind in entry.request_types:
         return kind, []

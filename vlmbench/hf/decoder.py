@@ -76,7 +76,7 @@ class DecoderVLM(HFModel):
             output = self.model.generate(**inputs, generation_config=self.generation_config(generation))
         prompt = inputs["input_ids"]
         width = prompt.shape[1]
-        # Most models return prompt + answer; some (older BLIP-2) only the answer.
+        # Most models return prompt + answer; some older ones only the answer.
         if output.shape[1] >= width and torch.equal(output[:, :width], prompt):
             output = output[:, width:]
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
