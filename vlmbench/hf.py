@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from vlmbench.args import Arg
+from vlmbench.checkpoints import check_family, first_line, load_failure
 from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
 from vlmbench.hashing import tree_sha256
 from vlmbench.hub import download_blocker
@@ -319,15 +320,20 @@ class HFModel(Model):
 
     def fetch(self, loader: Callable[..., T], what: str, download: bool = True) -> T:
         """Call ``loader(source, local_files_only=...)``: the local directory, else the local Hub cache,
-        else (when allowed) the Hub. Anything missing becomes an :class:`AssetMissingError`."""
+        else (when allowed) the Hub. Anything missing becomes an :class:`AssetMissingError`; a local
+        folder of another model family, or with a pickle that would run code, is refused (see
+        :mod:`vlmbench.checkpoints`)."""
         if self.local_dir is not None:
+            check_family(self.local_dir, self.name, self.model_types)  # before anything is loaded
             try:
                 return loader(str(self.local_dir), local_files_only=True)
             except OSError as exc:
                 raise AssetMissingError(
                     f"the {what} of checkpoint directory {self.local_dir}",
-                    f"{_first_line(exc)}. Pass a complete checkpoint directory with --model-args pretrained=PATH",
+                    f"{first_line(exc)}. Pass a complete checkpoint directory with --model-args pretrained=PATH",
                 ) from None
+            except Exception as exc:  # a broken or hostile file in the folder, whichever loader read it
+                raise load_failure(exc, what, self.local_dir) from None
         if not is_hub_id(self.checkpoint):
             raise AssetMissingError(
                 f"checkpoint {self.checkpoint!r}",
@@ -346,7 +352,7 @@ class HFModel(Model):
         try:
             return loader(self.checkpoint, local_files_only=False)
         except OSError as exc:
-            raise self._missing(f"downloading it failed ({_first_line(exc)})") from None
+            raise self._missing(f"downloading it failed ({first_line(exc)})") from None
 
     def _missing(self, reason: str) -> AssetMissingError:
         rev = f" at revision {self.revision}" if self.revision else ""
@@ -390,7 +396,7 @@ class HFModel(Model):
         again in the main process after :meth:`load`, which fetches it or reports what is missing."""
         try:
             return self.prepare(requests)
-        except AssetMissingError:
+        except VlmbenchError:  # reported cleanly by the main process, which prepares the batch again
             return None
 
     def prepare(self, requests: list[Request]) -> Any:
@@ -565,11 +571,6 @@ def count_parameters(model: Any) -> int:
         shape = getattr(state, "shape", None)
         total += math.prod(shape) if shape is not None else param.numel()
     return total
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0].rstrip(".") if text else type(exc).__name__
 
 
 def _dtype_kwarg() -> str:
