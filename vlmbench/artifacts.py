@@ -146,14 +146,21 @@ def load_results(path: Path) -> dict:
     text = _decode(path, _read_regular_file(path, MAX_RESULTS_BYTES))
     if not text.strip():
         raise ArtifactError(f"{path}: the file is empty")
+    data = _checked(text, results_problem, where=str(path))
+    data["_path"] = str(path)
+    return data
+
+
+def _checked(text: str, problem_of: Callable[[Any], str | None], where: str) -> Any:
+    """``text`` parsed as JSON (never NaN) and of the shape ``problem_of`` checks, else an
+    :class:`ArtifactError` that starts with ``where``."""
     try:
         data = parse_json(text, allow_nan=False)
     except ValueError as exc:
-        raise ArtifactError(f"{path}: {exc}") from None
-    problem = results_problem(data)
+        raise ArtifactError(f"{where}: {exc}") from None
+    problem = problem_of(data)
     if problem:
-        raise ArtifactError(f"{path}: {problem}")
-    data["_path"] = str(path)
+        raise ArtifactError(f"{where}: {problem}")
     return data
 
 
@@ -171,16 +178,8 @@ def read_predictions(path: Path) -> list[dict]:
                 if len(line) > MAX_RECORD_BYTES:
                     raise ArtifactError(f"{path}:{number}: line longer than {MAX_RECORD_BYTES} bytes")
                 text = _decode(path, line, f":{number}")
-                if not text.strip():
-                    continue
-                try:
-                    row = parse_json(text, allow_nan=False)
-                except ValueError as exc:
-                    raise ArtifactError(f"{path}:{number}: {exc}") from None
-                problem = prediction_problem(row)
-                if problem:
-                    raise ArtifactError(f"{path}:{number}: {problem}")
-                records.append(row)
+                if text.strip():
+                    records.append(_checked(text, prediction_problem, where=f"{path}:{number}"))
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return records
