@@ -83,9 +83,11 @@ class _Reliability:
         lines = [
             "# Reliability report",
             "",
-            "Produced by the fault-injection tests (`tests/test_reliability.py`, and the QA service test in `tests/data/`): each fault was injected",
+            "Produced by the fault-injection tests (`tests/test_reliability.py`, `tests/test_reliability_artifacts.py`,",
+            "`tests/models/test_hostile_model_files.py` and the QA service test in `tests/data/`): each fault was injected",
             "the given number of times; *lost* counts model answers that were computed and not kept.",
-            "Regenerate with `VLMBENCH_RELIABILITY_REPORT=docs/reliability.md pytest tests/test_reliability.py tests/data/test_abo_gemini.py`.",
+            "Regenerate with `VLMBENCH_RELIABILITY_REPORT=docs/reliability.md pytest tests/test_reliability.py "
+            "tests/test_reliability_artifacts.py tests/models/test_hostile_model_files.py tests/data/test_abo_gemini.py`.",
             "",
         ]
         group = None

@@ -65,7 +65,9 @@ def test_the_core_names_no_model_and_no_dataset():
     names |= {e.name for e in plugins.tasks}
     names -= {"prior"}  # an English word as well ("prior to"); the baseline is checked below by its quotes
     pattern = re.compile(
-        r"(?<![\w.-])(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + r")(?![\w-])",
+        r"(?<![\w.-])("
+        + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+        + r")(?![\w-])",
         re.I,
     )
     hits = []

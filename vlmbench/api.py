@@ -45,7 +45,7 @@ from vlmbench.errors import (
     unknown_message,
 )
 from vlmbench.filters import apply_filters
-from vlmbench.generator import GenerationResult, Generator, Job, QAItem, items_from_reply
+from vlmbench.generator import GenerationResult, Generator, Job, QAItem, SecretMask, items_from_reply
 from vlmbench.hashing import file_sha256, json_digest, remembered, tree_sha256
 from vlmbench.hf import (
     HF_ARGS,
@@ -107,6 +107,7 @@ __all__ = [
     "SampleError",
     "SampleMetric",
     "ScoreTable",
+    "SecretMask",
     "SpecError",
     "Task",
     "VlmbenchError",

@@ -403,7 +403,11 @@ def leaderboard_(runs_dir, sort_by, task, fmt, write):
     """Tabulate every results.json under RUNS_DIR: model, parameters, every metric with its CI."""
     from vlmbench import leaderboard
 
-    rows = leaderboard.collect(runs_dir, task=task)
+    unreadable: list = []
+    try:
+        rows = leaderboard.collect(runs_dir, task=task, unreadable=unreadable)
+    finally:
+        _warn_unreadable(unreadable)
     if not rows:
         raise VlmbenchError(f"no runs of task {task!r} under {runs_dir}")
     text = leaderboard.to_markdown(rows, sort_by) if fmt == "markdown" else leaderboard.to_csv(rows, sort_by)
@@ -507,7 +511,13 @@ def plot_(runs_dir, output_dir, task, metric, vs_metrics, top):
     from vlmbench import plots
 
     names = [m.strip() for m in vs_metrics.split(",") if m.strip()] if vs_metrics else None
-    report = plots.render(runs_dir, output_dir, task=task, metric=metric, metrics=names, top=top)
+    unreadable: list = []
+    try:
+        report = plots.render(
+            runs_dir, output_dir, task=task, metric=metric, metrics=names, top=top, unreadable=unreadable
+        )
+    finally:
+        _warn_unreadable(unreadable)
     for fig in report.figures:
         click.echo(f"{fig.png} and {fig.svg.name}")
     for note in report.notes:
@@ -802,6 +812,12 @@ def score_(
     click.echo(f"wrote {result.run_dir}", err=True)
     path = result.run_dir / "results.json"
     click.echo(leaderboard.to_markdown([leaderboard.row_from_results(result.results, path.parent)]), nl=False)
+
+
+def _warn_unreadable(problems) -> None:
+    """One line per run artifact an analysis command left out (the others are still analysed)."""
+    for problem in problems:
+        click.secho(f"warning: skipped {problem}", fg="yellow", err=True)
 
 
 def _warn_broken(plugins) -> None:

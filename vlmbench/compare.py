@@ -88,7 +88,7 @@ def load_run(path: str | Path) -> Run:
     if not preds_path.exists():
         raise VlmbenchError(f"{folder}: {artifacts.PREDICTIONS} is missing; per-sample comparison needs it")
     predictions: dict[str, dict] = {}
-    for row in artifacts.read_jsonl(preds_path):
+    for row in artifacts.read_predictions(preds_path):
         sid = str(row.get("sample_id"))
         if sid in predictions:
             raise VlmbenchError(f"{preds_path}: sample_id {sid!r} appears more than once")

@@ -112,3 +112,9 @@ class ModelFailed(VlmbenchError):
 class UnsupportedTask(VlmbenchError):
     """A model that cannot answer the task's kind of request at all: that model is skipped with this
     reason, the other models of the run still run."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (loaders' messages run over many lines)."""
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".")[:300] if text else type(exc).__name__

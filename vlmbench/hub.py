@@ -18,7 +18,7 @@ from typing import TypeVar
 from urllib.parse import urlparse
 
 from vlmbench.args import TRUE_WORDS
-from vlmbench.errors import AssetMissingError
+from vlmbench.errors import AssetMissingError, first_line
 
 T = TypeVar("T")
 
@@ -113,7 +113,9 @@ def offline_first(
     try:
         return fetch(False)
     except Exception as exc:
-        raise AssetMissingError(asset, f"downloading it failed ({first_line(exc)}). {how}") from None
+        raise AssetMissingError(
+            asset, f"downloading it failed ({type(exc).__name__}: {first_line(exc)}). {how}"
+        ) from None
 
 
 def hub_file(
@@ -191,8 +193,3 @@ def hub_snapshot(
         return folder
 
     return offline_first(fetch, asset=asset, how=how, local_files_only=local_files_only)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0].rstrip('.')}" if text else type(exc).__name__

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmbench.artifacts import find_results, load_results, write_text
+from vlmbench.artifacts import ArtifactError, scan_results, write_text
 from vlmbench.errors import VlmbenchError, unknown_message
 
 
@@ -25,25 +25,44 @@ class Row:
     path: str = ""
 
 
-def collect(runs_dir: str | Path, task: str | None = None) -> list[Row]:
-    paths = find_results(Path(runs_dir))
-    if not paths:
-        raise VlmbenchError(f"no results.json found under {runs_dir}")
+def collect(
+    runs_dir: str | Path, task: str | None = None, unreadable: list[ArtifactError] | None = None
+) -> list[Row]:
+    """One row per readable results.json under ``runs_dir`` (of ``task`` when given).
+
+    A file that cannot be read is appended to ``unreadable`` when a list is given, and the other runs
+    are tabulated; without one, the first such file is an error. Finding no readable file is an error.
+    """
     rows = []
-    for path in paths:
-        data = load_results(path)
-        if task and data.get("task", {}).get("name") != task:
+    for path, data in load_runs(runs_dir, unreadable):
+        if task and (data.get("task") or {}).get("name") != task:
             continue
         rows.append(row_from_results(data, path.parent))
     return rows
 
 
+def load_runs(runs_dir: str | Path, unreadable: list[ArtifactError] | None = None) -> list[tuple[Path, dict]]:
+    """The readable results.json files under ``runs_dir`` with their data; the problems of the others
+    are appended to ``unreadable`` when a list is given, else the first is raised."""
+    loaded, bad = scan_results(Path(runs_dir))
+    if unreadable is None and bad:
+        raise bad[0]
+    if unreadable is not None:
+        unreadable.extend(bad)
+    if not loaded:
+        if bad:
+            raise VlmbenchError(f"none of the {len(bad)} results.json files under {runs_dir} can be read")
+        raise VlmbenchError(f"no results.json found under {runs_dir}")
+    return loaded
+
+
 def row_from_results(data: dict, run_dir: Path) -> Row:
     """The leaderboard row of one run's results.json data."""
-    model = data.get("model", {})
-    notes = list(data.get("notes") or [])
+    model = data.get("model") or {}
+    task = data.get("task") or {}
+    notes = [str(n) for n in data.get("notes") or []]
     if data.get("status") != "ok":
-        notes.append(f"skipped: {data.get('reason', 'unknown reason')}")
+        notes.append(f"skipped: {data.get('reason') or 'unknown reason'}")
     for name, reason in (data.get("skipped_metrics") or {}).items():
         notes.append(f"{name} skipped: {_headline(reason)}")
     skipped_samples = data.get("skipped_samples") or {}
@@ -58,11 +77,11 @@ def row_from_results(data: dict, run_dir: Path) -> Row:
     for reason, count in sorted((data.get("warnings") or {}).items()):
         notes.append(f"{count} {reason.replace('_', ' ')}")
     return Row(
-        task=data.get("task", {}).get("name", "?"),
+        task=task.get("name") or "?",
         model=model.get("label") or model.get("name", "?"),
         checkpoint=model.get("checkpoint") or model.get("default_checkpoint"),
         parameters=model.get("parameters"),
-        n=data.get("task", {}).get("n_scored"),
+        n=task.get("n_scored"),
         status=data.get("status", "?"),
         metrics=data.get("metrics") or {},
         notes=notes,

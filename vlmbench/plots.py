@@ -48,6 +48,7 @@ class PlotRun:
     parameters: int | None
     results: dict
     path: Path
+    predictions: list[dict] | None = None  # None: the run folder has no predictions.jsonl
 
     @property
     def metrics(self) -> dict[str, dict]:
@@ -75,13 +76,15 @@ class PlotReport:
 # --------------------------------------------------------------------------------------------------
 # Runs
 # --------------------------------------------------------------------------------------------------
-def collect_runs(runs_dir: str | Path, task: str | None = None) -> tuple[str, list[PlotRun], list[str]]:
-    """The finished runs of one task under ``runs_dir``: (task name, runs, notes on what was left out)."""
-    paths = artifacts.find_results(Path(runs_dir))
-    if not paths:
-        raise VlmbenchError(f"no results.json found under {runs_dir}")
-    loaded = [(p, artifacts.load_results(p)) for p in paths]
-    tasks = sorted({(d.get("task") or {}).get("name", "?") for _, d in loaded})
+def collect_runs(
+    runs_dir: str | Path, task: str | None = None, unreadable: list[artifacts.ArtifactError] | None = None
+) -> tuple[str, list[PlotRun], list[str]]:
+    """The finished runs of one task under ``runs_dir``: (task name, runs, notes on what was left out).
+
+    A run whose results.json or predictions.jsonl cannot be read is left out and its problem appended to
+    ``unreadable`` when a list is given (without one, it is an error)."""
+    loaded = leaderboard.load_runs(runs_dir, unreadable)
+    tasks = sorted({(d.get("task") or {}).get("name") or "?" for _, d in loaded})
     if task is None:
         if len(tasks) > 1:
             raise VlmbenchError(
@@ -92,15 +95,24 @@ def collect_runs(runs_dir: str | Path, task: str | None = None) -> tuple[str, li
         raise VlmbenchError(unknown_message("task (among the runs)", task, tasks))
     runs, notes = [], []
     for path, data in loaded:
-        if (data.get("task") or {}).get("name") != task:
+        if ((data.get("task") or {}).get("name") or "?") != task:
             continue
         model = data.get("model") or {}
         label = model.get("label") or model.get("name") or path.parent.name
         if data.get("status") != "ok":
             notes.append(f"{label}: skipped ({data.get('reason', 'no reason recorded')}); not plotted")
             continue
+        predictions = None
+        if (path.parent / artifacts.PREDICTIONS).exists():
+            try:
+                predictions = artifacts.read_predictions(path.parent / artifacts.PREDICTIONS)
+            except artifacts.ArtifactError as exc:
+                if unreadable is None:
+                    raise
+                unreadable.append(exc)
+                continue
         params = model.get("parameters")
-        runs.append(PlotRun(label, int(params) if params is not None else None, data, path.parent))
+        runs.append(PlotRun(label, params, data, path.parent, predictions))
     if not runs:
         raise VlmbenchError(f"no finished runs of task {task!r} under {runs_dir}")
     counts = Counter(r.label for r in runs)
@@ -132,10 +144,7 @@ def confusions(run: PlotRun, top: int) -> tuple[list[tuple[str, str, int]], int,
     Exact Match, when its normalised answer matches no normalised reference)."""
     pairs: Counter[tuple[str, str]] = Counter()
     wrong = answered = 0
-    path = run.path / artifacts.PREDICTIONS
-    if not path.exists():
-        return [], 0, 0
-    for row in artifacts.read_jsonl(path):
+    for row in run.predictions or []:
         if row.get("status") != "ok":
             continue
         answered += 1
@@ -422,18 +431,20 @@ def render(
     metric: str = "exact_match",
     metrics: Sequence[str] | None = None,
     top: int = 10,
+    unreadable: list[artifacts.ArtifactError] | None = None,
 ) -> PlotReport:
     """Draw every figure for the runs of one task under ``runs_dir`` into ``output_dir`` (default
     ``RUNS_DIR/plots``) as PNG and SVG, and write ``report.html`` embedding them with the leaderboard.
 
     ``metric`` is the one shown per difficulty; ``metrics`` restricts the metric-vs-parameters
-    figures to these names (default: every core and semantic-similarity metric present).
+    figures to these names (default: every core and semantic-similarity metric present). Runs whose
+    artifacts cannot be read are left out and listed in ``unreadable`` (see :func:`collect_runs`).
     """
     import matplotlib
 
     if top < 1:
         raise VlmbenchError("--top must be at least 1")
-    task, runs, notes = collect_runs(runs_dir, task)
+    task, runs, notes = collect_runs(runs_dir, task, unreadable)
     out = Path(output_dir) if output_dir is not None else Path(runs_dir) / "plots"
     report = PlotReport(task, out, notes=list(notes))
     present = sorted({m for r in runs for m in r.metrics})
@@ -507,8 +518,10 @@ def _h(text: Any) -> str:
 
 
 def leaderboard_html(runs_dir: str | Path, task: str, sort_by: str | None = None) -> str:
-    """The leaderboard of one task as an HTML table (the rows of :mod:`vlmbench.leaderboard`)."""
-    rows = leaderboard.sort_rows(leaderboard.collect(runs_dir, task=task), sort_by)
+    """The leaderboard of one task as an HTML table (the rows of :mod:`vlmbench.leaderboard`); files
+    that cannot be read are left out (:func:`collect_runs` reports them)."""
+    rows = leaderboard.collect(runs_dir, task=task, unreadable=[])
+    rows = leaderboard.sort_rows(rows, sort_by)
     cols = leaderboard.metric_columns(rows)
     header = ["model", "parameters", "n", *cols, "notes"]
     out = ["<table>", "<tr>" + "".join(f"<th>{_h(h)}</th>" for h in header) + "</tr>"]

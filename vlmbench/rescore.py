@@ -21,7 +21,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
-import json
+import os
 import re
 import time
 from collections import Counter
@@ -105,6 +105,8 @@ def rescore(
     source = Path(source)
     if not source.exists():
         raise DataError(f"{source}: no such file or folder")
+    if not (source.is_dir() or source.is_file()):  # a FIFO or a device would block or never end
+        raise DataError(f"{source}: not a regular file or folder")
     if filters is not None:
         check_filters(list(filters), where="--filters")
     specs = [m if isinstance(m, MetricSpec) else MetricSpec(m) for m in (metrics or DEFAULT_METRICS)]
@@ -143,9 +145,17 @@ def _stored_run(source: Path) -> Path | None:
         raise DataError(f"{source}: a folder to score must hold a run's {artifacts.PREDICTIONS}")
     if source.name != artifacts.PREDICTIONS:
         return None
-    first = next(artifacts.read_jsonl(source), None)
-    # A file that merely shares the name but holds other rows is scored as an external file.
-    if isinstance(first, dict) and {"sample_id", "references", "status"} <= first.keys():
+    if (source.parent / artifacts.RESULTS).is_file():
+        return source
+    # Without its results.json, a file that merely shares the name but holds other rows is scored as
+    # an external file.
+    with open(source, "rb") as fh:
+        first = next((line for line in fh if line.strip()), b"")
+    try:
+        row = artifacts.parse_json(first)
+    except ValueError:
+        return None
+    if isinstance(row, dict) and {"sample_id", "references", "status"} <= row.keys():
         return source
     return None
 
@@ -161,13 +171,12 @@ def _rescore_run(
     device: str,
     plugins: Plugins,
 ) -> RescoreResult:
-    records = list(artifacts.read_jsonl(path))
-    for number, row in enumerate(records, start=1):
-        missing = [k for k in ("sample_id", "references", "status") if k not in row]
-        if missing:
-            raise DataError(f"{path}:{number}: not a vlmbench prediction record (no {', '.join(missing)})")
+    records = artifacts.read_predictions(path)
+    if not records:
+        raise DataError(f"{path}: no prediction records")
     results_path = path.parent / artifacts.RESULTS
-    old = artifacts.load_results(results_path) if results_path.is_file() else {}
+    # Whatever stands at results.json must be a readable one: it is about to be replaced.
+    old = artifacts.load_results(results_path) if os.path.lexists(results_path) else {}
     old.pop("_path", None)
     config = dict(old.get("config") or {})
     if weights is None:
@@ -227,7 +236,10 @@ def _rescore_external(
     runs_root: Path,
     plugins: Plugins,
 ) -> RescoreResult:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     sha = hashlib.sha256(data).hexdigest()
     skipped: Counter[str] = Counter()
     examples: list[str] = []
@@ -360,9 +372,9 @@ def read_rows(
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problem(number, f"malformed JSON: {exc.msg}")
+            row = artifacts.parse_json(line)
+        except ValueError as exc:
+            problem(number, str(exc))
             continue
         if not isinstance(row, dict):
             problem(number, "not a JSON object")

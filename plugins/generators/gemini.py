@@ -34,6 +34,7 @@ from vlmbench.api import (
     GenerationResult,
     Generator,
     Job,
+    SecretMask,
     VlmbenchError,
     items_from_reply,
 )
@@ -113,6 +114,7 @@ class GeminiGenerator(Generator):
         super().__init__(entry, args)
         self.template = Template(args["prompt_file"] or None)
         self._key: str | None = None
+        self._mask = SecretMask([])
         self._client = None
         self._lock = threading.Lock()
         self._totals: dict[str, float] = {
@@ -130,9 +132,22 @@ class GeminiGenerator(Generator):
         return ident
 
     # -- setup -----------------------------------------------------------------------------------
+    def _key_variables(self) -> list[str]:
+        return [n.strip() for n in self.arg_values["api_key_env"].split(",") if n.strip()]
+
+    def _key_from_environment(self) -> str | None:
+        # Stray whitespace (a line read from a .env file) is no part of a key.
+        return next(
+            (os.environ[n].strip() for n in self._key_variables() if os.environ.get(n, "").strip()), None
+        )
+
+    def secrets(self) -> list[str]:
+        key = self._key_from_environment()
+        return [key] if key else []
+
     def setup(self) -> None:
-        names = [n.strip() for n in self.arg_values["api_key_env"].split(",") if n.strip()]
-        key = next((os.environ[n] for n in names if os.environ.get(n)), None)
+        names = self._key_variables()
+        key = self._key_from_environment()
         if not key:
             raise AssetMissingError(
                 "a Gemini API key",
@@ -146,6 +161,7 @@ class GeminiGenerator(Generator):
                 "the google-genai package", "install it with `pip install 'vlmbench[gemini]'`"
             ) from None
         self._key = key
+        self._mask = SecretMask([key])
         options = types.HttpOptions(
             timeout=int(self.arg_values["timeout"] * 1000), base_url=self.arg_values["base_url"] or None
         )
@@ -155,10 +171,8 @@ class GeminiGenerator(Generator):
         self._rng = random.Random()
 
     def redact(self, text: str) -> str:
-        """``text`` with the API key masked (for anything that may be shown or stored)."""
-        if self._key and text:
-            text = text.replace(self._key, "***")
-        return text
+        """``text`` with the API key masked, in any case (for anything that may be shown or stored)."""
+        return self._mask.mask(text)
 
     # -- generation ------------------------------------------------------------------------------
     def generate_many(self, jobs: Iterable[Job]) -> Iterator[GenerationResult]:
@@ -178,7 +192,8 @@ class GeminiGenerator(Generator):
 
     def generate(self, job: Job) -> GenerationResult:
         try:
-            return self._generate(job)
+            # A reply that echoes the key (in any case) loses those items, counted as contains_secret.
+            return self._mask.screen(self._generate(job))
         except Exception as exc:  # never let one listing stop the others; never leak the key
             self._count(failed_listings=1)
             return GenerationResult(
@@ -254,7 +269,7 @@ class GeminiGenerator(Generator):
                 "output_tokens": output_tokens,
                 "cost_usd": round(cost, 8),
             },
-            raw=self.redact(text[:2000]) if not items and text else None,
+            raw=self.redact(text)[:2000] if not items and text else None,  # masked whole, then cut
         )
 
     def _count(self, **amounts: float) -> None:

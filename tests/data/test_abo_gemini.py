@@ -18,6 +18,7 @@ from vlmbench.errors import AssetMissingError
 from vlmbench.generator import Job
 
 from .abo_testkit import api_error, prompt_text, real_records, reply
+from vlmbench_testing import run_cli
 
 pytest.importorskip("google.genai")
 
@@ -304,4 +305,59 @@ def test_the_key_never_reaches_files_or_logs(
         "API key echoed back by the QA service (in errors and replies)",
         len(written),
         "masked (***) in every file written, in stdout/stderr and in logs",
+    )
+
+
+def test_an_echoed_key_is_rejected_and_masked_everywhere(gemini_server, abo_tree: Path, tmp_path: Path,
+                                                         reliability):  # fmt: skip
+    """Through `vlmbench data prepare`: a service that writes the key into questions and answers, in
+    any case, and a key read with trailing whitespace. Rows holding it are rejected and counted; no
+    file written, no line printed holds it in any case."""
+    echoes = [
+        {"question": f"Which key is {FAKE_KEY}?", "answer": "Grey", "difficulty": 0},
+        {"question": "What is the access code?", "answer": FAKE_KEY.lower(), "difficulty": 1},
+        {"question": f"Is {FAKE_KEY.upper()} the code of the product?", "answer": "Wood", "difficulty": 2},
+        {"question": "What colour is the product?", "answer": "Grey", "difficulty": 0},
+        {"question": "What is the product made of?", "answer": "Wood", "difficulty": 2},
+    ]
+
+    def leaky(i, body):
+        if i % 3 == 0:
+            return reply(json.dumps(echoes))
+        if i % 3 == 1:  # prose that repeats it, upper-cased, past the length at which raw replies are cut
+            return reply("x" * 1990 + f" the key is {FAKE_KEY.upper()}")
+        return api_error(400, "INVALID_ARGUMENT", f"API key {FAKE_KEY.lower()} not valid")
+
+    server = gemini_server(leaky)
+    data = tmp_path / "data"
+    args = f"base_url={server.url},backoff=0.001,max_backoff=0.01,rpm=0,concurrency=1"
+    # A store written before rows were screened holds the key too: it is cleaned on the next run.
+    fingerprint = create_generator("gemini", args).fingerprint()
+    legacy = data / "abo_single_word" / "work" / f"gemini-{fingerprint}.jsonl"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps({"key": "B0TEST9999", "items": [{**echoes[1], "generator": "gemini"}],
+                                  "raw": FAKE_KEY}) + "\n", encoding="utf-8")  # fmt: skip
+    res = run_cli(
+        ["data", "prepare", "abo_single_word", "-g", "gemini", "-a", args, "--abo-root", str(abo_tree),
+         "--data-dir", str(data), "--limit", "9", "-q"],
+        env={"GEMINI_API_KEY": FAKE_KEY + "  \n", "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")},
+        timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    secret = FAKE_KEY.lower().encode()
+    written = [p for p in data.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".arrow" for p in written) and any(p.name == "qa_all.csv" for p in written)
+    for path in written:
+        assert secret not in path.read_bytes().lower(), path
+    assert secret not in (res.stdout + res.stderr).lower().encode()
+    report = json.loads((data / "abo_single_word" / "report.json").read_text())
+    assert report["rejected"]["by_generator"]["gemini"]["contains_secret"] == 3 * 3
+    assert report["accepted"] == 2 * 3  # the two clean rows of each listing that answered with rows
+    assert "***" in legacy.read_text()
+    reliability.record(
+        "Hostile files",
+        "API key echoed in generated questions and answers (any case; key read with trailing whitespace)",
+        len(written),
+        "rows holding it rejected and counted (contains_secret); masked in every file, store and message",
     )

@@ -29,7 +29,7 @@ from typing import Any
 from vlmbench import artifacts
 from vlmbench.abo import curation, export, reader, splits
 from vlmbench.errors import AssetMissingError, VlmbenchError
-from vlmbench.generator import GenerationResult, Generator, Job
+from vlmbench.generator import GenerationResult, Generator, Job, SecretMask
 from vlmbench.hashing import json_digest
 from vlmbench.images import read_image_file
 
@@ -91,6 +91,24 @@ class CandidateStore:
                 if result.error is None:
                     done[result.key] = result
         return done
+
+    def mask(self, secrets: SecretMask) -> None:
+        """Rewrite the store with every secret masked and the items holding one dropped, should lines
+        written before the secrets were screened hold any."""
+        if not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if not any(secrets.found(line) for line in lines):
+            return
+        clean = []
+        for line in lines:
+            try:
+                result = GenerationResult.from_dict(json.loads(line))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                clean.append(secrets.mask(line))  # unreadable, and skipped by load(), but no secret kept
+                continue
+            clean.append(json.dumps(secrets.screen(result).to_dict(), ensure_ascii=False))
+        artifacts.write_text(self.path, "".join(line + "\n" for line in clean))
 
     def append(self, result: GenerationResult) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,6 +247,8 @@ def prepare(
     complete = True
     for gen in gens:
         store = CandidateStore(out / "work" / f"{gen.name}-{gen.fingerprint()}.jsonl")
+        secrets = SecretMask(gen.secrets())
+        store.mask(secrets)
         done = store.load()
         wanted = {x.key for x in listings}
         pending = [x for x in listings if x.key not in done]
@@ -241,6 +261,7 @@ def prepare(
 
             with tqdm(total=len(pending), desc=gen.name, unit="listing", disable=not options.progress) as bar:
                 for result in gen.generate_many(_jobs(pending, small)):
+                    result = secrets.screen(result)  # nothing a service echoes of a key is kept
                     store.append(result)
                     if result.error is None:
                         done[result.key] = result

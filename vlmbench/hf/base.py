@@ -20,11 +20,12 @@ from typing import Any, ClassVar, TypeVar
 
 from vlmbench.args import Arg
 from vlmbench.devices import resolve_dtype
-from vlmbench.errors import ArgError, AssetMissingError, SampleError, VlmbenchError
+from vlmbench.errors import ArgError, AssetMissingError, SampleError, VlmbenchError, first_line
 from vlmbench.hashing import tree_sha256
+from vlmbench.hf.checkpoints import check_family, load_failure
 from vlmbench.hf.likelihood import LikelihoodRanking
 from vlmbench.hf.weights import count_parameters, dtype_kwarg, keep_cpu_4bit_layout
-from vlmbench.hub import cached_commit, first_line, is_hub_id, offline_first
+from vlmbench.hub import cached_commit, is_hub_id, offline_first
 from vlmbench.model import Model, short_path_tag
 from vlmbench.registry import ModelEntry
 from vlmbench.request import Batch, Request
@@ -265,8 +266,11 @@ class HFModel(LikelihoodRanking, Model):
 
     def fetch(self, loader: Callable[..., T], what: str, download: bool = True) -> T:
         """Call ``loader(source, local_files_only=...)``: the local directory, else the local Hub cache,
-        else (when allowed) the Hub. Anything missing becomes an :class:`AssetMissingError`."""
+        else (when allowed) the Hub. Anything missing becomes an :class:`AssetMissingError`; a local
+        folder of another model family, or with a pickle that would run code, is refused (see
+        :mod:`vlmbench.hf.checkpoints`)."""
         if self.local_dir is not None:
+            check_family(self.local_dir, self.name, self.model_types)  # before anything is loaded
             try:
                 return loader(str(self.local_dir), local_files_only=True)
             except OSError as exc:
@@ -274,6 +278,8 @@ class HFModel(LikelihoodRanking, Model):
                     f"the {what} of checkpoint directory {self.local_dir}",
                     f"{first_line(exc)}. Pass a complete checkpoint directory with --model-args pretrained=PATH",
                 ) from None
+            except Exception as exc:  # a broken or hostile file in the folder, whichever loader read it
+                raise load_failure(exc, what, self.local_dir) from None
         if not is_hub_id(self.checkpoint):
             raise AssetMissingError(
                 f"checkpoint {self.checkpoint!r}",
@@ -322,7 +328,7 @@ class HFModel(LikelihoodRanking, Model):
         batch is prepared again in the main process, which fetches it or reports what is missing."""
         try:
             inputs = self.prepare(requests)
-        except AssetMissingError:
+        except (AssetMissingError, SampleError):
             return None
         self.check_prompt_lengths(inputs, requests)
         return inputs

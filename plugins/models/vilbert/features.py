@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import io
 import pickle
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 from torch import Tensor
+
+from vlmbench.errors import DataError
+from vlmbench.images import ImageProblem, confined_path
 
 FEATURE_SIZE = 2048
 MAX_REGIONS = 101  # 100 detector regions + the mean feature
@@ -241,7 +245,11 @@ class NumpyFeatureReader:
 
     def _path(self, image_id: object) -> Path | None:
         for suffix in (".npz", ".npy"):
-            path = self.folder / f"{image_id}{suffix}"
+            try:
+                # Ids come from task files: one such as ../x or /x must not reach outside the folder.
+                path = confined_path(self.folder, f"{image_id}{suffix}")
+            except ImageProblem:
+                return None
             if path.is_file():
                 return path
         return None
@@ -253,14 +261,21 @@ class NumpyFeatureReader:
         path = self._path(image_id)
         if path is None:
             raise KeyError(f"no features for image {image_id!r} in {self.folder} (.npz or .npy)")
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                record = {key: data[key] for key in data.files}
-        else:
-            record = _read_object_npy(path)
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}: expected a dict of arrays, got {type(record).__name__}")
-        return _record_to_regions(record, str(path), self.label, self.max_regions)
+        try:
+            if path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as data:
+                    record = {key: data[key] for key in data.files}
+            else:
+                record = _read_object_npy(path)
+                if not isinstance(record, dict):
+                    raise ValueError(f"{path}: expected a dict of arrays, got {type(record).__name__}")
+            return _record_to_regions(record, str(path), self.label, self.max_regions)
+        except (pickle.UnpicklingError, ValueError, KeyError, EOFError, OSError, zipfile.BadZipFile) as exc:
+            # A broken or hostile feature file is the user's to replace: say which, without a traceback.
+            detail = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+            detail = (detail.splitlines() or [type(exc).__name__])[0].removeprefix(f"{path}: ")
+            cannot = "" if isinstance(exc, pickle.UnpicklingError) else "cannot read "  # refusals say so
+            raise DataError(f"{cannot}region features {path}: {detail}") from None
 
 
 class LmdbFeatureReader:

@@ -411,6 +411,12 @@ class VilbertModel(Model):
     def collate(self, requests: list[Request]) -> _Inputs | None:
         if self._files().missing:
             return None  # load() reports what is missing before these inputs would be used
+        try:
+            return self._prepare(requests)
+        except VlmbenchError:  # reported cleanly by the main process, which prepares the batch again
+            return None
+
+    def _prepare(self, requests: list[Request]) -> _Inputs:
         questions = self._question_tokenizer()([r.prompt for r in requests])
         if self.arg_values["features"] == "grid":
             grid = _grid_shape(self.arg_values["num_regions"])
@@ -423,7 +429,7 @@ class VilbertModel(Model):
 
     def _logits(self, batch: Batch) -> torch.Tensor:
         self.load()
-        inputs = batch.inputs if batch.inputs is not None else self.collate(batch.requests)
+        inputs = batch.inputs if batch.inputs is not None else self._prepare(batch.requests)
         if inputs.images is not None:
             regions = self._grid_regions(batch.requests, inputs.images)
         else:
