@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmbench.errors import VlmbenchError
+from vlmbench.spec import MAX_BOOTSTRAP_SAMPLES
 
 RESULTS = "results.json"
 PREDICTIONS = "predictions.jsonl"
@@ -121,7 +122,6 @@ MAX_RESULTS_BYTES = 32 * 2**20
 #: A prediction record is a few kilobytes; a line this long is not one.
 MAX_RECORD_BYTES = 16 * 2**20
 # Bootstrap resamples a stored configuration may ask a rescore for (as many as a task file may).
-_MAX_BOOTSTRAP = 100_000
 # Difficulty levels go into 64-bit arrays; the study's are 0-5.
 _MAX_LEVEL = 2**31
 
@@ -351,8 +351,8 @@ _RESULTS = _object(
             {
                 "seed": _COUNT,
                 "bootstrap_samples": _kind(
-                    lambda v: _is_count(v) and v <= _MAX_BOOTSTRAP,
-                    f"a whole number from 0 to {_MAX_BOOTSTRAP}",
+                    lambda v: _is_count(v) and v <= MAX_BOOTSTRAP_SAMPLES,
+                    f"a whole number from 0 to {MAX_BOOTSTRAP_SAMPLES}",
                 ),
                 "filters": _TEXTS,
                 "difficulty_weights": _mapping(

@@ -260,7 +260,10 @@ def _run_all(plugins, choices, tasks, config) -> _RunOutcome:
             click.secho(f"{plan.label}: skipped: {result.results['reason']}", fg="yellow", err=True)
             outcome.skipped.append(f"{plan.label} on {plan.task.name}")
         else:
-            outcome.evaluated += 1
+            if result.results["task"]["n_scored"]:
+                outcome.evaluated += 1
+            else:
+                outcome.skipped.append(f"every sample of {plan.label} on {plan.task.name}")
             outcome.skipped += [
                 f"metric {m} of {plan.label}" for m in result.results.get("skipped_metrics", {})
             ]

@@ -99,9 +99,11 @@ def test_broken_checkpoint_folders_are_skipped_with_their_reason(checkpoints, tm
         results = list(pool.map(lambda a: _run(tmp_path / f"runs{runs.index(a)}", *a), runs))
     reasons = {}
     for args, res in zip(runs, results, strict=True):
-        _clean(res, 0)
+        _clean(res, 4)  # every model of these runs is skipped: nothing was evaluated
         for model in args[1::4]:
-            line = next(x for x in res.stderr.splitlines() if x.startswith(f"{model}: skipped:"))
+            line = next(
+                x for x in res.stderr.splitlines() if x.startswith(f"{model}[") and "]: skipped:" in x
+            )
             reasons[args[args.index(model) + 2].split("=", 1)[1]] = line
     for fault, (_, path) in bad.items():
         assert str(path) in reasons[str(path)], (fault, reasons[str(path)])
@@ -109,7 +111,12 @@ def test_broken_checkpoint_folders_are_skipped_with_their_reason(checkpoints, tm
     results_files = [json.loads(p.read_text()) for p in tmp_path.glob("runs*/*/*/results.json")]
     assert len(results_files) == len(bad) and all(r["status"] == "skipped" for r in results_files)
     for fault in bad:
-        reliability.record(GROUP, f"checkpoint folder: {fault}", 1, "model skipped with the reason, exit 0")
+        reliability.record(
+            GROUP,
+            f"checkpoint folder: {fault}",
+            1,
+            "model skipped with the reason (exit 4 when no model ran)",
+        )
 
 
 def test_hostile_and_foreign_checkpoints_are_refused(checkpoints, tmp_path, reliability):
@@ -211,12 +218,14 @@ def test_hostile_feature_file_is_refused(vilbert_release, tmp_path, reliability)
         np.save(path.with_suffix(".npy"), np.array({"features": _RunsACommand(marker)}, dtype=object))
     args = f"pretrained={vilbert_release},features=precomputed,features_path={features}"
     res = _run(tmp_path / "runs", "-m", "vilbert", "-a", args)
-    _clean(res, 2)
-    line = _error(res)
+    _clean(res, 4)  # every sample's features were refused: nothing was evaluated
+    (results,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("results.json")]
+    assert set(results["skipped_samples"]) == {"unreadable_features"}
+    line = results["skipped_sample_examples"][0]
     assert "region features" in line and ".npy" in line and "posix.system" in line
     assert not marker.exists()
     reliability.record(GROUP, "ViLBERT .npy feature file whose pickle would run a command", 1,
-                       "one Error: line naming the file, exit 2; nothing executed")  # fmt: skip
+                       "refused: its samples skipped as unreadable_features, naming the file; nothing executed")  # fmt: skip
 
 
 def test_feature_ids_cannot_leave_the_features_folder(vilbert_release, tmp_path, reliability):
@@ -232,15 +241,17 @@ def test_feature_ids_cannot_leave_the_features_folder(vilbert_release, tmp_path,
     args = f"pretrained={vilbert_release},features=precomputed,features_path={features}"
     res = run_cli(["run", "-m", "vilbert", "-a", args, "-t", str(task), "-o", str(tmp_path / "runs"), *RUN],
                   timeout=300)  # fmt: skip
-    _clean(res, 2)
-    assert "no precomputed features for image '../outside'" in _error(res)
+    _clean(res, 4)  # its only sample was skipped
+    (results,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("results.json")]
+    assert results["skipped_samples"] == {"missing_features": 1}
+    assert "no precomputed features for image '../outside'" in results["skipped_sample_examples"][0]
     reliability.record(GROUP, "ViLBERT feature id ../x escaping features_path", 1,
-                       "not read: no features for that id, one Error: line, exit 2")  # fmt: skip
+                       "not read: the sample is skipped as missing_features (no features for that id)")  # fmt: skip
 
 
 def test_feature_files_that_cannot_be_read(tmp_path, reliability):
     """The reader's side of the same classes, in process."""
-    from vlmbench.errors import DataError
+    from vlmbench.errors import SampleError
     from vlmbench_plugins.models.vilbert.features import NumpyFeatureReader
 
     folder = _features(tmp_path / "features", ["good", "no-keys"])
@@ -257,7 +268,7 @@ def test_feature_files_that_cannot_be_read(tmp_path, reliability):
     assert reader["good"].num_regions == 3
     broken = ["no-keys", "floats", "truncated", "garbage", "list", "empty"]
     for image_id in broken:
-        with pytest.raises(DataError, match=f"{image_id}.np[yz]"):
+        with pytest.raises(SampleError, match=f"{image_id}.np[yz]"):
             reader[image_id]
     for image_id in ("../secret", str(tmp_path / "secret"), "link"):  # up, absolute, a link out
         assert image_id not in reader

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from vlmbench.errors import DataError
-from vlmbench.images import ImageProblem, confined_path
+from vlmbench.api import ImageProblem, SampleError, confined_path
 
 FEATURE_SIZE = 2048
 MAX_REGIONS = 101  # 100 detector regions + the mean feature
@@ -275,7 +274,7 @@ class NumpyFeatureReader:
             detail = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
             detail = (detail.splitlines() or [type(exc).__name__])[0].removeprefix(f"{path}: ")
             cannot = "" if isinstance(exc, pickle.UnpicklingError) else "cannot read "  # refusals say so
-            raise DataError(f"{cannot}region features {path}: {detail}") from None
+            raise SampleError("unreadable_features", f"{cannot}region features {path}: {detail}") from None
 
 
 class LmdbFeatureReader:
