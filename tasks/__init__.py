@@ -1,4 +1,5 @@
-"""Tasks bundled with vlmbench (installed as ``vlmbench_tasks``): every ``*.yaml`` in this folder."""
+"""Tasks bundled with vlmbench (installed as ``vlmbench_tasks``): every ``*.yaml`` in this folder, and
+the run configurations in ``configs/`` (``vlmbench run --config NAME``)."""
 
 from pathlib import Path
 
@@ -8,3 +9,4 @@ from vlmbench.api import hookimpl
 @hookimpl
 def register_tasks(register):
     register(Path(__file__).parent)
+    register(Path(__file__).parent / "configs")

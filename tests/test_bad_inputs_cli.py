@@ -246,7 +246,7 @@ CASES = [
     Case("--device cpu:3", lambda f, im: _plain(f, im, "--device", "cpu:3"), "error", "cpu"),
     Case("--seed -1", lambda f, im: _plain(f, im, "--seed", "-1"), "error", "--seed"),
     Case("--seed beyond 32 bits", lambda f, im: _plain(f, im, "--seed", str(2**40)), "error", "--seed"),
-    Case("--batch-size 0", lambda f, im: _plain(f, im, "--batch-size", "0"), "error", "batch size"),
+    Case("--batch-size 0", lambda f, im: _plain(f, im, "--batch-size", "0"), "error", "--batch-size"),
     Case("--limit 0", lambda f, im: _plain(f, im, "--limit", "0"), "error", "--limit"),
     Case("--num-workers -1", lambda f, im: _plain(f, im, "--num-workers", "-1"), "error", "--num-workers"),
     Case("unknown model", lambda f, im: ["-m", "blipp", "-t", str(_task(f, im)), "--no-cache"], "error", "did you mean"),

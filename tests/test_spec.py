@@ -111,9 +111,16 @@ def test_invalid_yaml_and_not_a_mapping(tmp_path):
 
 
 def test_bundled_task_files_validate():
+    from vlmbench.plugins import load_plugins
+    from vlmbench.runconfig import load_run_file
+
     root = Path(__file__).resolve().parent.parent / "tasks"
     for path in root.glob("*.yaml"):
         load_spec(path)
+    tasks = {e.name for e in load_plugins().tasks}
+    for path in (root / "configs").glob("*.yaml"):
+        run = load_run_file(path)
+        assert set(run.tasks) <= tasks and run.model_choices()
 
 
 def test_include_merges_mappings_and_replaces_the_rest(tmp_path):

@@ -183,6 +183,8 @@ def run(ctx, **options):
         progress=not options["quiet"],
     )
     outcome = _run_all(plugins, choices, tasks, config)
+    if not outcome.reporting:
+        return
     if outcome.evaluated == 0:
         click.secho("nothing was evaluated: every model was skipped", fg="red", err=True)
         ctx.exit(EXIT_NOTHING_EVALUATED)
@@ -229,6 +231,7 @@ def _apply_file_options(ctx: click.Context, options: dict, file_options) -> None
 class _RunOutcome:
     evaluated: int = 0
     skipped: list[str] = dataclasses.field(default_factory=list)
+    reporting: bool = True  # false on data-parallel ranks other than 0, whose results rank 0 reports
 
 
 def _run_all(plugins, choices, tasks, config) -> _RunOutcome:
@@ -255,6 +258,7 @@ def _run_all(plugins, choices, tasks, config) -> _RunOutcome:
     for plan in plans:
         result = run_plan(plan)
         if result.status == "worker":  # a data-parallel rank other than 0: rank 0 reports
+            outcome.reporting = False
             continue
         if result.status == "skipped":
             click.secho(f"{plan.label}: skipped: {result.results['reason']}", fg="yellow", err=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vlmbench.errors import DataError
+from vlmbench.errors import SampleError
 from vlmbench_plugins.models.vilbert import features as F
 from vlmbench_plugins.models.vilbert.features import (
     MAX_REGIONS,
@@ -95,7 +95,7 @@ def test_pickled_code_is_refused(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="only numpy arrays"):
         safe_unpickle(pickle.dumps({"features": _Exploit()}))
     np.save(tmp_path / "bad.npy", np.array({"features": _Exploit()}, dtype=object), allow_pickle=True)
-    with pytest.raises(DataError, match="bad.npy: refusing to load .*only numpy arrays"):
+    with pytest.raises(SampleError, match="bad.npy: refusing to load .*only numpy arrays"):
         NumpyFeatureReader(tmp_path)["bad"]
 
 
