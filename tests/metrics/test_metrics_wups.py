@@ -116,6 +116,7 @@ def test_answer_sets_with_direction_dependent_items_equal_the_reference(wordnet_
     for i, (pred, gt) in enumerate(pairs):
         expected = reference_wups(wordnet_reader, prepare(pred), prepare(gt))
         assert (out["wups_0.0"][i], out["wups_0.9"][i]) == expected, (mode, pred, gt)
+
     # soccer against {football, milk} at t = 0: left = mu(football, soccer) * mu(milk, soccer), right =
     # max(mu(soccer, football), mu(soccer, milk)); football -> soccer is 0.96, soccer -> football 0.88.
     def wup(first: str, second: str) -> float:
