@@ -448,12 +448,15 @@ def _score_and_write(
             row["scores"][col] = float(value)
     artifacts.write_jsonl(out_dir / artifacts.PREDICTIONS, records)
     results = dict(base or {})
+    # A stored run's own warnings stay; counts from an earlier scoring are replaced by this one's.
+    kept = {k: v for k, v in (results.get("warnings") or {}).items() if not k.startswith("left_out_of_")}
     results.update(
         schema=artifacts.RESULTS_SCHEMA,
         metrics=scored.metrics,
         by_difficulty=scored.by_difficulty,
         metric_details=scored.details,
         skipped_metrics=scored.skipped,
+        warnings=dict(sorted({**kept, **scored.warnings}.items())),
         timing={**(results.get("timing") or {}), "scoring_seconds": seconds},
         provenance=provenance(),
     )
@@ -464,7 +467,8 @@ def _score_and_write(
 def _ordered(results: dict) -> dict:
     """results.json keys in the order a run writes them."""
     order = ("schema", "status", "task", "model", "metrics", "by_difficulty", "metric_details",
-             "skipped_metrics", "skipped_samples", "skipped_sample_examples", "config", "timing")  # fmt: skip
+             "skipped_metrics", "skipped_samples", "skipped_sample_examples", "warnings", "config",
+             "timing")  # fmt: skip
     return {**{k: results[k] for k in order if k in results}, **results}
 
 

@@ -224,3 +224,18 @@ def test_malformed_rows_are_skipped_and_counted(tmp_path, offline_env):
     other.write_bytes(source.read_bytes())
     with pytest.raises(DataError, match=r"reads \.csv or \.jsonl"):
         rescore(other, metrics=["exact_match"])
+
+
+def test_samples_left_out_of_average_mark_are_counted_and_noted(tmp_path, offline_env):
+    rows = [("q", "red", "red", 0), ("q", "red", "red", 4), ("q", "blue", "red", 4), ("q", "red", "blue", 3)]
+    source = write_csv(tmp_path / "preds.csv", rows)
+    with pytest.warns(UserWarning, match="average_mark: 2 of 4 samples left out"):
+        result = rescore(source, metrics=["exact_match", "average_mark"], output_dir=tmp_path / "out",
+                         bootstrap_samples=0)  # fmt: skip
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    entry = results["metrics"]["average_mark"]
+    assert entry["value"] == pytest.approx(1 / 9)  # level 0 right (weight 1), level 3 wrong (weight 8)
+    assert (entry["n"], entry["n_left_out"], entry["left_out_by_level"]) == (2, 2, {"4": 2})
+    assert results["warnings"] == {"left_out_of_average_mark": 2} == result.results["warnings"]
+    board = invoke(["leaderboard", str(tmp_path), "--no-write"])
+    assert "2 left out of average mark" in board.stdout
