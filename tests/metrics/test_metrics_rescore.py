@@ -18,6 +18,7 @@ from vlmbench.errors import DataError
 from vlmbench.filters import apply_filters
 from vlmbench.normalize import vqa_normalize
 from vlmbench.rescore import DEFAULT_FILTERS, Columns, rescore
+from vlmbench.spec import MetricSpec
 
 ROWS = [
     # question, answer, generated_answer, difficulty
@@ -239,3 +240,30 @@ def test_samples_left_out_of_average_mark_are_counted_and_noted(tmp_path, offlin
     assert results["warnings"] == {"left_out_of_average_mark": 2} == result.results["warnings"]
     board = invoke(["leaderboard", str(tmp_path), "--no-write"])
     assert "2 left out of average mark" in board.stdout
+
+
+def test_without_filters_predictions_lose_surrounding_whitespace_as_references_do(tmp_path, offline_env):
+    # Reference cells are stripped when read; predictions must be too, or whitespace-sensitive metrics
+    # score " red" against "red". Exact string equality shows it.
+    source = tmp_path / "preds.jsonl"
+    lines = [
+        {"reference": " red ", "prediction": "  red\n"},
+        {"reference": "blue", "prediction": "\tblue sky "},
+    ]
+    source.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    exact = [MetricSpec("exact_match", {"normalize": False})]
+    rescore(source, metrics=exact, filters=[], output_dir=tmp_path / "out", bootstrap_samples=0)
+    records = list(artifacts.read_jsonl(tmp_path / "out" / "predictions.jsonl"))
+    assert [(r["raw"], r["answer"], r["references"]) for r in records] == [
+        ("  red\n", "red", ["red"]), ("\tblue sky ", "blue sky", ["blue"])
+    ]  # fmt: skip
+    assert [r["scores"]["exact_match"] for r in records] == [1.0, 0.0]
+
+    # A stored run whose answers are re-derived with no filters: the same.
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"sample_id": "s1", "references": ["red"], "status": "ok", "raw": " red ", "answer": "x"}]
+    artifacts.write_jsonl(run / "predictions.jsonl", rows)
+    result = rescore(run, metrics=exact, filters=[], bootstrap_samples=0)
+    assert result.results["metrics"]["exact_match"]["value"] == 1.0
+    assert next(artifacts.read_jsonl(run / "predictions.jsonl"))["answer"] == "red"
