@@ -1,20 +1,26 @@
-"""Metric speed at the study's scale: WUPS and SBERT on ~80k answers, measured side by side in one run.
+"""Metric speed at the study's scale: WUPS, SBERT and BERTScore on ~80k answers, side by side in one run.
 
 Predictions are a seeded shuffle of the references (the seed study's answers, read from
 ``../shared/data/seed_project/dataset_csv/*.csv`` when present, else from ``--data``; without either, a
 synthetic Zipf-distributed answer list of the same size is used and the output says so).
 
 - WUPS: vlmbench's metric through the scoring path (unique pairs, memoised words, synset pairs and word
-  pairs) against a straightforward per-pair implementation of the reference definition on nltk (every
-  pair computed from scratch, both thresholds from one similarity). Values must be identical.
-  Target: >= 20x faster.
+  pairs in both directions) against a straightforward per-pair implementation of the reference
+  definition on nltk (every pair computed from scratch, Wu-Palmer in both directions, both thresholds from
+  those similarities). Values must be identical. Target: >= 20x faster.
 - SBERT: vlmbench's metric through the scoring path against encoding only the distinct strings once with
   the same model and batch size (the lower bound for any implementation). Target: <= 1.2x that time.
+- BERTScore: strings the encoder sees through the scoring path (all distinct pairs in one bert-score call)
+  against calling bert-score per chunk of 4,096 distinct pairs (bert-score deduplicates within a call
+  only), counted at the encoder's input, with the time of each and the largest difference in values. The
+  encoder is the packaged all-MiniLM-L6-v2 unless ``--bertscore-model`` names another (roberta-large when
+  its weights are at hand); the counts do not depend on it.
 
 Model and WordNet loading happen once, before any timing. Run from the repository root::
 
     python benchmarks/metrics_speed.py              # full run (the per-pair WUPS baseline takes minutes)
     python benchmarks/metrics_speed.py --naive-limit 5000   # time the baseline on a sample, extrapolate
+    python benchmarks/metrics_speed.py --skip wups --skip sbert  # the BERTScore counts only
 """
 
 from __future__ import annotations
@@ -147,6 +153,59 @@ def bench_sbert(preds, refs, device, repeats, rows, figures):
     }
 
 
+def bench_bertscore(preds, refs, model, layers, device, rows, figures):
+    from vlmbench.assets import resolve_model
+
+    folder = str(resolve_model(model, purpose="BERTScore").path)
+    options = {"model": folder, "num_layers": layers, "rescale": False, "device": device}
+    _, _, metrics = score_through_vlmbench([("bertscore", options)], preds[:8], refs[:8], device)  # load
+    metric = metrics[0]
+    encoded: list[int] = []
+    hook = metric._scorer._model.register_forward_pre_hook(lambda _m, args: encoded.append(len(args[0])))
+    try:
+        # The alternative: bert-score called per 4,096 distinct pairs (the default chunk of sample metrics),
+        # in the scoring path's order.
+        pairs = list(dict.fromkeys(zip(preds, refs, strict=True)))
+        t0 = time.perf_counter()
+        chunked = []
+        for start in range(0, len(pairs), 4096):
+            chunk = pairs[start : start + 4096]
+            chunked += metric.score([p for p, _ in chunk], [r for _, r in chunk])["bertscore_f1"]
+        chunked_s = time.perf_counter() - t0
+        before, encoded[:] = sum(encoded), []
+        seconds, result, _ = score_through_vlmbench([("bertscore", options)], preds, refs, device)
+        after = sum(encoded)
+    finally:
+        hook.remove()
+    # Per distinct pair: the scoring path's value against the per-chunk one.
+    new = dict(zip(zip(preds, refs, strict=True), result.sample_scores["bertscore_f1"], strict=True))
+    gaps = np.abs(np.array([new[pair] for pair in pairs]) - np.array(chunked))
+    diff, differing = float(gaps.max()), int((gaps > 1e-6).sum())
+    distinct = len({s for s in [*preds, *refs] if s.strip()})
+    n, unique = len(preds), len(pairs)
+    rows.append(("BERTScore", f"bert-score per 4,096-pair chunk: {before} strings encoded", n, unique,
+                 chunked_s, 1.0, "", ""))  # fmt: skip
+    rows.append(("BERTScore", f"vlmbench bertscore (one call): {after} strings encoded", n, unique, seconds,
+                 chunked_s / seconds, f"{distinct} distinct strings",
+                 f"max |dF1| {diff:.1e}; {differing} pairs differ by > 1e-6"))  # fmt: skip
+    figures["bertscore"] = {
+        "pairs": n,
+        "unique_pairs": unique,
+        "model": model,
+        "num_layers": layers,
+        "device": device,
+        "distinct_nonempty_strings": distinct,
+        "strings_encoded_per_chunk": before,
+        "strings_encoded_vlmbench": after,
+        "chunked_seconds": chunked_s,
+        "vlmbench_seconds": seconds,
+        "speedup": chunked_s / seconds,
+        "max_abs_difference_f1": diff,
+        "pairs_differing_over_1e-6": differing,
+        "hash": metric.describe()["hash"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -159,7 +218,10 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=2, help="SBERT timings: best of N")
-    parser.add_argument("--skip", choices=["wups", "sbert"], action="append", default=[])
+    parser.add_argument("--skip", choices=["wups", "sbert", "bertscore"], action="append", default=[])
+    parser.add_argument("--bertscore-model", default="sentence-transformers/all-MiniLM-L6-v2",
+                        help="encoder for the BERTScore counts (Hub id or folder)")  # fmt: skip
+    parser.add_argument("--bertscore-layers", type=int, default=6, help="its layer (bert-score num_layers)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -174,6 +236,8 @@ def main() -> None:
         bench_wups(preds, refs, args.naive_limit, rows, figures)
     if "sbert" not in args.skip:
         bench_sbert(preds, refs, args.device, args.repeats, rows, figures)
+    if "bertscore" not in args.skip:
+        bench_bertscore(preds, refs, args.bertscore_model, args.bertscore_layers, args.device, rows, figures)
 
     header = ("metric", "implementation", "pairs", "unique pairs", "seconds", "ratio", "target", "values")
     print("| " + " | ".join(header) + " |")

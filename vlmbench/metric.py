@@ -95,3 +95,9 @@ class CorpusMetric(Metric):
 
     def compute(self, table: ScoreTable) -> float:
         raise NotImplementedError
+
+    def report(self, table: ScoreTable) -> dict[str, Any]:
+        """Counts behind the statistic on the full table, merged into its entry in results.json: ``n``
+        (the samples it is computed on) and ``n_left_out`` (the samples it ignores, with details). The
+        harness warns when samples are left out. By default every sample counts."""
+        return {}

@@ -3,7 +3,8 @@
 The official evaluation normalises a reference only when annotators disagree; with a single
 reference per question vlmbench applies the same normalisation to prediction and reference alike.
 The rules and tables below are the published ones (punctuation list of the 2017 release, which
-includes ``-``, ``{``, ``}`` and ``!`` and keeps the apostrophe so contractions survive).
+includes ``-``, ``{``, ``}`` and ``!`` and keeps the apostrophe so contractions survive), quirks
+included: like the official script, at most 32 periods are deleted from an answer.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ _PUNCT = (
 # The official pattern reads "(?!<=\d)(\.)(?!\d)": the first group is a (mistyped) look-ahead that never
 # matches, so in effect a period is removed unless a digit follows it ("2.5" keeps its period).
 _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
+# The official call is ``periodStrip.sub("", outText, re.UNICODE)``: the flag lands in the *count*
+# argument, so at most re.UNICODE == 32 periods are deleted (left to right) and any further ones stay.
+_PERIOD_STRIP_COUNT = int(re.UNICODE)
 _COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
 _NUMBER_WORDS = {
     "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
@@ -86,7 +90,7 @@ def _punctuation(text: str) -> str:
             out = out.replace(p, "")
         else:
             out = out.replace(p, " ")
-    return _PERIOD_STRIP.sub("", out)
+    return _PERIOD_STRIP.sub("", out, count=_PERIOD_STRIP_COUNT)
 
 
 def _digits_articles(text: str) -> str:

@@ -8,7 +8,8 @@ Two kinds of input:
   (model outputs are never changed; only the scores are).
 - an **external file** (CSV or JSONL) with one prediction and one reference per row, named by a column
   mapping (``prediction="generated_answer"``, ``reference="answer"``...). Predictions go through the answer
-  filters (the standard chain by default), then are scored. The results' model block says the predictions
+  filters (the standard chain by default) and lose surrounding whitespace, as reference cells do, then
+  are scored. The results' model block says the predictions
   come from an external file and carries the file's sha256.
 
 Both write ``predictions.jsonl`` and ``results.json`` in the same schema as a run (status ``ok``), so
@@ -133,6 +134,13 @@ def rescore(
     )
 
 
+def scored_answer(raw: str, filters: Sequence[str]) -> str:
+    """The answer scored for a raw output: the filters, then surrounding whitespace stripped. Reference
+    cells are stripped when read, so both sides are alike even with no filters: whitespace-sensitive
+    metrics (BARTScore) would otherwise score ``" red"`` against ``"red"``."""
+    return apply_filters(raw, filters).strip()
+
+
 # ------------------------------------------------------------------------------------------ stored runs
 
 
@@ -189,7 +197,7 @@ def _rescore_run(
     if filters is not None:
         for row in records:
             if row["status"] == "ok" and row.get("raw") is not None:
-                row["answer"] = apply_filters(row["raw"], filters)
+                row["answer"] = scored_answer(row["raw"], filters)
         config["filters"] = list(filters)
 
     out_dir = Path(output_dir) if output_dir is not None else path.parent
@@ -281,7 +289,7 @@ def _rescore_external(
             examples.append(problem[1])
             record.update(status="skipped", raw=raw, answer=None, scores={})
         else:
-            record.update(status="ok", raw=raw, answer=apply_filters(raw, filters), scores={})
+            record.update(status="ok", raw=raw, answer=scored_answer(raw, filters), scores={})
         records.append(record)
 
     label = name or path.stem
@@ -460,12 +468,15 @@ def _score_and_write(
             row["scores"][col] = float(value)
     artifacts.write_jsonl(out_dir / artifacts.PREDICTIONS, records)
     results = dict(base or {})
+    # A stored run's own warnings stay; counts from an earlier scoring are replaced by this one's.
+    kept = {k: v for k, v in (results.get("warnings") or {}).items() if not k.startswith("left_out_of_")}
     results.update(
         schema=artifacts.RESULTS_SCHEMA,
         metrics=scored.metrics,
         by_difficulty=scored.by_difficulty,
         metric_details=scored.details,
         skipped_metrics=scored.skipped,
+        warnings=dict(sorted({**kept, **scored.warnings}.items())),
         timing={**(results.get("timing") or {}), "scoring_seconds": seconds},
         provenance=provenance(),
     )
@@ -476,7 +487,8 @@ def _score_and_write(
 def _ordered(results: dict) -> dict:
     """results.json keys in the order a run writes them."""
     order = ("schema", "status", "task", "model", "metrics", "by_difficulty", "metric_details",
-             "skipped_metrics", "skipped_samples", "skipped_sample_examples", "config", "timing")  # fmt: skip
+             "skipped_metrics", "skipped_samples", "skipped_sample_examples", "warnings", "config",
+             "timing")  # fmt: skip
     return {**{k: results[k] for k in order if k in results}, **results}
 
 

@@ -8,6 +8,7 @@ predictions.
 from __future__ import annotations
 
 import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +32,8 @@ class ScoredSet:
     by_difficulty: dict[str, dict]
     details: dict[str, dict]
     skipped: dict[str, str] = field(default_factory=dict)
+    #: Counts worth a note in results.json, e.g. ``left_out_of_average_mark``.
+    warnings: dict[str, int] = field(default_factory=dict)
 
 
 def build_metrics(specs: Sequence[MetricSpec], plugins: Plugins, context: MetricContext) -> list[Metric]:
@@ -68,6 +71,7 @@ def score(
     columns: dict[str, np.ndarray] = {}
     details: dict[str, dict] = {}
     skipped: dict[str, str] = {}
+    notes: dict[str, int] = {}
     higher: dict[str, bool] = {}
 
     for metric in metrics:
@@ -111,8 +115,10 @@ def score(
             def stat(index: np.ndarray, _m: CorpusMetric = metric, _t: ScoreTable = table) -> float:
                 return _m.compute(_t.take(index))
 
+            counts = metric.report(table)
             results[metric.name] = {
                 **statistic_with_ci(stat, n, bootstrap_samples, seed),
+                **counts,
                 "higher_is_better": metric.entry.higher_is_better,
             }
             if metric.by_difficulty:
@@ -127,8 +133,24 @@ def score(
             details[metric.name] = metric.describe()
         except Exception as exc:
             skipped[metric.name] = _reason(exc)
+            continue
+        left_out = counts.get("n_left_out", 0)
+        if left_out:  # outside the try: a warning turned into an error must not pass for a broken metric
+            notes[f"left_out_of_{metric.name}"] = left_out
+            warnings.warn(
+                f"{metric.name}: {left_out} of {n} samples left out ({_left_out_detail(counts)})",
+                stacklevel=2,
+            )
 
-    return ScoredSet(columns, results, by_level, details, skipped)
+    return ScoredSet(columns, results, by_level, details, skipped, notes)
+
+
+def _left_out_detail(counts: dict[str, Any]) -> str:
+    reason = counts.get("left_out_reason", "not counted")
+    by_level = counts.get("left_out_by_level") or {}
+    if by_level:
+        reason += ": " + ", ".join(f"{k} at level {level}" for level, k in by_level.items())
+    return reason
 
 
 def _score_unique_pairs(

@@ -17,7 +17,13 @@ the scored set (bert-score's ``idf_sents``); with a single reference every word 
 
 Compatibility: bert-score encodes RoBERTa/GPT-2 inputs with ``add_prefix_space=True`` per call, which
 transformers 5 ignores; the tokenizer is therefore loaded with ``add_prefix_space=True`` so the words are
-tokenised as bert-score intends (``" red"``, not ``"red"``).
+tokenised as bert-score intends (``" red"``, not ``"red"``). Empty strings are scored here (bert-score's
+own path for them fails with transformers 5). Plain bert-score does not reproduce these values, so the
+recorded hash string carries a suffix naming the repairs: ``...-rescaled+vlmbench(add_prefix_space,empty)``.
+
+Scale: every distinct (prediction, reference) pair is scored in one bert-score call, which encodes each
+distinct string once (bert-score deduplicates within a call only); their token embeddings are held in
+memory for that call.
 """
 
 from __future__ import annotations
@@ -31,8 +37,16 @@ import numpy as np
 
 from vlmbench.api import Arg, ArgError, AssetMissingError, SampleMetric
 
-_scorers: dict[tuple, Any] = {}
+_scorers: dict[tuple, tuple[Any, tuple[str, ...]]] = {}
 _lock = threading.Lock()
+
+#: What vlmbench does that plain bert-score (with transformers 5) does not, by the name used in the hash.
+REPAIRS = {
+    "add_prefix_space": "RoBERTa/GPT-2 tokenizer loaded with add_prefix_space=True, which bert-score asks "
+    "for per call and transformers 5 ignores",
+    "empty": "pairs with an empty side scored raw 0 by vlmbench; bert-score's own path for them fails "
+    "with transformers 5",
+}
 
 
 def _table_name(model: str, known: dict[str, int]) -> str | None:
@@ -52,6 +66,9 @@ def baseline_file(name: str, lang: str) -> str | None:
 
 
 class BertScore(SampleMetric):
+    # Every unique pair in one call: bert-score encodes each distinct string of a call once (and idf
+    # weights must come from all references at once).
+    batch_size = 1 << 62
     args = {
         "model": Arg(str, "roberta-large", "Hub id or local folder of the encoder"),
         "num_layers": Arg(int, None, "layer whose embeddings are matched (default: bert-score's table)"),
@@ -71,9 +88,8 @@ class BertScore(SampleMetric):
         self._layers: int | None = None
         self._baseline: str | None = None
         self._hash: str | None = None
-        if self.options["idf"]:
-            # idf weights must come from all references at once: score every unique pair in one call.
-            self.batch_size = 1 << 62
+        self._plain_hash: str | None = None
+        self._repairs: tuple[str, ...] = ()
 
     def _device(self) -> str:
         return self.options["device"] or self.context.device or "cpu"
@@ -105,7 +121,7 @@ class BertScore(SampleMetric):
 
         self._resolved = resolve_model(o["model"], purpose="BERTScore")
         self._layers, self._baseline = layers, baseline
-        self._hash = get_hash(
+        plain_hash = get_hash(
             name or o["model"],
             layers,
             o["idf"],
@@ -123,11 +139,13 @@ class BertScore(SampleMetric):
             o["use_fast_tokenizer"],
         )
         with _lock:
-            scorer = _scorers.get(key)
-            if scorer is None:
-                scorer = _make_scorer(str(self._resolved.path), layers, o, baseline, self._device())
-                _scorers[key] = scorer
-        self._scorer = scorer
+            made = _scorers.get(key)
+            if made is None:
+                made = _make_scorer(str(self._resolved.path), layers, o, baseline, self._device())
+                _scorers[key] = made
+        self._scorer, self._repairs = made
+        self._hash = f"{plain_hash}+vlmbench({','.join(self._repairs)})"
+        self._plain_hash = plain_hash
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
         import torch
@@ -172,13 +190,21 @@ class BertScore(SampleMetric):
             "baseline_values": (
                 self._scorer.baseline_vals.tolist() if self._scorer is not None and o["rescale"] else None
             ),
+            # Not plain bert-score's hash: the suffix names the repairs, so nobody expects plain
+            # bert-score to reproduce these values; its own string is kept beside it.
             "hash": self._hash,
+            "bert_score_hash": self._plain_hash,
+            "repairs": {name: REPAIRS[name] for name in self._repairs},
             "bert_score": version("bert-score"),
             "device": self._device(),
         }
 
 
-def _make_scorer(path: str, layers: int, o: dict, baseline: str | None, device: str) -> Any:
+def _make_scorer(
+    path: str, layers: int, o: dict, baseline: str | None, device: str
+) -> tuple[Any, tuple[str, ...]]:
+    """A bert-score scorer for the model at ``path``, and the names of the repairs (:data:`REPAIRS`)
+    it runs with."""
     from bert_score import BERTScorer
 
     scorer = BERTScorer(
@@ -192,13 +218,16 @@ def _make_scorer(path: str, layers: int, o: dict, baseline: str | None, device: 
         baseline_path=baseline,
         use_fast_tokenizer=o["use_fast_tokenizer"],
     )
-    _restore_prefix_space(scorer, path, o["use_fast_tokenizer"])
-    return scorer
+    prefix = _restore_prefix_space(scorer, path, o["use_fast_tokenizer"])
+    return scorer, (("add_prefix_space",) if prefix else ()) + ("empty",)
 
 
-def _restore_prefix_space(scorer: Any, path: str, use_fast: bool) -> None:
+def _restore_prefix_space(scorer: Any, path: str, use_fast: bool) -> bool:
+    """Reload a RoBERTa/GPT-2 tokenizer with ``add_prefix_space=True``; whether that was needed."""
     from transformers import AutoTokenizer, GPT2Tokenizer, RobertaTokenizer
 
     tok = scorer._tokenizer  # bert-score keeps its tokenizer in this attribute and reads it from there
     if isinstance(tok, (GPT2Tokenizer, RobertaTokenizer)) and not getattr(tok, "add_prefix_space", False):
         scorer._tokenizer = AutoTokenizer.from_pretrained(path, use_fast=use_fast, add_prefix_space=True)
+        return True
+    return False

@@ -8,6 +8,8 @@ from vlmbench.api import Arg, SampleMetric, vqa_normalize
 
 
 class ExactMatch(SampleMetric):
+    # 2: normalisation deletes at most 32 periods, as the official VQA evaluation does.
+    version = "2"
     args = {
         "normalize": Arg(
             bool, True, "apply VQA normalisation to both sides first (else: exact string equality)"
@@ -20,6 +22,9 @@ class ExactMatch(SampleMetric):
 
     def describe(self) -> dict:
         definition = (
-            "VQA-normalised string equality" if self.options["normalize"] else "exact string equality"
+            "VQA-normalised string equality (VQA v2 evaluation rules, its quirks included: at most 32 "
+            "periods are deleted)"
+            if self.options["normalize"]
+            else "exact string equality"
         )
         return {**super().describe(), "definition": definition}

@@ -6,7 +6,10 @@ Reference definition (``mode=reference``):
 - word score mu(a, b) at threshold t: 1.0 if ``a == b`` (exact, case-sensitive); 0 if either word has no
   *noun* synsets (``wn.synsets(x, pos=wn.NOUN)``); otherwise w = the largest ``wup_similarity`` over all
   pairs of noun synsets, and the score is w if ``w >= t`` else ``0.1 * w``;
-- set score: ``min(prod_{a in GT} max_{p in PRED} mu(a, p), prod_{p in PRED} max_{a in GT} mu(a, p))``.
+- set score: ``min(prod_{a in GT} max_{p in PRED} mu(a, p), prod_{p in PRED} max_{a in GT} mu(p, a))``.
+  The right product measures each predicted item against the reference set, so mu is taken in the other
+  direction there; nltk's ``wup_similarity`` is not symmetric (soccer -> football 0.88, football -> soccer
+  0.96), so this matters: prediction ``soccer``, reference ``football`` scores 0.88 at t = 0.0.
 
 ``mode=normalized`` (the default, and what the bundled tasks use) VQA-normalises each comma-separated
 item of both answers first (``"The Red."`` -> ``"red"``, ``"Two"`` -> ``"2"``) and then applies the same
@@ -17,7 +20,8 @@ Outputs ``wups_0.0`` and ``wups_0.9`` (t = 0.0 and 0.9) and ``wups_weighted`` =
 
 Speed: noun synsets are looked up once per word, Wu-Palmer similarity is computed once per synset pair from
 cached hypernym distances (the same arithmetic nltk's ``Synset.wup_similarity`` performs, so values are
-identical) and the best similarity once per word pair; both thresholds come from that one number.
+identical) and the best similarity once per ordered word pair (each direction is memoised); both
+thresholds come from those numbers.
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class WupScorer:
         return value
 
     def word_score(self, a: str, b: str, threshold: float) -> float:
+        """mu(a, b) at ``threshold``: ``a``'s noun synsets measured against ``b``'s (order matters)."""
         if a == b:
             return 1.0
         w = self.best_similarity(a, b)
@@ -170,19 +175,27 @@ def answer_items(answer: str, normalized: bool) -> list[str]:
 
 
 def set_scores(scorer: WupScorer, gt: list[str], pred: list[str]) -> tuple[float, ...]:
-    """WUPS of one answer pair at each of :data:`THRESHOLDS`."""
+    """WUPS of one answer pair at each of :data:`THRESHOLDS`.
+
+    Left product: each reference item against the prediction set, mu(a, p); right product: each predicted
+    item against the reference set, mu(p, a). Wu-Palmer similarity is not symmetric in nltk, so the two
+    directions are computed (and memoised) separately.
+    """
     out = []
     for t in THRESHOLDS:
         if len(gt) == 1 and len(pred) == 1:  # the common case: both products have one factor
-            out.append(scorer.word_score(gt[0], pred[0], t))
+            a, p = gt[0], pred[0]
+            out.append(min(scorer.word_score(a, p, t), scorer.word_score(p, a, t)))
             continue
         left = float(np.prod([max(scorer.word_score(a, p, t) for p in pred) for a in gt]))
-        right = float(np.prod([max(scorer.word_score(a, p, t) for a in gt) for p in pred]))
+        right = float(np.prod([max(scorer.word_score(p, a, t) for a in gt) for p in pred]))
         out.append(min(left, right))
     return tuple(out)
 
 
 class Wups(SampleMetric):
+    # 2: the right product takes Wu-Palmer in the prediction -> reference direction, as calculate_wups.py.
+    version = "2"
     args = {
         "mode": Arg(
             str,
@@ -240,7 +253,7 @@ class Wups(SampleMetric):
             "definition": (
                 "Malinowski & Fritz WUPS (calculate_wups.py): comma-split answer sets, noun synsets only, "
                 "mu(a,b) = 1 if a == b, else max Wu-Palmer w, down-weighted to 0.1*w when w < t; "
-                "min of the two directional products"
+                "min of prod_a max_p mu(a,p) and prod_p max_a mu(p,a) (Wu-Palmer in both directions)"
             ),
             "mode": self.options["mode"],
             "thresholds": list(THRESHOLDS),

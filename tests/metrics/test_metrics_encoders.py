@@ -87,6 +87,9 @@ def test_bertscore_on_a_local_encoder_equals_bert_score(offline_env):
     details = metric.describe()
     assert details["num_layers"] == 3 and details["idf"] is False and details["rescale"] is False
     assert details["hash"].startswith(f"{folder}_L3_no-idf_version=") and "rescaled" not in details["hash"]
+    # The identity says that plain bert-score would not reproduce this (it fails on the empty pair).
+    assert details["bert_score_hash"] == direct.hash
+    assert details["hash"] == f"{direct.hash}+vlmbench(empty)" and list(details["repairs"]) == ["empty"]
 
 
 @needs_minilm
@@ -127,7 +130,10 @@ def test_bertscore_rescales_with_a_given_baseline_like_bert_score(offline_env, t
     b_f = 0.55 + 3 / 100
     assert out["bertscore_f1"][-1] == pytest.approx((0 - b_f) / (1 - b_f), abs=1e-6)  # empty, rescaled
     details = metric.describe()
-    assert details["hash"].endswith("-custom-rescaled") and details["baseline"] == str(baseline)
+    assert details["hash"].endswith("-custom-rescaled+vlmbench(empty)") and details["baseline"] == str(
+        baseline
+    )
+    assert details["bert_score_hash"] == direct.hash
     assert details["baseline_values"] == pytest.approx([0.53, 0.63, 0.58])
 
 
@@ -144,12 +150,12 @@ def test_bertscore_default_is_roberta_large_layer_17_rescaled(offline_env):
         metric.setup()
 
 
-def test_bertscore_keeps_bert_scores_roberta_tokenisation(offline_env, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_roberta(tmp_path_factory):
     import torch
-    from bert_score.utils import sent_encode
     from transformers import RobertaConfig, RobertaModel
 
-    folder = tmp_path / "tiny-roberta"
+    folder = tmp_path_factory.mktemp("tiny-roberta")
     tok = byte_bpe_tokenizer(folder)
     config = RobertaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                            intermediate_size=32, max_position_embeddings=130, pad_token_id=tok.pad_token_id,
@@ -157,12 +163,47 @@ def test_bertscore_keeps_bert_scores_roberta_tokenisation(offline_env, tmp_path)
     torch.manual_seed(0)
     RobertaModel(config).save_pretrained(folder)
     tok.save_pretrained(folder)
-    metric = make_metric("bertscore", {"model": str(folder), "num_layers": 1, "rescale": False})
+    return folder
+
+
+def test_bertscore_keeps_bert_scores_roberta_tokenisation(offline_env, tiny_roberta):
+    from bert_score.utils import sent_encode
+
+    metric = make_metric("bertscore", {"model": str(tiny_roberta), "num_layers": 1, "rescale": False})
     metric.setup()
     tokens = metric._scorer._tokenizer.convert_ids_to_tokens(sent_encode(metric._scorer._tokenizer, "red"))
     assert tokens[1].startswith("Ġ")  # " red", as bert-score encodes words for RoBERTa
     out = metric.score(["red", "sofa"], ["red", "couch"])
     assert out["bertscore_f1"][0] == pytest.approx(1.0, abs=1e-5)
+    # The repaired tokenisation is part of the recorded identity: plain bert-score encodes "red".
+    details = metric.describe()
+    assert details["hash"] == f"{details['bert_score_hash']}+vlmbench(add_prefix_space,empty)"
+    assert set(details["repairs"]) == {"add_prefix_space", "empty"}
+
+
+def test_bertscore_encodes_each_distinct_string_once_across_the_whole_set(offline_env, tiny_roberta):
+    # 4,900 distinct pairs of 70 strings (more pairs than one 4,096-pair chunk), plus empty answers.
+    words = [f"{a} {b}" for a in ("red", "pink", "black", "white", "wooden", "sofa", "couch")
+             for b in ("table", "chair", "shoe", "shoes", "the", "is", "a", "red", "sofa", "couch")]  # fmt: skip
+    pairs = [(p, r) for p in words for r in words] + [("", "red table"), ("red table", "")]
+    options = {"model": str(tiny_roberta), "num_layers": 2, "rescale": False, "batch_size": 16}
+    context = MetricContext({}, 0, "cpu")
+    metrics = build_metrics([MetricSpec("bertscore", options)], load_plugins(), context)
+    metrics[0].setup()
+    encoded = []
+    hook = metrics[0]._scorer._model.register_forward_pre_hook(lambda _m, args: encoded.append(len(args[0])))
+    try:
+        result = score(metrics, [p for p, _ in pairs], [[r] for _, r in pairs], [None] * len(pairs),
+                       weights={}, bootstrap_samples=0, seed=0)  # fmt: skip
+    finally:
+        hook.remove()
+    assert sum(encoded) == len(words)  # once each, not once per chunk of pairs
+    # The values are those of one bert-score call on every non-empty pair.
+    p, r, f = metrics[0]._scorer.score([p for p, _ in pairs[:-2]], [r for _, r in pairs[:-2]], batch_size=16)
+    assert result.sample_scores["bertscore_precision"][:-2] == pytest.approx(p.tolist(), abs=1e-6)
+    assert result.sample_scores["bertscore_recall"][:-2] == pytest.approx(r.tolist(), abs=1e-6)
+    assert result.sample_scores["bertscore_f1"][:-2] == pytest.approx(f.tolist(), abs=1e-6)
+    assert result.sample_scores["bertscore_f1"][-2:].tolist() == [0.0, 0.0]
 
 
 # ------------------------------------------------------------------------------------------ BARTScore

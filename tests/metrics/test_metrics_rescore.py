@@ -18,6 +18,7 @@ from vlmbench.errors import DataError
 from vlmbench.filters import apply_filters
 from vlmbench.normalize import vqa_normalize
 from vlmbench.rescore import DEFAULT_FILTERS, Columns, rescore
+from vlmbench.spec import MetricSpec
 
 ROWS = [
     # question, answer, generated_answer, difficulty
@@ -224,3 +225,45 @@ def test_malformed_rows_are_skipped_and_counted(tmp_path, offline_env):
     other.write_bytes(source.read_bytes())
     with pytest.raises(DataError, match=r"reads \.csv or \.jsonl"):
         rescore(other, metrics=["exact_match"])
+
+
+def test_samples_left_out_of_average_mark_are_counted_and_noted(tmp_path, offline_env):
+    rows = [("q", "red", "red", 0), ("q", "red", "red", 4), ("q", "blue", "red", 4), ("q", "red", "blue", 3)]
+    source = write_csv(tmp_path / "preds.csv", rows)
+    with pytest.warns(UserWarning, match="average_mark: 2 of 4 samples left out"):
+        result = rescore(source, metrics=["exact_match", "average_mark"], output_dir=tmp_path / "out",
+                         bootstrap_samples=0)  # fmt: skip
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    entry = results["metrics"]["average_mark"]
+    assert entry["value"] == pytest.approx(1 / 9)  # level 0 right (weight 1), level 3 wrong (weight 8)
+    assert (entry["n"], entry["n_left_out"], entry["left_out_by_level"]) == (2, 2, {"4": 2})
+    assert results["warnings"] == {"left_out_of_average_mark": 2} == result.results["warnings"]
+    board = invoke(["leaderboard", str(tmp_path), "--no-write"])
+    assert "2 left out of average mark" in board.stdout
+
+
+def test_without_filters_predictions_lose_surrounding_whitespace_as_references_do(tmp_path, offline_env):
+    # Reference cells are stripped when read; predictions must be too, or whitespace-sensitive metrics
+    # score " red" against "red". Exact string equality shows it.
+    source = tmp_path / "preds.jsonl"
+    lines = [
+        {"reference": " red ", "prediction": "  red\n"},
+        {"reference": "blue", "prediction": "\tblue sky "},
+    ]
+    source.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    exact = [MetricSpec("exact_match", {"normalize": False})]
+    rescore(source, metrics=exact, filters=[], output_dir=tmp_path / "out", bootstrap_samples=0)
+    records = list(artifacts.read_jsonl(tmp_path / "out" / "predictions.jsonl"))
+    assert [(r["raw"], r["answer"], r["references"]) for r in records] == [
+        ("  red\n", "red", ["red"]), ("\tblue sky ", "blue sky", ["blue"])
+    ]  # fmt: skip
+    assert [r["scores"]["exact_match"] for r in records] == [1.0, 0.0]
+
+    # A stored run whose answers are re-derived with no filters: the same.
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"sample_id": "s1", "references": ["red"], "status": "ok", "raw": " red ", "answer": "x"}]
+    artifacts.write_jsonl(run / "predictions.jsonl", rows)
+    result = rescore(run, metrics=exact, filters=[], bootstrap_samples=0)
+    assert result.results["metrics"]["exact_match"]["value"] == 1.0
+    assert next(artifacts.read_jsonl(run / "predictions.jsonl"))["answer"] == "red"

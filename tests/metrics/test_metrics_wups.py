@@ -10,6 +10,7 @@ from metric_helpers import make_metric
 from wups_reference import reference_wups
 
 from vlmbench.errors import ArgError
+from vlmbench.normalize import vqa_normalize
 from vlmbench.scoring import build_metrics, score
 from vlmbench.spec import MetricSpec
 
@@ -58,12 +59,82 @@ def test_nltk_quirk_is_kept(wordnet_env):
     assert out["wups_0.9"] == pytest.approx([0.075, 1.0], abs=1e-12)
 
 
+# Word pairs whose Wu-Palmer similarity depends on the direction (nltk's wup_similarity is not symmetric):
+# pred, gt, WUPS@0.0, WUPS@0.9, with the raw similarities reference -> prediction / prediction -> reference.
+# calculate_wups.py takes the reference -> prediction direction in its left product and prediction ->
+# reference in its right one, and the minimum of both; one direction alone gives the larger value.
+DIRECTION_TABLE = [
+    ("soccer", "football", 22 / 25, 2.2 / 25),  # 0.96 / 0.88
+    ("acrylic", "paint", 14 / 17, 1.4 / 17),  # 16/17 / 14/17
+    ("buttermilk", "milk", 14 / 17, 1.4 / 17),  # 18/19 / 14/17
+    ("currants", "raisins", 0.75, 0.075),  # 0.96 / 0.75
+    ("line", "letter", 7 / 8, 0.7 / 8),  # 0.9 / 0.875: one direction sits exactly on the threshold
+]
+
+
+def best_wup(wn, first: str, second: str) -> float:
+    """nltk's largest wup_similarity of a ``first`` noun synset to a ``second`` one."""
+    return max(x.wup_similarity(y) for x in wn.synsets(first, pos="n") for y in wn.synsets(second, pos="n"))
+
+
+@pytest.mark.parametrize(("pred", "gt", "at0", "at9"), DIRECTION_TABLE)
+def test_direction_dependent_pairs_take_both_directions(wordnet_env, wordnet_reader, pred, gt, at0, at9):
+    assert best_wup(wordnet_reader, gt, pred) != best_wup(wordnet_reader, pred, gt)
+    capitalised = (pred.capitalize() + ".", gt.upper())
+    for mode, pairs in (("reference", [(pred, gt)]), ("normalized", [(pred, gt), capitalised])):
+        for p, g in pairs:
+            out, _ = run_wups([(p, g), (g, p)], mode=mode)  # both roles: WUPS is symmetric in them
+            assert out["wups_0.0"] == pytest.approx([at0, at0], abs=1e-12), (mode, p, g)
+            assert out["wups_0.9"] == pytest.approx([at9, at9], abs=1e-12), (mode, p, g)
+    assert reference_wups(wordnet_reader, pred, gt) == pytest.approx((at0, at9), abs=1e-12)
+    assert reference_wups(wordnet_reader, gt, pred) == pytest.approx((at0, at9), abs=1e-12)
+
+
+def normalised_items(answer: str) -> str:
+    """An answer as normalized mode sees it: each comma-separated item VQA-normalised."""
+    return ",".join(vqa_normalize(item) for item in answer.split(","))
+
+
+# Answer sets mixing direction-dependent items, in both roles: each product must use its own direction.
+DIRECTION_SETS = [
+    ("soccer", "football, milk"),
+    ("soccer, buttermilk", "football, milk"),
+    ("acrylic, enamel", "paint"),
+    ("Soccer, Milk.", "football"),
+    ("farmhouse, house", "house, paint"),
+    ("latex, scalp", "paint, skin, line"),
+    ("currants, letter", "raisins"),
+]
+
+
+@pytest.mark.parametrize("mode", ["reference", "normalized"])
+def test_answer_sets_with_direction_dependent_items_equal_the_reference(wordnet_env, wordnet_reader, mode):
+    pairs = DIRECTION_SETS + [(g, p) for p, g in DIRECTION_SETS]
+    pairs += [(p, g) for p, g, _, _ in DIRECTION_TABLE] + [(g, p) for p, g, _, _ in DIRECTION_TABLE]
+    out, _ = run_wups(pairs, mode=mode)
+    prepare = normalised_items if mode == "normalized" else (lambda s: s)
+    for i, (pred, gt) in enumerate(pairs):
+        expected = reference_wups(wordnet_reader, prepare(pred), prepare(gt))
+        assert (out["wups_0.0"][i], out["wups_0.9"][i]) == expected, (mode, pred, gt)
+
+    # soccer against {football, milk} at t = 0: left = mu(football, soccer) * mu(milk, soccer), right =
+    # max(mu(soccer, football), mu(soccer, milk)); football -> soccer is 0.96, soccer -> football 0.88.
+    def wup(first: str, second: str) -> float:
+        return best_wup(wordnet_reader, first, second)
+
+    left = wup("football", "soccer") * wup("milk", "soccer")
+    right = max(wup("soccer", "football"), wup("soccer", "milk"))
+    assert (wup("football", "soccer"), wup("soccer", "football")) == (0.96, 0.88)
+    assert out["wups_0.0"][0] == pytest.approx(min(left, right), abs=1e-12)
+
+
 VOCABULARY = [
     "red", "Red", "crimson", "pink", "black", "white", "gray", "grey", "blue", "navy", "beige", "brown",
     "wood", "wooden", "metal", "steel", "plastic", "rubber", "leather", "cotton", "glass", "ceramic",
     "sofa", "couch", "chair", "table", "lamp", "shoe", "shoes", "sandal", "boot", "bag", "handbag",
     "purse", "phone", "case", "cover", "round", "square", "oval", "circle", "two", "2", "Brunette",
     "brunette", "floral", "striped", "coffee table", "t-shirt", "", "none", "dog", "cat", "apple",
+    "soccer", "football", "paint", "acrylic", "milk", "buttermilk", "raisins", "currants",
 ]  # fmt: skip
 
 
@@ -92,6 +163,15 @@ def test_more_pairs_equal_nltk_computed_directly(wordnet_env, wordnet_reader):
             pred,
             gt,
         )
+
+
+@pytest.mark.parametrize("mode", ["reference", "normalized"])
+def test_wups_is_symmetric_in_prediction_and_reference(wordnet_env, mode):
+    # Swapping the roles swaps the two products (each in its own direction), so the minimum is unchanged.
+    pairs = derived_pairs() + DIRECTION_SETS
+    out, _ = run_wups(pairs, mode=mode)
+    swapped, _ = run_wups([(g, p) for p, g in pairs], mode=mode)
+    assert out["wups_0.0"] == swapped["wups_0.0"] and out["wups_0.9"] == swapped["wups_0.9"]
 
 
 @pytest.mark.parametrize("mode", ["reference", "normalized"])
