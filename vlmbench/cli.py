@@ -739,6 +739,9 @@ def data_generators():
 @click.option("--bootstrap-samples", type=int, help="Bootstrap resamples for the 95% CIs [default: 1000].")
 @click.option("--seed", type=int, help="Bootstrap seed [default: the run's, else 0].")
 @click.option("--device", default="auto", show_default=True, help="Device for encoder metrics.")
+@click.option("--only", is_flag=True,
+              help="Re-scoring a run: keep only the metrics named by --metrics (by default the run's other "
+                   "metrics are kept and the named ones added or updated).")  # fmt: skip
 def score_(
     source,
     metrics,
@@ -757,12 +760,16 @@ def score_(
     bootstrap_samples,
     seed,
     device,
+    only,
 ):
     """Score stored or external predictions without running a model.
 
     SOURCE is a run folder (or its predictions.jsonl) to score again with any metrics, or an external
     CSV/JSONL file with a prediction and a reference per row. Writes predictions.jsonl and results.json
     like a run and prints the leaderboard row. A metric whose assets are missing is reported as skipped.
+
+    Re-scoring a run adds or updates the metrics named with --metrics and keeps its other results
+    (--only drops them); a metric that cannot be computed now keeps its stored value.
 
     \b
     Example:
@@ -810,6 +817,7 @@ def score_(
         seed=seed,
         device=device,
         plugins=plugins,
+        keep_others=not only,
     )
     for metric, reason in result.results.get("skipped_metrics", {}).items():
         click.secho(f"{metric}: skipped: {reason}", fg="yellow", err=True)

@@ -34,11 +34,12 @@ from typing import Any
 from vlmbench import artifacts
 from vlmbench.dataset import split_answers
 from vlmbench.errors import DataError, VlmbenchError
-from vlmbench.filters import apply_filters, check_filters
+from vlmbench.filters import check_filters
 from vlmbench.metric import MetricContext
 from vlmbench.plugins import Plugins, load_plugins
 from vlmbench.provenance import provenance
-from vlmbench.scoring import build_metrics, score
+from vlmbench.results import merge_metric_blocks, metric_blocks, score_records, scored_answer
+from vlmbench.scoring import build_metrics
 from vlmbench.spec import DEFAULT_WEIGHTS, MetricSpec, TaskSpec
 
 #: Metrics used when none are named: the task defaults plus the whole suite.
@@ -93,8 +94,13 @@ def rescore(
     device: str = "auto",
     runs_root: str | Path = "runs",
     plugins: Plugins | None = None,
+    keep_others: bool = True,
 ) -> RescoreResult:
     """Score ``source`` (a run folder, a run's predictions.jsonl, or an external CSV/JSONL file).
+
+    Re-scoring a stored run adds or updates the metrics named and keeps the run's other results, unless
+    ``keep_others`` is false. When ``filters`` re-derive the answers, the run's other metrics are
+    computed again too (their stored values belong to the old answers).
 
     ``filters=None`` keeps a run's stored answers and applies :data:`DEFAULT_FILTERS` to an external file;
     a list (possibly empty) re-derives every answer from the raw output with those filters.
@@ -114,8 +120,9 @@ def rescore(
     run_file = _stored_run(source)
     if run_file is not None:
         return _rescore_run(
-            run_file, specs, output_dir, filters, difficulty_weights, bootstrap_samples, seed, device, plugins
-        )
+            run_file, specs, output_dir, filters, difficulty_weights, bootstrap_samples, seed, device, plugins,
+            keep_others,
+        )  # fmt: skip
     return _rescore_external(
         source,
         specs,
@@ -132,13 +139,6 @@ def rescore(
         runs_root=Path(runs_root),
         plugins=plugins,
     )
-
-
-def scored_answer(raw: str, filters: Sequence[str]) -> str:
-    """The answer scored for a raw output: the filters, then surrounding whitespace stripped. Reference
-    cells are stripped when read, so both sides are alike even with no filters: whitespace-sensitive
-    metrics (BARTScore) would otherwise score ``" red"`` against ``"red"``."""
-    return apply_filters(raw, filters).strip()
 
 
 # ------------------------------------------------------------------------------------------ stored runs
@@ -178,6 +178,7 @@ def _rescore_run(
     seed: int | None,
     device: str,
     plugins: Plugins,
+    keep_others: bool = True,
 ) -> RescoreResult:
     records = artifacts.read_predictions(path)
     if not records:
@@ -194,15 +195,21 @@ def _rescore_run(
         config.get("bootstrap_samples", 1000) if bootstrap_samples is None else bootstrap_samples
     )
     seed = config.get("seed", 0) if seed is None else seed
+    kept = old if keep_others else None
     if filters is not None:
         for row in records:
             if row["status"] == "ok" and row.get("raw") is not None:
                 row["answer"] = scored_answer(row["raw"], filters)
         config["filters"] = list(filters)
+        if keep_others:  # new answers: the run's other metrics are scored again, not kept stale
+            named = {s.name for s in specs}
+            specs = specs + [MetricSpec(n, (d or {}).get("options") or {}) for n, d in
+                             (old.get("metric_details") or {}).items() if n not in named and n in plugins.metrics]  # fmt: skip
+            kept = None
 
     out_dir = Path(output_dir) if output_dir is not None else path.parent
     results = _score_and_write(
-        records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir, base=old
+        records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir, base=old, keep=kept
     )
     results["status"] = "ok"
     results["config"] = {
@@ -441,42 +448,34 @@ def _score_and_write(
     plugins: Plugins,
     out_dir: Path,
     base: dict | None = None,
+    keep: dict | None = None,
 ) -> dict:
-    from vlmbench.runner import resolve_device
+    """Score ``records`` with ``specs`` and write predictions.jsonl; ``keep``: earlier results whose
+    other metrics (and per-sample scores) stay beside the new ones."""
+    from vlmbench.devices import resolve_device
 
     device = resolve_device(device)
     context = MetricContext(difficulty_weights=weights, seed=seed, device=device)
     metrics = build_metrics(specs, plugins, context)
-    ok = [r for r in records if r["status"] == "ok"]
-    if not ok:
+    if not any(r["status"] == "ok" for r in records):
         raise DataError("no predictions to score (every row was skipped)")
+    earlier = {id(r): dict(r.get("scores") or {}) for r in records} if keep else {}
     started = time.perf_counter()
-    scored = score(
-        metrics,
-        [r["answer"] or "" for r in ok],
-        [r["references"] for r in ok],
-        [r.get("difficulty") for r in ok],
-        weights=weights,
-        bootstrap_samples=bootstrap_samples,
-        seed=seed,
-    )
+    scored = score_records(records, metrics, weights=weights, bootstrap_samples=bootstrap_samples, seed=seed)
     seconds = time.perf_counter() - started
-    for row in records:
-        row["scores"] = {}
-    for col, values in scored.sample_scores.items():
-        for row, value in zip(ok, values, strict=True):
-            row["scores"][col] = float(value)
+    blocks = metric_blocks(scored)
+    if keep:
+        blocks = merge_metric_blocks(keep, blocks)
+        for row in records:
+            row["scores"] = {**earlier[id(row)], **row["scores"]}
     artifacts.write_jsonl(out_dir / artifacts.PREDICTIONS, records)
     results = dict(base or {})
     # A stored run's own warnings stay; counts from an earlier scoring are replaced by this one's.
-    kept = {k: v for k, v in (results.get("warnings") or {}).items() if not k.startswith("left_out_of_")}
+    warnings = {k: v for k, v in (results.get("warnings") or {}).items() if not k.startswith("left_out_of_")}
     results.update(
         schema=artifacts.RESULTS_SCHEMA,
-        metrics=scored.metrics,
-        by_difficulty=scored.by_difficulty,
-        metric_details=scored.details,
-        skipped_metrics=scored.skipped,
-        warnings=dict(sorted({**kept, **scored.warnings}.items())),
+        **blocks,
+        warnings=dict(sorted({**warnings, **scored.warnings}.items())),
         timing={**(results.get("timing") or {}), "scoring_seconds": seconds},
         provenance=provenance(),
     )

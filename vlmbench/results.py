@@ -24,6 +24,13 @@ if TYPE_CHECKING:
     from vlmbench.runner import RunPlan
 
 
+def scored_answer(raw: str, filters: Sequence[str]) -> str:
+    """The answer scored for a raw output: the filters, then surrounding whitespace stripped. Reference
+    cells are stripped when read, so both sides are alike even with no filters: whitespace-sensitive
+    metrics (BARTScore) would otherwise score ``" red"`` against ``"red"``."""
+    return apply_filters(raw, filters).strip()
+
+
 def prediction_records(
     samples: list[Sample], requests: list[Request], cached: dict[str, CachedPrediction], filters: list[str]
 ) -> list[dict]:
@@ -44,7 +51,7 @@ def prediction_records(
         if pred is None:
             row.update(status="skipped", raw=None, answer=None, scores={})
         else:
-            row.update(status="ok", raw=pred.raw, answer=apply_filters(pred.raw, filters), scores={})
+            row.update(status="ok", raw=pred.raw, answer=scored_answer(pred.raw, filters), scores={})
             if pred.scores is not None:
                 top = np.argsort(pred.scores)[::-1][:5]
                 row["top_candidates"] = [[request.candidates[i], pred.scores[i]] for i in top]
@@ -139,4 +146,34 @@ def metric_blocks(scored: ScoredSet) -> dict[str, Any]:
         "by_difficulty": scored.by_difficulty,
         "metric_details": scored.details,
         "skipped_metrics": scored.skipped,
+    }
+
+
+def merge_metric_blocks(earlier: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` metric blocks laid over an earlier results.json: metrics scored now replace their earlier
+    values, the others stay. A metric that could not be scored now keeps its earlier value (and says so
+    in its details) rather than losing an hour of encoder work to a missing asset."""
+    old_details = earlier.get("metric_details") or {}
+    failed_now = {name for name in new["skipped_metrics"] if name in old_details}
+    skipped = {
+        k: v for k, v in (earlier.get("skipped_metrics") or {}).items() if k not in new["metric_details"]
+    }
+    skipped.update({k: v for k, v in new["skipped_metrics"].items() if k not in failed_now})
+    details = {**old_details, **new["metric_details"]}
+    for name in failed_now:
+        details[name] = {**details[name], "kept_from_earlier_scoring": new["skipped_metrics"][name]}
+    by_level = {}
+    for level in {*(earlier.get("by_difficulty") or {}), *new["by_difficulty"]}:
+        before = (earlier.get("by_difficulty") or {}).get(level) or {}
+        after = new["by_difficulty"].get(level) or {}
+        by_level[level] = {
+            **before,
+            **after,
+            "metrics": {**(before.get("metrics") or {}), **(after.get("metrics") or {})},
+        }
+    return {
+        "metrics": {**(earlier.get("metrics") or {}), **new["metrics"]},
+        "by_difficulty": dict(sorted(by_level.items())),
+        "metric_details": details,
+        "skipped_metrics": skipped,
     }

@@ -16,7 +16,10 @@ from vlmbench import artifacts
 from vlmbench.cli import cli
 from vlmbench.errors import DataError
 from vlmbench.filters import apply_filters
+from vlmbench.hookspecs import hookimpl
+from vlmbench.metric import SampleMetric
 from vlmbench.normalize import vqa_normalize
+from vlmbench.plugins import load_plugins
 from vlmbench.rescore import DEFAULT_FILTERS, Columns, rescore
 from vlmbench.spec import MetricSpec
 
@@ -139,12 +142,52 @@ def test_rescore_a_stored_run_keeps_the_model_and_the_outputs(wordnet_env, tmp_p
     # the same through the command line, into another folder, leaving the run untouched
     out = tmp_path / "elsewhere"
     res = invoke(
-        ["score", str(run.run_dir / "predictions.jsonl"), "--metrics", "exact_match", "-o", str(out)]
+        [
+            "score",
+            str(run.run_dir / "predictions.jsonl"),
+            "--metrics",
+            "exact_match",
+            "-o",
+            str(out),
+            "--only",
+        ]
     )
     assert res.exit_code == 0, res.output
     assert "| colours | prior |" in res.stdout
     assert set(json.loads((out / "results.json").read_text())["metrics"]) == {"exact_match"}
     assert "wups_0.0" in json.loads((run.run_dir / "results.json").read_text())["metrics"]
+
+
+def test_rescoring_adds_metrics_and_keeps_the_others(wordnet_env, tmp_path):
+    """`score RUN --metrics X` adds or updates X; what the run had stays, per sample too."""
+    from vlmbench.runner import evaluate
+
+    run = evaluate("prior", "abo_sample", output_dir=tmp_path / "runs", cache=False, limit=20, progress=False,
+                   metrics=["exact_match", "wups"])  # fmt: skip
+    before = json.loads((run.run_dir / "results.json").read_text())
+    res = invoke(["score", str(run.run_dir), "--metrics", "meteor,average_mark"])
+    assert res.exit_code == 0, res.output
+    after = json.loads((run.run_dir / "results.json").read_text())
+    assert set(after["metrics"]) == set(before["metrics"]) | {"meteor", "average_mark"}
+    assert after["metrics"]["wups_0.9"] == before["metrics"]["wups_0.9"]
+    assert set(after["metric_details"]) >= {"exact_match", "wups", "meteor", "average_mark"}
+    records = list(artifacts.read_jsonl(run.run_dir / "predictions.jsonl"))
+    assert all({"wups_0.9", "meteor"} <= set(r["scores"]) for r in records if r["status"] == "ok")
+    # a metric that cannot be computed now keeps its stored value, and says why
+    plugins = load_plugins(extra=[_OncePlugin()])
+    try:
+        rescore(run.run_dir, metrics=["works-once"], plugins=plugins)
+        stored = json.loads((run.run_dir / "results.json").read_text())["metrics"]["works-once"]
+        rescore(run.run_dir, metrics=["works-once"], plugins=plugins)
+        again = json.loads((run.run_dir / "results.json").read_text())
+        assert again["metrics"]["works-once"] == stored and "works-once" not in again["skipped_metrics"]
+        assert "second call" in again["metric_details"]["works-once"]["kept_from_earlier_scoring"]
+    finally:
+        load_plugins(reload=True)
+    res = invoke(["score", str(run.run_dir), "--metrics", "exact_match", "--only"])
+    assert res.exit_code == 0 and set(json.loads((run.run_dir / "results.json").read_text())["metrics"]) == {
+        "exact_match"
+    }
 
 
 def test_columns_are_guessed_or_must_be_named(tmp_path, offline_env):
@@ -267,3 +310,19 @@ def test_without_filters_predictions_lose_surrounding_whitespace_as_references_d
     result = rescore(run, metrics=exact, filters=[], bootstrap_samples=0)
     assert result.results["metrics"]["exact_match"]["value"] == 1.0
     assert next(artifacts.read_jsonl(run / "predictions.jsonl"))["answer"] == "red"
+
+
+class WorksOnce(SampleMetric):
+    calls = 0
+
+    def score(self, predictions, references):
+        WorksOnce.calls += 1
+        if WorksOnce.calls > 1:
+            raise RuntimeError("second call")
+        return {self.name: [1.0] * len(predictions)}
+
+
+class _OncePlugin:
+    @hookimpl
+    def register_metrics(self, register):
+        register("works-once", f"{__name__}:WorksOnce")
