@@ -1,0 +1,99 @@
+"""The ``vlmbench`` command group and what every command shares: errors as one line, plugin warnings.
+
+Commands live beside it (run, list, the analysis commands); plugins add theirs through the
+``register_commands`` hook, into the group itself or into its ``data`` and ``check-parity`` groups.
+"""
+
+from __future__ import annotations
+
+import click
+
+from vlmbench.errors import Interrupted, VlmbenchError
+from vlmbench.plugins import load_plugins
+
+
+class _Group(click.Group):
+    """Prints vlmbench errors as one clear line (exit status 2) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Interrupted as exc:
+            click.secho(f"vlmbench: {exc}", fg="yellow", err=True)
+            ctx.exit(exc.exit_code)
+        except VlmbenchError as exc:
+            click.secho(f"Error: {_one_line(str(exc))}", fg="red", err=True)
+            ctx.exit(2)
+        except OSError as exc:
+            # A file or folder that cannot be read or written (full disk, permissions, a folder where a
+            # file is expected): the user's to fix, so no traceback.
+            where = f" {exc.filename}" if exc.filename else ""
+            click.secho(f"Error: cannot access{where}: {exc.strerror or exc}", fg="red", err=True)
+            ctx.exit(2)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n")) if "\n" in text else text
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="vlmbench")
+def cli() -> None:
+    """Benchmark vision-language models on single-word visual question answering.
+
+    \b
+    Quick start:
+      vlmbench list                                   # installed models, metrics, tasks
+      vlmbench run --model MODEL --task TASK          # evaluate, write predictions + results
+      vlmbench leaderboard runs/                      # compare every run under runs/
+      vlmbench compare RUN_A RUN_B                    # paired deltas, McNemar, flipped samples
+      vlmbench plot runs/                             # figures and an HTML report
+    """
+
+
+@cli.group("check-parity")
+def check_parity() -> None:
+    """Check a from-scratch model implementation against reference outputs of the official code.
+
+    Each subcommand loads a parity fixture (config, weights, inputs, official outputs), runs the
+    vlmbench implementation and reports the largest absolute difference per output.
+    """
+
+
+@cli.group("data")
+def data() -> None:
+    """Download datasets and prepare benchmark data.
+
+    \b
+    The ABO single-word QA pipeline, end to end:
+      vlmbench data download abo                                  # listings + 256-px images (~3 GB)
+      vlmbench data prepare abo_single_word --generator attributes # offline, from the metadata
+      vlmbench data prepare abo_single_word --generator gemini     # the study's approach (API key)
+      vlmbench run --model prior --task abo_single_word
+
+    Both commands are idempotent: re-running one that finished does nothing. See docs/data.md.
+    """
+
+
+@data.command("generators")
+def data_generators():
+    """List the installed QA generators."""
+    plugins = load_plugins()
+    for e in plugins.generators:
+        net = " (network)" if e.needs_network else ""
+        click.echo(f"  {e.name:<12} {e.summary}{net}; from {e.plugin}")
+
+
+def _warn_unreadable(problems) -> None:
+    """One line per run artifact an analysis command left out (the others are still analysed)."""
+    for problem in problems:
+        click.secho(f"warning: skipped {problem}", fg="yellow", err=True)
+
+
+def _warn_broken(plugins) -> None:
+    for p in plugins.problems:
+        click.secho(
+            f"warning: plugin {p.distribution} ({p.name}) is broken: {p.error.splitlines()[0]}",
+            fg="yellow",
+            err=True,
+        )

@@ -1,0 +1,149 @@
+"""``vlmbench data download abo`` and ``vlmbench data prepare abo_single_word``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vlmbench.args import split_scoped
+from vlmbench.cli.app import data
+from vlmbench.errors import VlmbenchError
+
+
+def _data_dir(value: Path | None) -> Path:
+    from vlmbench.abo.prepare import default_data_dir
+
+    return value.expanduser() if value else default_data_dir()
+
+
+@data.command("download")
+@click.argument("dataset", type=click.Choice(["abo"]))
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to unpack into [default: DATA_DIR/abo, DATA_DIR being $VLMBENCH_DATA_DIR or ~/.cache/vlmbench/data].",
+)
+@click.option("--variant", type=click.Choice(["small"]), default="small", show_default=True,
+              help="small: listings, images/metadata/images.csv.gz and images/small (256 px).")  # fmt: skip
+@click.option(
+    "--base-url", default=None, help="Where the archives are served [default: the public ABO bucket]."
+)
+@click.option("--sha256", "checksums", multiple=True, metavar="ARCHIVE=HEX",
+              help="Also require this SHA-256 for an archive (repeatable).")  # fmt: skip
+@click.option("--keep-archives", is_flag=True, help="Keep the .tar files after unpacking them.")
+@click.option("--force", is_flag=True, help="Download and unpack again even if already done.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def data_download(dataset, dest, variant, base_url, checksums, keep_archives, force, quiet):
+    """Fetch a public dataset and unpack it.
+
+    \b
+    abo: the Amazon Berkeley Objects listings and small images (CC BY 4.0, Amazon.com), laid out as
+      DEST/listings/metadata/listings_*.json.gz
+      DEST/images/metadata/images.csv.gz
+      DEST/images/small/<xx>/<name>.jpg
+    Transfers resume where they stopped (HTTP ranges), are checked against the published size and
+    checksum (S3 ETag MD5), and unpack only regular files inside DEST.
+    """
+    from vlmbench.abo.download import ABO_BASE_URL, download_abo
+
+    sha = {}
+    for item in checksums:
+        name, sep, digest = item.partition("=")
+        if not sep or not name or not digest:
+            raise VlmbenchError(f"--sha256 expects ARCHIVE=HEX, got {item!r}")
+        sha[name] = digest
+    target = dest.expanduser() if dest else _data_dir(None) / dataset
+    result = download_abo(
+        target,
+        variant=variant,
+        base_url=base_url or ABO_BASE_URL,
+        sha256=sha,
+        keep_archives=keep_archives,
+        force=force,
+        progress=not quiet,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    click.echo(str(result.dest))
+
+
+@data.command("prepare")
+@click.argument("name", type=click.Choice(["abo_single_word"]))
+@click.option("--generator", "-g", "generators", multiple=True, default=("attributes",), show_default=True,
+              help="QA generator (repeat to combine): attributes, gemini, local, or a plugin's.")  # fmt: skip
+@click.option("--generator-args", "-a", multiple=True, metavar="[NAME:]k=v,...",
+              help="Options of a generator, e.g. gemini:rpm=60,questions=5 (see docs/data.md).")  # fmt: skip
+@click.option("--abo-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The downloaded ABO tree [default: DATA_DIR/abo].")  # fmt: skip
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where DATA_DIR/abo_single_word is written [default: $VLMBENCH_DATA_DIR or ~/.cache/vlmbench/data].")  # fmt: skip
+@click.option("--language", default="en_IN", show_default=True,
+              help="Preferred language tag for descriptions and attributes; other English tags follow.")  # fmt: skip
+@click.option("--limit", type=int, default=None, help="Use only the first N listings with an image.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option(
+    "--split", "fractions", default="0.8,0.1,0.1", show_default=True, help="train,val,test fractions."
+)
+@click.option("--yes-no", type=click.Choice(["reject", "allow"]), default="reject", show_default=True,
+              help="Whether yes/no answers are accepted.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Redo validation, splits and export even if nothing changed.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def data_prepare(name, generators, generator_args, abo_root, data_dir, language, limit, seed, fractions, yes_no,
+                 force, quiet):  # fmt: skip
+    """Curate single-word QA from ABO listings, validate, split by image and export.
+
+    Writes DATA_DIR/NAME/: qa_all.csv, splits/{train,val,test}.csv (the study's columns),
+    hf/ (a Hugging Face dataset with the images, read by the task), report.md and report.json.
+    Generation is resumable (finished listings are stored under work/ and skipped), and a
+    re-run with the same options and inputs does nothing.
+    """
+    from vlmbench.abo.curation import ValidationConfig
+    from vlmbench.abo.prepare import PrepareOptions, prepare
+    from vlmbench.abo.splits import parse_fractions
+
+    if limit is not None and limit < 1:
+        raise VlmbenchError("--limit must be at least 1")
+    per_generator = _generator_args(generators, generator_args)
+    root = _data_dir(data_dir)
+    options = PrepareOptions(
+        generators=list(generators),
+        generator_args=per_generator,
+        language=language,
+        limit=limit,
+        seed=seed,
+        fractions=parse_fractions(fractions),
+        validation=ValidationConfig(yes_no=yes_no),
+        force=force,
+        progress=not quiet,
+    )
+    result = prepare(
+        name,
+        abo_root.expanduser() if abo_root else root / "abo",
+        root,
+        options,
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    report = result.report
+    mix = ", ".join(f"{d}: {n}" for d, n in report["per_difficulty"].items())
+    click.echo(
+        f"{report['accepted']} questions, {report['images']} images (difficulty {mix}); "
+        f"{report['rejected']['total']} rejected -> {result.out_dir}"
+    )
+    if not result.complete:
+        click.secho(
+            "some listings failed to generate; run the command again to retry them", fg="yellow", err=True
+        )
+
+
+def _generator_args(generators: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, list[str]] = {}
+    for value in values:
+        scope, rest = split_scoped(value)
+        if scope is not None:
+            out.setdefault(scope, []).append(rest)
+        elif len(generators) == 1:
+            out.setdefault(generators[0], []).append(value)
+        else:
+            raise VlmbenchError(f"--generator-args {value!r}: with several generators, prefix it with NAME:")
+    return {k: ",".join(v) for k, v in out.items()}
