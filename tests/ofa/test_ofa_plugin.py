@@ -19,6 +19,7 @@ from vlmbench.cli import cli
 from vlmbench.errors import ArgError
 from vlmbench.plugins import load_plugins
 from vlmbench.task import resolve_task
+from vlmbench_plugins.models.ofa import checkpoint as ofa_checkpoint
 from vlmbench_plugins.models.ofa import plugin as ofa_plugin
 from vlmbench_plugins.models.ofa.modeling import OFAModel
 from vlmbench_plugins.models.ofa.tokenization import load_ofa_tokenizer
@@ -320,7 +321,7 @@ def test_identity_follows_the_weights_and_hashes_are_cached(tmp_path, checkpoint
 
     with monkeypatch.context() as patch:  # unchanged weights: the remembered hash is used
         patch.setattr(hashing, "_sha256", no_hashing)
-        patch.setattr(ofa_plugin, "_tokenizer_hash", lambda folder: tokenizer_hash)
+        patch.setattr(ofa_checkpoint, "_tokenizer_hash", lambda folder: tokenizer_hash)
         assert same.fingerprint() == fingerprint
 
     _save_hub_folder(folder, _tiny_model(len(load_ofa_tokenizer(folder)), seed=2))
