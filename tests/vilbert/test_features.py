@@ -15,13 +15,15 @@ from vlmbench_plugins.models.vilbert.features import (
     NumpyFeatureReader,
     RegionFeatureExtractor,
     RegionFeatureSource,
-    ResNetRegionExtractor,
-    TorchvisionDetectorBoxes,
     collate_regions,
-    grid_boxes,
     regions_from_detections,
     safe_unpickle,
     save_regions_npz,
+)
+from vlmbench_plugins.models.vilbert.grid_features import (
+    ResNetRegionExtractor,
+    TorchvisionDetectorBoxes,
+    grid_boxes,
 )
 
 BOXES = np.array([[0, 0, 100, 50], [50, 25, 200, 100]], dtype=np.float32)

@@ -30,8 +30,10 @@ from vlmbench_plugins.models.vilbert.config import VilbertConfig
 from vlmbench_plugins.models.vilbert.features import (
     FAITHFUL_LABEL,
     UNKNOWN_SOURCE_LABEL,
-    ResNetRegionExtractor,
     save_regions_npz,
+)
+from vlmbench_plugins.models.vilbert.grid_features import (
+    ResNetRegionExtractor,
 )
 from vlmbench_plugins.models.vilbert.inference import (
     AnswerVocabulary,

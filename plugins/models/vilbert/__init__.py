@@ -28,7 +28,7 @@ _EXPORTS = {
     "QuestionTokenizer": "tokenization",
     "RegionFeatures": "features",
     "RegionFeatureExtractor": "features",
-    "ResNetRegionExtractor": "features",
+    "ResNetRegionExtractor": "grid_features",
     "NumpyFeatureReader": "features",
     "LmdbFeatureReader": "features",
     "answer_logits": "inference",

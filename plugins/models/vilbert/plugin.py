@@ -52,11 +52,14 @@ from vlmbench.api import (
 
 from .config import NUM_TASK_EMBEDDINGS, ConfigError, VilbertConfig
 from .features import (
-    _C5_2048_ARCHS,
     FAITHFUL_LABEL,
     UNKNOWN_SOURCE_LABEL,
-    PreparedImage,
     RegionFeatures,
+)
+from .files import Files, find_files
+from .grid_features import (
+    _C5_2048_ARCHS,
+    PreparedImage,
     approximation_label,
     grid_label,
     prepare_image,
@@ -66,28 +69,11 @@ from .loading import SAFETENSORS_CONFIG_KEY, CheckpointError, load_vilbert, read
 from .tokenization import VQA_MAX_LENGTH, QuestionBatch
 
 # File names of the original release, looked up in the ``pretrained`` folder in this order.
-WEIGHT_NAMES = ("multi_task_model.safetensors", "multi_task_model.bin")
-CONFIG_NAMES = ("bert_base_6layer_6conect.json", "vilbert_config.json")
-VOCAB_NAMES = ("vocab.txt",)
-ANSWER_NAMES = ("trainval_label2ans.pkl", "trainval_label2ans.json", "answers.json", "answers.txt")
 # Score of a rank candidate outside the answer list: at most this, and always below every logit of
 # the row, so such candidates lose to any candidate the head knows. Finite, so results stay valid JSON.
 OUT_OF_VOCABULARY_FLOOR = -1e9
 # Grid features of this many recent images are kept (about 0.8 MB each at 101 x 2048 float32).
 REGION_CACHE_IMAGES = 256
-
-
-@dataclass(frozen=True)
-class _Files:
-    """Where each file was found; ``missing`` says, per file that was not, how to provide it."""
-
-    weights: Path | None
-    config: Path | None
-    vocab: Path | None
-    answers: Path | None
-    backbone: Path | None
-    features: Path | None
-    missing: tuple[str, ...]
 
 
 @dataclass
@@ -97,10 +83,6 @@ class _Inputs:
     questions: QuestionBatch
     images: list[PreparedImage] | None  # features=grid: resized, normalised pixels and boxes
     regions: list[RegionFeatures] | None  # features=precomputed
-
-
-def _first_file(folder: Path, names: Sequence[str]) -> Path | None:
-    return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
 def _grid_shape(num_regions: int) -> tuple[int, int]:
@@ -210,7 +192,7 @@ class VilbertModel(Model):
         self._tokenizer: Any = None
         self._reader: Any = None
         self._reader_pid: int | None = None
-        self._resolved: _Files | None = None
+        self._resolved: Files | None = None
         self._sources_seen: set[str] = set()
         self._region_cache: OrderedDict[str, RegionFeatures] = OrderedDict()
 
@@ -224,87 +206,12 @@ class VilbertModel(Model):
 
     # -- files ----------------------------------------------------------------------------------------
 
-    def _files(self) -> _Files:
+    def _files(self) -> Files:
         if self._resolved is None:
-            self._resolved = self._resolve_files()
+            self._resolved = find_files(self.arg_values)
         return self._resolved
 
-    def _resolve_files(self) -> _Files:
-        v = self.arg_values
-        missing: list[str] = []
-        weights = folder = None
-        if not v["pretrained"]:
-            missing.append(
-                f"the checkpoint ({' or '.join(WEIGHT_NAMES[::-1])} of the 12-in-1 release): pass "
-                "--model-args pretrained=PATH, a folder holding it with the config JSON, vocab.txt and "
-                "trainval_label2ans.pkl"
-            )
-        else:
-            given = Path(v["pretrained"]).expanduser()
-            if given.is_file():
-                weights, folder = given, given.parent
-            elif given.is_dir():
-                folder = given
-                weights = _first_file(folder, WEIGHT_NAMES)
-                if weights is None:
-                    missing.append(
-                        f"{' or '.join(WEIGHT_NAMES[::-1])} in {folder} (the 12-in-1 checkpoint; or give the "
-                        "weights file itself as pretrained=FILE)"
-                    )
-            else:
-                missing.append(
-                    f"pretrained={given} does not exist: pass --model-args pretrained=PATH, a folder holding "
-                    f"{WEIGHT_NAMES[1]}, the config JSON, vocab.txt and trainval_label2ans.pkl"
-                )
-        config = _first_file(folder, CONFIG_NAMES) if folder else None
-        if v["config"]:
-            config = Path(v["config"]).expanduser()
-            if not config.is_file():
-                missing.append(f"config={config} does not exist (the ViLBERT config JSON)")
-                config = None
-        vocab = self._named_or_found(
-            "vocab", folder, VOCAB_NAMES, "the bert-base-uncased WordPiece vocabulary", missing
-        )
-        answers = self._named_or_found(
-            "answers", folder, ANSWER_NAMES, "the VQA answer list in the head's row order", missing
-        )
-        backbone = features = None
-        if v["features"] == "grid":
-            backbone = self._named_or_found(
-                "backbone_weights",
-                None,
-                (),
-                f"torchvision {v['backbone']} weights for features=grid",
-                missing,
-            )
-        else:
-            features = Path(v["features_path"]).expanduser()
-            if not features.exists():
-                missing.append(
-                    f"features_path={features} does not exist (an LMDB or a folder of .npz/.npy files)"
-                )
-                features = None
-        return _Files(weights, config, vocab, answers, backbone, features, tuple(missing))
-
-    def _named_or_found(
-        self, arg: str, folder: Path | None, names: Sequence[str], what: str, missing: list[str]
-    ) -> Path | None:
-        given = self.arg_values[arg]
-        if given:
-            path = Path(given).expanduser()
-            if path.is_file() or (arg == "vocab" and path.is_dir()):
-                return path
-            missing.append(f"{arg}={path} does not exist ({what})")
-            return None
-        if names and folder is None:
-            return None  # the missing checkpoint folder is reported already, with what it should hold
-        found = _first_file(folder, names) if folder else None
-        if found is None:
-            looked = f"{' or '.join(names)} in {folder}, or " if names else ""
-            missing.append(f"{what}: {looked}--model-args {arg}=PATH")
-        return found
-
-    def _require_files(self) -> _Files:
+    def _require_files(self) -> Files:
         files = self._files()
         if files.missing:
             raise AssetMissingError(
@@ -320,7 +227,7 @@ class VilbertModel(Model):
         # auto: float32, the precision the checkpoints were trained and checked in
         return torch_dtype(resolve_dtype(self.dtype, self.device, auto="float32"))
 
-    def _config(self, files: _Files) -> VilbertConfig | None:
+    def _config(self, files: Files) -> VilbertConfig | None:
         """The config file's, else None (load_vilbert then uses safetensors metadata or the base config)."""
         if files.config is None:
             return None
@@ -348,7 +255,7 @@ class VilbertModel(Model):
                 f"{files.weights.name} scores {heads}; the list must be the head's (trainval_label2ans.pkl)"
             )
         if self.arg_values["features"] == "grid":
-            from .features import ResNetRegionExtractor
+            from .grid_features import ResNetRegionExtractor
 
             columns, rows = _grid_shape(self.arg_values["num_regions"])
             try:
@@ -512,7 +419,7 @@ class VilbertModel(Model):
         stored = read_safetensors_metadata(weights).get(SAFETENSORS_CONFIG_KEY)
         return VilbertConfig.from_dict(json.loads(stored)) if stored else None
 
-    def _config_source(self, files: _Files) -> str | None:
+    def _config_source(self, files: Files) -> str | None:
         if files.weights is None:
             return None
         if files.config is not None:
@@ -523,7 +430,7 @@ class VilbertModel(Model):
             return None
         return "stored in the safetensors metadata" if stored else "base config (bert_base_6layer_6conect)"
 
-    def _parameters(self, files: _Files) -> int | None:
+    def _parameters(self, files: Files) -> int | None:
         if self._net is not None:
             return sum(p.numel() for p in self._net.parameters())
         if files.weights is None:
