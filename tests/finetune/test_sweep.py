@@ -17,12 +17,37 @@ def test_default_sweep_is_the_studys_five():
     spec = load_sweep(None, task="abo_single_word")
     runs = spec.configurations()
     assert runs == STUDY_RUNS
+    # exactly the study's LoRA table, in its order
     assert [(r["rank"], r["targets"]) for r in runs] == [
-        (8, "query_value"), (16, "query_value"), (32, "query_value"),
-        (16, "query_value_out"), (16, "query_value_dense"),
+        (16, "query_value_out"), (8, "query_value_dense"), (8, "query_key_value"),
+        (16, "query_value_dense"), (32, "query_value"),
     ]  # fmt: skip
     config = spec.config_for(runs[0], spec_dir := __import__("pathlib").Path("out"))
-    assert config.output_dir == spec_dir / "r8-query_value" and config.rank == 8 and config.model == "blip"
+    assert (
+        config.output_dir == spec_dir / "r16-query_value_out" and config.rank == 16 and config.model == "blip"
+    )
+
+
+def test_sweep_table_has_the_studys_layout():
+    from vlmbench_plugins.models.blip.finetune.sweep import sweep_table
+
+    test = {"exact_match": 0.5, "wups_0.0": 0.8, "bertscore_f1": 0.7, "sbert": 0.6, "custom": 1.0}
+    summary = {
+        "name": "r16-query_value_out",
+        "rank": 16,
+        "alpha": 32.0,
+        "targets": "query_value_out",
+        "test": test,
+    }
+    table = sweep_table(
+        [summary], base={"exact_match": 0.25, "wups_0.0": 0.7, "bertscore_f1": 0.6, "sbert": 0.5}
+    )
+    header, _, base_row, run_row = table.splitlines()[:4]
+    assert header.startswith(
+        "| run | rank | targets | bertscore_f1 | sbert | exact_match | wups_0.0 | custom |"
+    )
+    assert base_row.startswith("| base model |") and "0.2500" in base_row
+    assert run_row.startswith("| r16-query_value_out | 16 | query_value_out | 0.7000 (+0.1000) |")
 
 
 def test_grid_and_runs_from_yaml(tmp_path):

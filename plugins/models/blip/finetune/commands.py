@@ -306,10 +306,12 @@ def sweep_command(config_file, task, model, output_dir, settings, grid, only, do
                   eval_limit, no_base, cache, no_cache) -> None:  # fmt: skip
     """Train a grid of LoRA configurations and rank them against the base model.
 
-    Without --config or --grid, trains the study's five configurations (r8, r16 and r32 on
-    query_value; r16 on query_value_out and query_value_dense). Finished runs are not trained again
-    and unfinished ones resume, so rerunning the command after an interruption continues the sweep.
-    Writes OUTPUT_DIR/leaderboard.{md,csv} and OUTPUT_DIR/sweep.{md,json}.
+    Without --config or --grid, trains the study's five configurations, in the order of its LoRA
+    table: r16 query_value_out, r8 query_value_dense, r8 query_key_value, r16 query_value_dense and
+    r32 query_value. Finished runs are not trained again and unfinished ones resume, so rerunning the
+    command after an interruption continues the sweep. Writes OUTPUT_DIR/leaderboard.{md,csv} and
+    OUTPUT_DIR/sweep.{md,json} (the study's table layout: rank, targets, then its metric columns, the
+    base model first).
     """
     import yaml
 

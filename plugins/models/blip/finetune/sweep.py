@@ -8,7 +8,7 @@ A sweep file (YAML)::
       epochs: 5
       learning_rate: 2.0e-4
     runs:                            # explicit configurations...
-      - {name: r8-query_value, rank: 8, targets: query_value}
+      - {name: r16-query_value_out, rank: 16, targets: query_value_out}
     grid:                            # ...and/or every combination of these values
       rank: [8, 16, 32]
       targets: [query_value, query_key_value]
@@ -43,15 +43,20 @@ from vlmbench.api import SpecError, VlmbenchError, unknown_message, write_json, 
 from vlmbench_plugins.models.blip.finetune.checkpoints import ADAPTER_INFO, CONFIG_FILE, STATE_FILE
 from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig, incompatible_changes
 
-#: The study's five configurations: rank 8/16/32 with query+value, and at rank 16 the two larger
-#: target sets (attention output projections; every dense layer).
+#: The study's LoRA table: exactly these five configurations, in the order of its reported ranking.
 STUDY_RUNS: list[dict[str, Any]] = [
-    {"name": "r8-query_value", "rank": 8, "targets": "query_value"},
-    {"name": "r16-query_value", "rank": 16, "targets": "query_value"},
-    {"name": "r32-query_value", "rank": 32, "targets": "query_value"},
     {"name": "r16-query_value_out", "rank": 16, "targets": "query_value_out"},
+    {"name": "r8-query_value_dense", "rank": 8, "targets": "query_value_dense"},
+    {"name": "r8-query_key_value", "rank": 8, "targets": "query_key_value"},
     {"name": "r16-query_value_dense", "rank": 16, "targets": "query_value_dense"},
+    {"name": "r32-query_value", "rank": 32, "targets": "query_value"},
 ]
+#: The study's metric columns, in its order: BERTScore P/R/F1, BARTScore, SBERT, METEOR, Exact Match,
+#: Average Mark, WUPS@0.0, WUPS@0.9 and weighted WUPS; metrics it did not report follow.
+STUDY_COLUMNS = (
+    "bertscore_precision", "bertscore_recall", "bertscore_f1", "bartscore_f", "sbert", "meteor",
+    "exact_match", "average_mark", "wups_0.0", "wups_0.9", "wups_weighted",
+)  # fmt: skip
 
 _SWEEP_KEYS = {"task", "model", "defaults", "runs", "grid", "evaluate"}
 _EVAL_KEYS = {"batch_size", "limit", "base", "device", "num_workers", "metrics", "dtype"}
@@ -329,40 +334,36 @@ def _base_args(defaults: dict[str, Any]) -> dict[str, Any]:
 
 
 def sweep_table(summaries: list[dict[str, Any]], base: dict[str, Any] | None) -> str:
-    """Markdown: each run's LoRA settings, validation result and test metrics (with the change
-    against the base model)."""
-    metrics: list[str] = []
+    """Markdown in the layout of the study's LoRA table: rank and targets, then the test metrics in the
+    study's column order (with the change against the base model, whose row comes first), then how
+    each adapter was trained."""
+    found: list[str] = []
     for s in summaries:
-        for k in s.get("test") or {}:
-            if k not in metrics:
-                metrics.append(k)
-    header = ["run", "rank", "alpha", "targets", "modules", "trainable", "steps", "status", "best val"]
-    header += [f"test {m}" for m in metrics]
+        found += [k for k in s.get("test") or {} if k not in found]
+    metrics = [c for c in STUDY_COLUMNS if c in found] + [c for c in found if c not in STUDY_COLUMNS]
+    header = ["run", "rank", "targets", *metrics, "alpha", "modules", "trainable", "steps", "status", "best val"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     if base is not None:
-        cells = ["base model", "–", "–", "–", "–", "0", "–", "–", "–"]
-        cells += [_num(base.get(m)) for m in metrics]
+        cells = ["base model", "–", "–", *(_num(base.get(m)) for m in metrics), "–", "–", "0", "–", "–", "–"]
         lines.append("| " + " | ".join(cells) + " |")
     for s in summaries:
-        val = s.get("best_val")
-        cells = [
-            s["name"],
-            str(s["rank"]),
-            f"{s['alpha']:g}",
-            str(s["targets"]),
-            _num(s.get("modules")),
-            _num(s.get("trainable_parameters")),
-            _num(s.get("steps")),
-            str(s.get("status") or "–"),
-            f"{s.get('monitor')} {val:.4f}" if val is not None else "–",
-        ]
         test = s.get("test") or {}
+        cells = [s["name"], str(s["rank"]), str(s["targets"])]
         for m in metrics:
             value = test.get(m)
             text = _num(value)
             if value is not None and base is not None and base.get(m) is not None:
                 text += f" ({value - base[m]:+.4f})"
             cells.append(text)
+        val = s.get("best_val")
+        cells += [
+            f"{s['alpha']:g}",
+            _num(s.get("modules")),
+            _num(s.get("trainable_parameters")),
+            _num(s.get("steps")),
+            str(s.get("status") or "–"),
+            f"{s.get('monitor')} {val:.4f}" if val is not None else "–",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Test metrics of each adapter, with the change against the base model in brackets."]
     return "\n".join(lines) + "\n"
