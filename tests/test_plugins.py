@@ -1,5 +1,6 @@
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,9 +113,38 @@ def test_third_party_plugin_installs_lists_and_runs(plugin_env, tmp_path):
 def test_docs_plugin_example_matches_the_tested_package():
     """docs/plugins.md shows the example plugin's files verbatim; the test above runs that package."""
     doc = (REPO / "docs" / "plugins.md").read_text()
-    for rel in ["pyproject.toml", "vlmbench_dominant_color/__init__.py", "vlmbench_dominant_color/model.py"]:
+    files = ["pyproject.toml", "vlmbench_dominant_color/__init__.py", "vlmbench_dominant_color/model.py",
+             "vlmbench_dominant_color/fit.py"]  # fmt: skip
+    for rel in files:
         source = (REPO / "tests" / "thirdparty_plugin" / rel).read_text().strip()
         assert source in doc, f"docs/plugins.md is out of date with tests/thirdparty_plugin/{rel}"
+
+
+def test_third_party_command_trains_what_its_model_loads(plugin_env, tmp_path):
+    """A plugin's own command registered through the hook, as `vlmbench finetune` is: it learns a
+    palette from a task's images, and the plugin's model answers with it."""
+    palette = tmp_path / "palette.json"
+    fit = run_cli(["fit-palette", "abo_sample", "-o", str(palette)], env=plugin_env)
+    assert fit.returncode == 0, fit.stderr
+    learned = json.loads(palette.read_text())
+    assert len(learned) >= 5 and all(len(rgb) == 3 for rgb in learned.values())
+    assert "fit-palette" in run_cli(["--help"], env=plugin_env).stdout
+    out = tmp_path / "runs"
+    for args in ([], ["-a", f"palette={palette}"]):
+        res = run_cli(["run", "-m", "dominant-color", *args, "-t", "abo_sample", "-o", str(out), "-q",
+                       "--metrics", "exact_match"], env=plugin_env)  # fmt: skip
+        assert res.returncode == 0, res.stderr
+    default, fitted = [
+        {**json.loads(p.read_text()), "_path": str(p)}
+        for p in sorted(out.rglob("results.json"), key=lambda p: p.stat().st_mtime)
+    ]
+    assert default["model"]["fingerprint"] != fitted["model"]["fingerprint"]
+    assert fitted["model"]["identity"]["palette_sha256"]
+    answers = {
+        json.loads(line)["raw"]
+        for line in (Path(fitted["_path"]).parent / "predictions.jsonl").read_text().splitlines()
+    }
+    assert answers <= set(learned)  # the model answers with the colours the command learned
 
 
 def test_unknown_model_in_cli_is_one_clear_line(tmp_path):

@@ -1,6 +1,6 @@
-"""Registers the model. Keep this module light: vlmbench imports it to list plugins."""
+"""Registers the model and a command. Keep this module light: vlmbench imports it to list plugins."""
 
-from vlmbench import hookimpl
+from vlmbench.api import hookimpl
 
 
 @hookimpl
@@ -12,3 +12,10 @@ def register_models(register):
         request_types=("generate", "rank"),
         parameters="0",
     )
+
+
+@hookimpl
+def register_commands(cli):
+    from vlmbench_dominant_color.fit import fit_palette
+
+    cli.add_command(fit_palette)
