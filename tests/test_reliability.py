@@ -787,7 +787,7 @@ def test_hostile_archives_and_pickles_are_refused(tmp_path, reliability):
     import pickle
     import tarfile
 
-    from vlmbench.abo.download import DownloadError, safe_extract
+    from vlmbench_plugins.datasets.abo.download import DownloadError, safe_extract
     from vlmbench_plugins.models.vilbert.inference import read_answer_pickle
 
     def tar_with(name: str, kind: bytes = tarfile.REGTYPE, link: str = "") -> Path:

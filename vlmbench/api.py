@@ -13,8 +13,10 @@ What is here:
   :class:`Batch`, :class:`GenerationSpec`, :class:`Sample`
 - metrics: :class:`SampleMetric`, :class:`CorpusMetric`, :class:`MetricContext`, :class:`ScoreTable`,
   and the answer normalisation they share (:func:`vqa_normalize`)
-- QA generators: :class:`Generator`, :class:`GenerationResult`, :class:`Job`, :class:`QAItem`
-- options: :class:`Arg` (typed, with bounds and choices), :func:`parse_kv`
+- QA generators: :class:`Generator`, :class:`GenerationResult`, :class:`Job`, :class:`QAItem`, and
+  :class:`Listing`, what a generator may rely on in the record a dataset plugin passes it
+- options: :class:`Arg` (typed, with bounds and choices), :func:`parse_kv`, and :func:`split_scoped`
+  for ``NAME:k=v,...`` values that address one of several plugins
 - errors: :class:`VlmbenchError` and its kinds; raise :class:`AssetMissingError` for weights or data
   that are not there, :class:`SampleError` for one request a model cannot answer
 - devices and assets: :func:`resolve_device`, :func:`resolve_dtype`, :func:`torch_dtype`, the
@@ -27,7 +29,7 @@ What is here:
   a run's results, :func:`write_leaderboard` for ``leaderboard.{md,csv}``)
 """
 
-from vlmbench.args import Arg, parse_kv
+from vlmbench.args import Arg, parse_kv, split_scoped
 from vlmbench.artifacts import RESULTS as RESULTS_FILE
 from vlmbench.artifacts import load_results, write_json, write_jsonl, write_text
 from vlmbench.assets import find_wordnet, load_wordnet, resolve_model
@@ -45,7 +47,7 @@ from vlmbench.errors import (
     unknown_message,
 )
 from vlmbench.filters import apply_filters
-from vlmbench.generator import GenerationResult, Generator, Job, QAItem, SecretMask, items_from_reply
+from vlmbench.generator import GenerationResult, Generator, Job, Listing, QAItem, SecretMask, items_from_reply
 from vlmbench.hashing import file_sha256, json_digest, remembered, tree_sha256
 from vlmbench.hf import (
     HF_ARGS,
@@ -94,6 +96,7 @@ __all__ = [
     "ImageProblem",
     "ImageSource",
     "Job",
+    "Listing",
     "Metric",
     "MetricContext",
     "MetricEntry",
@@ -142,6 +145,7 @@ __all__ = [
     "resolve_dtype",
     "resolve_model",
     "resolve_task",
+    "split_scoped",
     "torch_dtype",
     "tree_sha256",
     "unknown_message",

@@ -1,9 +1,10 @@
 """The QA generator contract (dataset curation plugins).
 
 A generator turns one product listing and its image into *candidate* single-word question-answer
-pairs, each with a difficulty and its provenance. Candidates are validated afterwards
-(:mod:`vlmbench.abo.curation`), so a generator may return imperfect items: what it must not do is
-invent fields it was not given.
+pairs, each with a difficulty and its provenance. The listing is whatever record the dataset plugin
+reads; the generator may rely on what :class:`Listing` describes. Candidates are validated afterwards
+by the dataset's pipeline, so a generator may return imperfect items: what it must not do is invent
+fields it was not given.
 
 A plugin subclasses :class:`Generator`, declares its options in :attr:`Generator.args` (the same typed
 schema as model arguments) and registers itself with the ``register_generators`` hook::
@@ -12,7 +13,7 @@ schema as model arguments) and registers itself with the ``register_generators``
     def register_generators(register):
         register("mine", "my_package.module:MyGenerator", summary="...", needs_network=False)
 
-The pipeline calls :meth:`Generator.setup` once, then :meth:`Generator.generate_many` over the
+A dataset plugin calls :meth:`Generator.setup` once, then :meth:`Generator.generate_many` over the
 listings still to do, and stores every :class:`GenerationResult` as it arrives, keyed by the listing
 and by :meth:`Generator.fingerprint`: a re-run skips what is stored, and changing an output-affecting
 option starts a fresh store.
@@ -26,14 +27,11 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from vlmbench.args import Arg, output_affecting, redact, validate
 from vlmbench.hashing import json_digest
 from vlmbench.registry import GeneratorEntry
-
-if TYPE_CHECKING:
-    from vlmbench.abo.reader import Listing
 
 
 @dataclass(frozen=True)
@@ -100,14 +98,41 @@ class GenerationResult:
         )
 
 
+@runtime_checkable
+class Listing(Protocol):
+    """One product record, as a generator receives it.
+
+    A dataset plugin passes records of its own type: what every generator may rely on is below. A
+    generator written for one dataset may read more of that dataset's record (structured fields).
+    """
+
+    @property
+    def key(self) -> str:
+        """Unique per record: results are stored, and found again, by it."""
+        ...
+
+    @property
+    def name(self) -> str | None:
+        """The product's name, when it has one."""
+        ...
+
+    @property
+    def description(self) -> str:
+        """The product's text in the chosen language ("" when there is none)."""
+        ...
+
+
 @dataclass
 class Job:
     """One listing to process. ``image`` returns the main image's bytes (read lazily, so a
-    generator that does not look at images never reads them)."""
+    generator that does not look at images never reads them); ``image_id`` and ``image_ref`` (its
+    path or another name for messages) identify that image, when the dataset knows them."""
 
     listing: Listing
     image: Callable[[], bytes]
     image_mime: str = "image/jpeg"
+    image_id: str = ""
+    image_ref: str = ""
 
 
 class Generator:

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import re
 
-from vlmbench.abo.curation import ValidationConfig, check
 from vlmbench.api import Arg, ArgError, GenerationResult, Generator, Job, QAItem
+from vlmbench_plugins.datasets.abo.curation import ValidationConfig, check
 
 QUESTIONS: dict[str, tuple[str, int]] = {
     "color": ("What is the main color of this product?", 0),

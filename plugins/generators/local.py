@@ -118,7 +118,7 @@ class LocalGenerator(Generator):
             listing = job.listing
             prompt = self.template.render(listing, a["questions"], a["output_format"])
             try:
-                image = decode_image(job.image(), name=str(listing.image_path))
+                image = decode_image(job.image(), name=job.image_ref or listing.key)
             except ImageProblem as exc:
                 # A broken image will not get better on a re-run: record the listing as done, empty.
                 self._totals["unreadable_images"] += 1
@@ -127,7 +127,7 @@ class LocalGenerator(Generator):
             requests.append(
                 Request(
                     sample_id=listing.key, kind="generate", prompt=prompt, question=prompt,
-                    image_ref=str(listing.image_path), image_id=str(listing.main_image_id), image=image,
+                    image_ref=job.image_ref or listing.key, image_id=job.image_id or listing.key, image=image,
                 )
             )  # fmt: skip
         if requests:

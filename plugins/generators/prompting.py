@@ -19,8 +19,7 @@ import hashlib
 import string
 from pathlib import Path
 
-from vlmbench.abo.reader import Listing
-from vlmbench.api import ArgError, AssetMissingError
+from vlmbench.api import ArgError, AssetMissingError, Listing
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "prompts" / "single_word_qa.txt"
 FIELDS = ("questions", "description", "product", "output_format")

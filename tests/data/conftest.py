@@ -33,6 +33,16 @@ def abo_tree(tmp_path: Path) -> Path:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _plugin_commands() -> None:
+    """`data download abo` and `data prepare abo_single_word` come from the dataset plugin: add them
+    to the CLI the tests invoke, as ``vlmbench.cli.main`` does."""
+    from vlmbench.api import load_plugins
+    from vlmbench.cli import cli
+
+    load_plugins().call_each("register_commands", cli=cli)
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's caches or data, and never see a real API key."""

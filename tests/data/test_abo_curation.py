@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from vlmbench.abo import curation, splits
-from vlmbench.abo.curation import Candidate, ValidationConfig, validate
 from vlmbench.errors import VlmbenchError
 from vlmbench.generator import QAItem
+from vlmbench_plugins.datasets.abo import curation, splits
+from vlmbench_plugins.datasets.abo.curation import Candidate, ValidationConfig, validate
 
 
 def cand(question, answer, difficulty=0, image="img1", generator="g") -> Candidate:

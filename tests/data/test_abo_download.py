@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from vlmbench.abo import download
-from vlmbench.abo.download import DownloadError, download_abo, fetch, safe_extract
 from vlmbench.cli import cli
+from vlmbench_plugins.datasets.abo import download
+from vlmbench_plugins.datasets.abo.download import DownloadError, download_abo, fetch, safe_extract
 
 
 def make_tar(entries: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from vlmbench.abo import reader
-from vlmbench.abo.prepare import PrepareOptions, create_generator, prepare
 from vlmbench.errors import AssetMissingError
 from vlmbench.generator import Job
+from vlmbench_plugins.datasets.abo import reader
+from vlmbench_plugins.datasets.abo.prepare import PrepareOptions, create_generator, prepare
 
 from .abo_testkit import api_error, prompt_text, real_records, reply
 from vlmbench_testing import run_cli

@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from vlmbench.abo.curation import ValidationConfig
-from vlmbench.abo.prepare import PrepareOptions, prepare
 from vlmbench.cli import cli
 from vlmbench.errors import AssetMissingError, UnknownNameError, VlmbenchError
 from vlmbench.plugins import load_plugins
 from vlmbench.task import resolve_task
+from vlmbench_plugins.datasets.abo.curation import ValidationConfig
+from vlmbench_plugins.datasets.abo.prepare import PrepareOptions, prepare
 
 from .abo_testkit import ScriptedPlugin
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from vlmbench.abo import reader
 from vlmbench.errors import AssetMissingError, DataError
+from vlmbench_plugins.datasets.abo import reader
 
 from .abo_testkit import FIXTURES, SHARED_ABO, real_records
 

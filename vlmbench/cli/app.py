@@ -1,7 +1,8 @@
 """The ``vlmbench`` command group and what every command shares: errors as one line, plugin warnings.
 
 Commands live beside it (run, list, the analysis commands); plugins add theirs through the
-``register_commands`` hook, into the group itself or into its ``data`` and ``check-parity`` groups.
+``register_commands`` hook, into the group itself, into ``check-parity``, or as a dataset's
+subcommands of ``data download`` and ``data prepare``.
 """
 
 from __future__ import annotations
@@ -60,19 +61,57 @@ def check_parity() -> None:
     """
 
 
-@cli.group("data")
+class _DataGroup(click.Group):
+    """``vlmbench data``: its help also lists what each installed dataset plugin added under
+    ``download`` and ``prepare``, so one screen shows every pipeline."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_commands(ctx, formatter)
+        rows = [
+            (f"{name} {sub}", command.get_short_help_str(limit=70))
+            for name in ("download", "prepare")
+            if isinstance(self.commands.get(name), click.Group)
+            for sub, command in sorted(self.commands[name].commands.items())
+        ]
+        if rows:
+            with formatter.section("Installed datasets"):
+                formatter.write_dl(rows)
+
+
+class _DatasetGroup(click.Group):
+    """``data download`` and ``data prepare``: one subcommand per dataset or task a plugin adds."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in self.commands:
+            known = ", ".join(sorted(self.commands)) or "none (install a dataset plugin)"
+            raise click.UsageError(f"nothing named {name!r} to {self.name}; installed: {known}", ctx)
+        return super().resolve_command(ctx, args)
+
+
+@cli.group("data", cls=_DataGroup)
 def data() -> None:
-    """Download datasets and prepare benchmark data.
+    """Download datasets and prepare benchmark data from them.
 
     \b
-    The ABO single-word QA pipeline, end to end:
-      vlmbench data download abo                                  # listings + 256-px images (~3 GB)
-      vlmbench data prepare abo_single_word --generator attributes # offline, from the metadata
-      vlmbench data prepare abo_single_word --generator gemini     # the study's approach (API key)
-      vlmbench run --model prior --task abo_single_word
+    A dataset plugin adds its pipeline here, in three steps:
+      vlmbench data download DATASET          # fetch the public files (resumable, verified)
+      vlmbench data prepare TASK -g GENERATOR # question-answer pairs: generate, validate, split, export
+      vlmbench run --model MODEL --task TASK  # evaluate on the prepared data
 
-    Both commands are idempotent: re-running one that finished does nothing. See docs/data.md.
+    `vlmbench data generators` lists the QA generators; both steps are idempotent: re-running one
+    that finished does nothing. See docs/data.md.
     """
+
+
+@data.group("download", cls=_DatasetGroup)
+def download() -> None:
+    """Fetch a dataset's public files: one subcommand per dataset."""
+
+
+@data.group("prepare", cls=_DatasetGroup)
+def prepare() -> None:
+    """Build a task's data from a downloaded dataset: one subcommand per task."""
 
 
 @data.command("generators")

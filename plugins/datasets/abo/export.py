@@ -19,10 +19,8 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from vlmbench import artifacts
-from vlmbench.abo.curation import Accepted
-from vlmbench.images import confined_path
-from vlmbench.normalize import vqa_normalize
+from vlmbench.api import confined_path, vqa_normalize, write_text
+from vlmbench_plugins.datasets.abo.curation import Accepted
 
 STUDY_COLUMNS = ("image_id", "path", "question", "answer", "difficulty")
 ALL_COLUMNS = (*STUDY_COLUMNS, "generator")
@@ -39,7 +37,7 @@ def write_csv(path: Path, rows: Sequence[Accepted], columns: Sequence[str] = STU
     writer.writerow(columns)
     for row in rows:
         writer.writerow([getattr(row, c) for c in columns])
-    artifacts.write_text(Path(path), buf.getvalue())
+    write_text(Path(path), buf.getvalue())
     return Path(path)
 
 

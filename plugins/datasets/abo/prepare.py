@@ -26,12 +26,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmbench import artifacts
-from vlmbench.abo import curation, export, reader, splits
-from vlmbench.errors import AssetMissingError, VlmbenchError
-from vlmbench.generator import GenerationResult, Generator, Job, SecretMask
-from vlmbench.hashing import json_digest
-from vlmbench.images import read_image_file
+from vlmbench.api import (
+    AssetMissingError,
+    GenerationResult,
+    Generator,
+    Job,
+    SecretMask,
+    VlmbenchError,
+    json_digest,
+    load_plugins,
+    read_image_file,
+    write_json,
+    write_text,
+)
+from vlmbench_plugins.datasets.abo import curation, export, reader, splits
 
 TASKS = ("abo_single_word",)
 PIPELINE_VERSION = "1"
@@ -67,8 +75,6 @@ class PrepareResult:
 
 def create_generator(name: str, args: str | Mapping[str, Any] | None = None, plugins=None) -> Generator:
     """A registered generator by name, with its options validated."""
-    from vlmbench.plugins import load_plugins
-
     return (plugins or load_plugins()).create_generator(name, args)
 
 
@@ -108,7 +114,7 @@ class CandidateStore:
                 clean.append(secrets.mask(line))  # unreadable, and skipped by load(), but no secret kept
                 continue
             clean.append(json.dumps(secrets.screen(result).to_dict(), ensure_ascii=False))
-        artifacts.write_text(self.path, "".join(line + "\n" for line in clean))
+        write_text(self.path, "".join(line + "\n" for line in clean))
 
     def append(self, result: GenerationResult) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +168,13 @@ def _jobs(listings: Sequence[reader.Listing], small: Path) -> Iterator[Job]:
     for listing in listings:
         rel = str(listing.image_path)
         mime = "image/png" if rel.lower().endswith(".png") else "image/jpeg"
-        yield Job(listing=listing, image=lambda rel=rel: read_image_file(small, rel), image_mime=mime)
+        yield Job(
+            listing=listing,
+            image=lambda rel=rel: read_image_file(small, rel),
+            image_mime=mime,
+            image_id=str(listing.main_image_id),
+            image_ref=rel,
+        )
 
 
 def _sum_usage(results: Mapping[str, GenerationResult]) -> dict[str, float]:
@@ -174,27 +186,29 @@ def _sum_usage(results: Mapping[str, GenerationResult]) -> dict[str, float]:
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in sorted(total.items())}
 
 
-def prepare(
-    task: str,
-    abo_root: Path,
-    data_dir: Path | None = None,
-    options: PrepareOptions | None = None,
-    *,
-    plugins=None,
-    log: Callable[[str], None] | None = None,
-) -> PrepareResult:
-    """Run the whole pipeline for ``task`` (see the module docstring). Returns what it wrote."""
+@dataclass
+class _Plan:
+    """What one ``prepare`` call will do, settled (and checked) before any work."""
+
+    out: Path
+    abo_root: Path
+    generators: list[Generator]
+    order: tuple[str, ...]
+    fractions: dict[str, float]
+    config: dict[str, Any]
+    config_hash: str
+
+
+def _plan(task: str, abo_root: Path, data_dir: Path | None, options: PrepareOptions, plugins) -> _Plan:
+    """Check the task, the inputs and the options, and create the generators (nothing loaded yet)."""
     if task not in TASKS:
         raise VlmbenchError(f"unknown dataset {task!r} to prepare; known: {', '.join(TASKS)}")
-    options = options or PrepareOptions()
-    say = log or (lambda _msg: None)
     abo_root = Path(abo_root).expanduser()
     if not (abo_root / reader.LISTINGS_DIR).is_dir():
         raise AssetMissingError(
             f"the ABO listings under {abo_root}",
             "download them first with `vlmbench data download abo` (or pass --abo-root)",
         )
-    out = Path(data_dir or default_data_dir()).expanduser() / task
     if not options.generators:
         raise VlmbenchError("name at least one generator (--generator attributes, gemini or local)")
     if len(set(options.generators)) != len(options.generators):
@@ -216,81 +230,88 @@ def prepare(
         "validation": asdict(options.validation),
     }
     config_hash = json_digest({"config": config, "inputs": _inputs_identity(abo_root)}, length=None)
-    state_path = out / STATE
-    if not options.force and state_path.is_file():
-        try:
-            state = json.loads(state_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            state = {}  # unreadable: simply redo the cheap steps
-        if (
-            state.get("config_hash") == config_hash
-            and state.get("complete")
-            and all(p.exists() for p in _outputs(out))
-        ):
-            say(f"{out}: up to date (same configuration and inputs), nothing to do")
-            report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-            return PrepareResult(out, skipped=True, complete=True, report=report)
+    out = Path(data_dir or default_data_dir()).expanduser() / task
+    return _Plan(out, abo_root, gens, order, fractions, config, config_hash)
 
-    if not options.progress:
-        import datasets
 
-        datasets.disable_progress_bars()
-    stats = reader.ReadStats()
-    listings, selection_skips = select_listings(abo_root, order, options.limit, stats)
-    if not listings:
-        raise VlmbenchError(f"no usable listings under {abo_root} (none has a main image on disk)")
-    say(f"{len(listings)} listings with an image selected from {stats.files} listing files")
-    small = abo_root / reader.SMALL_IMAGES_DIR
+def _finished_report(plan: _Plan) -> dict[str, Any] | None:
+    """The report of an earlier run with the same configuration and inputs that finished, if any."""
+    state_path = plan.out / STATE
+    if not state_path.is_file():
+        return None
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # unreadable: simply redo the cheap steps
+    if state.get("config_hash") != plan.config_hash or not state.get("complete"):
+        return None
+    if not all(p.exists() for p in _outputs(plan.out)):
+        return None
+    return json.loads((plan.out / "report.json").read_text(encoding="utf-8"))
 
-    results: dict[str, dict[str, GenerationResult]] = {}
-    generation: dict[str, dict[str, Any]] = {}
-    complete = True
-    for gen in gens:
-        store = CandidateStore(out / "work" / f"{gen.name}-{gen.fingerprint()}.jsonl")
-        secrets = SecretMask(gen.secrets())
-        store.mask(secrets)
-        done = store.load()
-        wanted = {x.key for x in listings}
-        pending = [x for x in listings if x.key not in done]
-        errors: Counter = Counter()
-        cached = len(wanted & done.keys())
-        if pending:
-            say(f"{gen.name}: {len(pending)} listings to generate, {cached} already stored")
-            gen.setup()
-            from tqdm.auto import tqdm
 
-            with tqdm(total=len(pending), desc=gen.name, unit="listing", disable=not options.progress) as bar:
-                for result in gen.generate_many(_jobs(pending, small)):
-                    result = secrets.screen(result)  # nothing a service echoes of a key is kept
-                    store.append(result)
-                    if result.error is None:
-                        done[result.key] = result
-                    else:
-                        errors[result.error.split(":", 1)[0]] += 1
-                    bar.update(1)
-        mine = {k: v for k, v in done.items() if k in wanted}
-        results[gen.name] = mine
-        unparsed: Counter = Counter()
-        for r in mine.values():
-            unparsed.update(r.rejected)
-        generation[gen.name] = {
-            "listings": len(listings),
-            "generated_now": len(pending) - sum(errors.values()),
-            "from_store": cached,
-            "failed": sum(errors.values()),
-            "failures": dict(errors),
-            "unparsed": dict(unparsed),
-            "usage_stored": _sum_usage(mine),
-            "usage_this_run": gen.usage() if pending else {},
-        }
-        if errors:
-            complete = False
-            say(f"{gen.name}: {sum(errors.values())} listings failed ({dict(errors)}); re-run to retry them")
+def _generate(
+    gen: Generator,
+    listings: Sequence[reader.Listing],
+    plan: _Plan,
+    progress: bool,
+    say: Callable[[str], None],
+) -> tuple[dict[str, GenerationResult], dict[str, Any]]:
+    """Run ``gen`` over the listings its store lacks; its stored results for ``listings``, and the
+    facts for the report (``failed`` counts listings that failed after the generator's retries)."""
+    store = CandidateStore(plan.out / "work" / f"{gen.name}-{gen.fingerprint()}.jsonl")
+    secrets = SecretMask(gen.secrets())
+    store.mask(secrets)
+    done = store.load()
+    wanted = {x.key for x in listings}
+    pending = [x for x in listings if x.key not in done]
+    errors: Counter = Counter()
+    cached = len(wanted & done.keys())
+    if pending:
+        say(f"{gen.name}: {len(pending)} listings to generate, {cached} already stored")
+        gen.setup()
+        from tqdm.auto import tqdm
 
+        with tqdm(total=len(pending), desc=gen.name, unit="listing", disable=not progress) as bar:
+            for result in gen.generate_many(_jobs(pending, plan.abo_root / reader.SMALL_IMAGES_DIR)):
+                result = secrets.screen(result)  # nothing a service echoes of a key is kept
+                store.append(result)
+                if result.error is None:
+                    done[result.key] = result
+                else:
+                    errors[result.error.split(":", 1)[0]] += 1
+                bar.update(1)
+    mine = {k: v for k, v in done.items() if k in wanted}
+    unparsed: Counter = Counter()
+    for r in mine.values():
+        unparsed.update(r.rejected)
+    if errors:
+        say(f"{gen.name}: {sum(errors.values())} listings failed ({dict(errors)}); re-run to retry them")
+    return mine, {
+        "listings": len(listings),
+        "generated_now": len(pending) - sum(errors.values()),
+        "from_store": cached,
+        "failed": sum(errors.values()),
+        "failures": dict(errors),
+        "unparsed": dict(unparsed),
+        "usage_stored": _sum_usage(mine),
+        "usage_this_run": gen.usage() if pending else {},
+    }
+
+
+def _write_outputs(
+    plan: _Plan,
+    listings: Sequence[reader.Listing],
+    results: Mapping[str, Mapping[str, GenerationResult]],
+    facts: dict[str, Any],
+    options: PrepareOptions,
+) -> dict[str, Any]:
+    """Validate every candidate, split, export, and write the report; returns the report."""
+    out = plan.out
     candidates = [
         curation.Candidate(item=item, image_id=str(x.main_image_id), path=str(x.image_path), listing=x.key)
         for x in listings
-        for gen in gens
+        for gen in plan.generators
         for item in (results[gen.name][x.key].items if x.key in results[gen.name] else [])
     ]
     validation = curation.validate(candidates, options.validation)
@@ -300,31 +321,66 @@ def prepare(
         )
     parts = splits.split_rows(
         validation.accepted, image_of=lambda r: r.image_id, difficulty_of=lambda r: r.difficulty,
-        fractions=fractions, seed=options.seed,
+        fractions=plan.fractions, seed=options.seed,
     )  # fmt: skip
     for name in SPLIT_NAMES:
         parts.setdefault(name, [])
     export.write_csv(out / "qa_all.csv", validation.accepted, export.ALL_COLUMNS)
     for name in SPLIT_NAMES:
         export.write_csv(out / "splits" / f"{name}.csv", parts[name])
-    export.write_hf(out / "hf", {n: parts[n] for n in SPLIT_NAMES}, small)
-    reading = {**stats.as_dict(), **dict(selection_skips), "selected": len(listings)}
+    export.write_hf(out / "hf", {n: parts[n] for n in SPLIT_NAMES}, plan.abo_root / reader.SMALL_IMAGES_DIR)
     report = curation.build_report(
         validation,
         splits={n: parts[n] for n in SPLIT_NAMES},
-        generation=generation,
-        reading=reading,
-        config={k: v for k, v in config.items() if k != "pipeline_version"},
+        generation=facts["generation"],
+        reading=facts["reading"],
+        config={k: v for k, v in plan.config.items() if k != "pipeline_version"},
     )
     curation.write_report(report, out)
-    artifacts.write_json(
-        state_path,
-        {
-            "config_hash": config_hash,
-            "complete": complete,
-            "config": config,
-            "accepted": len(validation.accepted),
-        },
-    )
-    say(f"{len(validation.accepted)} questions about {report['images']} images written to {out}")
-    return PrepareResult(out, skipped=False, complete=complete, report=report)
+    return report
+
+
+def prepare(
+    task: str,
+    abo_root: Path,
+    data_dir: Path | None = None,
+    options: PrepareOptions | None = None,
+    *,
+    plugins=None,
+    log: Callable[[str], None] | None = None,
+) -> PrepareResult:
+    """Run the whole pipeline for ``task`` (see the module docstring). Returns what it wrote.
+
+    Every check of the task, inputs and options comes before any work. Listings a generator failed
+    on (after its retries) leave the result ``complete=False``; the outputs are written from the
+    others, and the next run retries those listings only.
+    """
+    options = options or PrepareOptions()
+    say = log or (lambda _msg: None)
+    plan = _plan(task, abo_root, data_dir, options, plugins)
+    if not options.force:
+        report = _finished_report(plan)
+        if report is not None:
+            say(f"{plan.out}: up to date (same configuration and inputs), nothing to do")
+            return PrepareResult(plan.out, skipped=True, complete=True, report=report)
+    if not options.progress:
+        import datasets
+
+        datasets.disable_progress_bars()
+    stats = reader.ReadStats()
+    listings, selection_skips = select_listings(plan.abo_root, plan.order, options.limit, stats)
+    if not listings:
+        raise VlmbenchError(f"no usable listings under {plan.abo_root} (none has a main image on disk)")
+    say(f"{len(listings)} listings with an image selected from {stats.files} listing files")
+    results: dict[str, dict[str, GenerationResult]] = {}
+    generation: dict[str, dict[str, Any]] = {}
+    for gen in plan.generators:
+        results[gen.name], generation[gen.name] = _generate(gen, listings, plan, options.progress, say)
+    complete = not any(facts["failed"] for facts in generation.values())
+    reading = {**stats.as_dict(), **dict(selection_skips), "selected": len(listings)}
+    facts = {"generation": generation, "reading": reading}
+    report = _write_outputs(plan, listings, results, facts, options)
+    state = {"config_hash": plan.config_hash, "complete": complete, "config": plan.config}
+    write_json(plan.out / STATE, {**state, "accepted": report["accepted"]})
+    say(f"{report['accepted']} questions about {report['images']} images written to {plan.out}")
+    return PrepareResult(plan.out, skipped=False, complete=complete, report=report)

@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from vlmbench import artifacts
-from vlmbench.errors import VlmbenchError
+from vlmbench.api import VlmbenchError, write_json
 
 ABO_BASE_URL = "https://amazon-berkeley-objects.s3.amazonaws.com/archives"
 STATE_FILE = ".vlmbench-download.json"
@@ -452,7 +451,7 @@ def download_abo(
                 "verified": result.verified,
                 "extracted": False,
             }
-            artifacts.write_json(dest / STATE_FILE, state)
+            write_json(dest / STATE_FILE, state)
         files = safe_extract(local, dest, progress=progress)
         if not (dest / archive.expect).exists():
             raise DownloadError(f"{archive.name}: unpacked, but {archive.expect} is not in it")
@@ -463,7 +462,7 @@ def download_abo(
             "extracted": True,
             "files": files,
         }
-        artifacts.write_json(dest / STATE_FILE, state)
+        write_json(dest / STATE_FILE, state)
         if not keep_archives:
             local.unlink(missing_ok=True)
         say(f"{archive.name}: {files} files unpacked into {dest}")

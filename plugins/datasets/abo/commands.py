@@ -1,4 +1,9 @@
-"""``vlmbench data download abo`` and ``vlmbench data prepare abo_single_word``."""
+"""``vlmbench data download abo`` and ``vlmbench data prepare abo_single_word``.
+
+The dataset plugin adds them to the core's ``data download`` and ``data prepare`` groups through the
+``register_commands`` hook. Importing this module is cheap (click only): the pipeline's modules load
+when a command runs.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,16 @@ from pathlib import Path
 
 import click
 
-from vlmbench.args import split_scoped
-from vlmbench.cli.app import data
-from vlmbench.errors import VlmbenchError
+from vlmbench.api import VlmbenchError, split_scoped
 
 
 def _data_dir(value: Path | None) -> Path:
-    from vlmbench.abo.prepare import default_data_dir
+    from vlmbench_plugins.datasets.abo.prepare import default_data_dir
 
     return value.expanduser() if value else default_data_dir()
 
 
-@data.command("download")
-@click.argument("dataset", type=click.Choice(["abo"]))
+@click.command("abo")
 @click.option(
     "--dest",
     type=click.Path(file_okay=False, path_type=Path),
@@ -35,18 +37,18 @@ def _data_dir(value: Path | None) -> Path:
 @click.option("--keep-archives", is_flag=True, help="Keep the .tar files after unpacking them.")
 @click.option("--force", is_flag=True, help="Download and unpack again even if already done.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def data_download(dataset, dest, variant, base_url, checksums, keep_archives, force, quiet):
-    """Fetch a public dataset and unpack it.
+def download_abo_command(dest, variant, base_url, checksums, keep_archives, force, quiet):
+    """Amazon Berkeley Objects listings and 256-px images.
 
     \b
-    abo: the Amazon Berkeley Objects listings and small images (CC BY 4.0, Amazon.com), laid out as
+    The ABO product listings and small images (CC BY 4.0, Amazon.com), laid out as
       DEST/listings/metadata/listings_*.json.gz
       DEST/images/metadata/images.csv.gz
       DEST/images/small/<xx>/<name>.jpg
     Transfers resume where they stopped (HTTP ranges), are checked against the published size and
     checksum (S3 ETag MD5), and unpack only regular files inside DEST.
     """
-    from vlmbench.abo.download import ABO_BASE_URL, download_abo
+    from vlmbench_plugins.datasets.abo.download import ABO_BASE_URL, download_abo
 
     sha = {}
     for item in checksums:
@@ -54,7 +56,7 @@ def data_download(dataset, dest, variant, base_url, checksums, keep_archives, fo
         if not sep or not name or not digest:
             raise VlmbenchError(f"--sha256 expects ARCHIVE=HEX, got {item!r}")
         sha[name] = digest
-    target = dest.expanduser() if dest else _data_dir(None) / dataset
+    target = dest.expanduser() if dest else _data_dir(None) / "abo"
     result = download_abo(
         target,
         variant=variant,
@@ -68,8 +70,7 @@ def data_download(dataset, dest, variant, base_url, checksums, keep_archives, fo
     click.echo(str(result.dest))
 
 
-@data.command("prepare")
-@click.argument("name", type=click.Choice(["abo_single_word"]))
+@click.command("abo_single_word")
 @click.option("--generator", "-g", "generators", multiple=True, default=("attributes",), show_default=True,
               help="QA generator (repeat to combine): attributes, gemini, local, or a plugin's.")  # fmt: skip
 @click.option("--generator-args", "-a", multiple=True, metavar="[NAME:]k=v,...",
@@ -81,7 +82,8 @@ def data_download(dataset, dest, variant, base_url, checksums, keep_archives, fo
 @click.option("--language", default="en_IN", show_default=True,
               help="Preferred language tag for descriptions and attributes; other English tags follow.")  # fmt: skip
 @click.option("--limit", type=int, default=None, help="Use only the first N listings with an image.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the split.")  # fmt: skip
 @click.option(
     "--split", "fractions", default="0.8,0.1,0.1", show_default=True, help="train,val,test fractions."
 )
@@ -89,18 +91,21 @@ def data_download(dataset, dest, variant, base_url, checksums, keep_archives, fo
               help="Whether yes/no answers are accepted.")  # fmt: skip
 @click.option("--force", is_flag=True, help="Redo validation, splits and export even if nothing changed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def data_prepare(name, generators, generator_args, abo_root, data_dir, language, limit, seed, fractions, yes_no,
-                 force, quiet):  # fmt: skip
-    """Curate single-word QA from ABO listings, validate, split by image and export.
+def prepare_abo_single_word(generators, generator_args, abo_root, data_dir, language, limit, seed, fractions,
+                            yes_no, force, quiet):  # fmt: skip
+    """Single-word QA from ABO listings: generate, validate, split, export.
 
-    Writes DATA_DIR/NAME/: qa_all.csv, splits/{train,val,test}.csv (the study's columns),
+    Curates question-answer pairs from the ABO listings with the chosen generators, validates them,
+    splits them by image and exports them.
+
+    Writes DATA_DIR/abo_single_word/: qa_all.csv, splits/{train,val,test}.csv (the study's columns),
     hf/ (a Hugging Face dataset with the images, read by the task), report.md and report.json.
     Generation is resumable (finished listings are stored under work/ and skipped), and a
     re-run with the same options and inputs does nothing.
     """
-    from vlmbench.abo.curation import ValidationConfig
-    from vlmbench.abo.prepare import PrepareOptions, prepare
-    from vlmbench.abo.splits import parse_fractions
+    from vlmbench_plugins.datasets.abo.curation import ValidationConfig
+    from vlmbench_plugins.datasets.abo.prepare import PrepareOptions, prepare
+    from vlmbench_plugins.datasets.abo.splits import parse_fractions
 
     if limit is not None and limit < 1:
         raise VlmbenchError("--limit must be at least 1")
@@ -118,7 +123,7 @@ def data_prepare(name, generators, generator_args, abo_root, data_dir, language,
         progress=not quiet,
     )
     result = prepare(
-        name,
+        "abo_single_word",
         abo_root.expanduser() if abo_root else root / "abo",
         root,
         options,
@@ -147,3 +152,13 @@ def _generator_args(generators: tuple[str, ...], values: tuple[str, ...]) -> dic
         else:
             raise VlmbenchError(f"--generator-args {value!r}: with several generators, prefix it with NAME:")
     return {k: ",".join(v) for k, v in out.items()}
+
+
+def add_commands(cli: click.Group) -> None:
+    """Attach ``abo`` to ``data download`` and ``abo_single_word`` to ``data prepare``, when this
+    vlmbench has those groups."""
+    data = cli.commands.get("data") if isinstance(cli, click.Group) else None
+    for group_name, command in (("download", download_abo_command), ("prepare", prepare_abo_single_word)):
+        group = data.commands.get(group_name) if isinstance(data, click.Group) else None
+        if isinstance(group, click.Group) and command.name not in group.commands:
+            group.add_command(command)

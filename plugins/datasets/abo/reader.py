@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmbench.errors import AssetMissingError, DataError
+from vlmbench.api import AssetMissingError, DataError
 
 LISTINGS_GLOB = "listings_*.json*"
 LISTINGS_DIR = Path("listings") / "metadata"

@@ -29,9 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from vlmbench import artifacts
-from vlmbench.generator import QAItem
-from vlmbench.normalize import vqa_normalize
+from vlmbench.api import QAItem, vqa_normalize, write_json, write_text
 
 DIFFICULTIES = (0, 1, 2, 3, 5)
 YES_NO = frozenset({"yes", "no"})
@@ -306,6 +304,6 @@ def write_report(report: Mapping[str, Any], folder: Path) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``folder``."""
     folder = Path(folder)
     json_path, md_path = folder / "report.json", folder / "report.md"
-    artifacts.write_json(json_path, report)
-    artifacts.write_text(md_path, report_markdown(report))
+    write_json(json_path, report)
+    write_text(md_path, report_markdown(report))
     return json_path, md_path
