@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from vlmbench.cli import cli
 from vlmbench.errors import AssetMissingError
 from vlmbench.generator import Job
 from vlmbench_plugins.datasets.abo import reader
@@ -236,6 +238,43 @@ def per_listing_reply(i, body):
     ]))  # fmt: skip
 
 
+def test_cli_exit_status_when_listings_failed_after_retries(
+    key, gemini_server, abo_tree: Path, tmp_path: Path
+):
+    """Listings still failing after the retries make `data prepare` exit 5, with what the others gave
+    written; --allow-failed-listings makes that a warning (exit 0); a healthy service then completes it."""
+    failing = {"on": True}
+
+    def unavailable_for_some(i, body):
+        if failing["on"] and "blueberry" in prompt_text(body):  # the copies of one real record
+            return api_error(503, "UNAVAILABLE", "overloaded")
+        return per_listing_reply(i, body)
+
+    server = gemini_server(unavailable_for_some)
+    data = tmp_path / "data"
+    args = f"base_url={server.url},backoff=0.001,max_backoff=0.01,rpm=0,max_retries=1"
+    base = ["data", "prepare", "abo_single_word", "-g", "gemini", "-a", args, "--abo-root", str(abo_tree),
+            "--data-dir", str(data), "--limit", "9", "-q"]  # fmt: skip
+    runner = CliRunner()
+    first = runner.invoke(cli, base)
+    assert first.exit_code == 5, first.output
+    assert "listings failed to generate after retries" in first.stderr and "Traceback" not in first.output
+    report = json.loads((data / "abo_single_word" / "report.json").read_text())
+    failed = report["generation"]["gemini"]["failed"]
+    assert failed > 0 and report["accepted"] == 2 * (9 - failed)
+    assert (data / "abo_single_word" / "qa_all.csv").is_file()
+    assert not json.loads((data / "abo_single_word" / "state.json").read_text())["complete"]
+
+    accepted = runner.invoke(cli, [*base, "--allow-failed-listings"])
+    assert accepted.exit_code == 0 and "listings failed to generate" in accepted.stderr
+
+    failing["on"] = False
+    healthy = runner.invoke(cli, base)
+    assert healthy.exit_code == 0, healthy.output
+    assert json.loads((data / "abo_single_word" / "report.json").read_text())["accepted"] == 2 * 9
+    assert "Exit status" in runner.invoke(cli, ["data", "prepare", "abo_single_word", "--help"]).output
+
+
 def test_resume_after_failures_then_no_op(key, gemini_server, abo_tree: Path, tmp_path: Path):
     calls = {"n": 0}
     lock = threading.Lock()
@@ -343,7 +382,7 @@ def test_an_echoed_key_is_rejected_and_masked_everywhere(gemini_server, abo_tree
         env={"GEMINI_API_KEY": FAKE_KEY + "  \n", "HF_DATASETS_CACHE": str(tmp_path / "hf-cache")},
         timeout=300,
     )  # fmt: skip
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 5, res.stderr  # the listings answered with HTTP 400 failed
     assert "Traceback" not in res.stderr
     secret = FAKE_KEY.lower().encode()
     written = [p for p in data.rglob("*") if p.is_file()]

@@ -231,6 +231,10 @@ def test_cli_prepare_errors(abo_tree: Path, tmp_path: Path):
     assert bad_split.exit_code == 2 and "split fractions" in bad_split.stderr
     no_key = runner.invoke(cli, [*base, "-g", "gemini"])
     assert no_key.exit_code == 2 and "GEMINI_API_KEY" in no_key.stderr
+    # Found before any generator starts, even one named first.
+    no_key_second = runner.invoke(cli, [*base, "-g", "attributes", "-g", "gemini"])
+    assert no_key_second.exit_code == 2 and "GEMINI_API_KEY" in no_key_second.stderr
+    assert not (tmp_path / "abo_single_word" / "work").exists()
     missing = runner.invoke(
         cli, ["data", "prepare", "abo_single_word", "--data-dir", str(tmp_path / "x"), "-q"]
     )

@@ -13,6 +13,10 @@ import click
 
 from vlmbench.api import VlmbenchError, split_scoped
 
+#: Exit status of ``data prepare`` when some listings still failed after the generator's retries (the
+#: outputs are written from the others); ``--allow-failed-listings`` turns it into a warning.
+EXIT_FAILED_LISTINGS = 5
+
 
 def _data_dir(value: Path | None) -> Path:
     from vlmbench_plugins.datasets.abo.prepare import default_data_dir
@@ -70,7 +74,10 @@ def download_abo_command(dest, variant, base_url, checksums, keep_archives, forc
     click.echo(str(result.dest))
 
 
-@click.command("abo_single_word")
+@click.command("abo_single_word", epilog=(
+    f"Exit status: 0 when done (or already up to date); 2 for a usage or input error, found before any "
+    f"work; {EXIT_FAILED_LISTINGS} when listings still failed after the generators' retries (everything "
+    f"else is written; run again to retry them), unless --allow-failed-listings."))  # fmt: skip
 @click.option("--generator", "-g", "generators", multiple=True, default=("attributes",), show_default=True,
               help="QA generator (repeat to combine): attributes, gemini, local, or a plugin's.")  # fmt: skip
 @click.option("--generator-args", "-a", multiple=True, metavar="[NAME:]k=v,...",
@@ -89,10 +96,12 @@ def download_abo_command(dest, variant, base_url, checksums, keep_archives, forc
 )
 @click.option("--yes-no", type=click.Choice(["reject", "allow"]), default="reject", show_default=True,
               help="Whether yes/no answers are accepted.")  # fmt: skip
+@click.option("--allow-failed-listings", is_flag=True,
+              help=f"Exit 0, not {EXIT_FAILED_LISTINGS}, when listings failed after retries (a warning only).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Redo validation, splits and export even if nothing changed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def prepare_abo_single_word(generators, generator_args, abo_root, data_dir, language, limit, seed, fractions,
-                            yes_no, force, quiet):  # fmt: skip
+                            yes_no, allow_failed_listings, force, quiet):  # fmt: skip
     """Single-word QA from ABO listings: generate, validate, split, export.
 
     Curates question-answer pairs from the ABO listings with the chosen generators, validates them,
@@ -136,9 +145,14 @@ def prepare_abo_single_word(generators, generator_args, abo_root, data_dir, lang
         f"{report['rejected']['total']} rejected -> {result.out_dir}"
     )
     if not result.complete:
+        failed = sum(facts.get("failed", 0) for facts in report.get("generation", {}).values())
         click.secho(
-            "some listings failed to generate; run the command again to retry them", fg="yellow", err=True
+            f"{failed} listings failed to generate after retries; run the command again to retry them",
+            fg="yellow",
+            err=True,
         )
+        if not allow_failed_listings:
+            click.get_current_context().exit(EXIT_FAILED_LISTINGS)
 
 
 def _generator_args(generators: tuple[str, ...], values: tuple[str, ...]) -> dict[str, str]:

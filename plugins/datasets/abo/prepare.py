@@ -250,32 +250,41 @@ def _finished_report(plan: _Plan) -> dict[str, Any] | None:
     return json.loads((plan.out / "report.json").read_text(encoding="utf-8"))
 
 
-def _generate(
-    gen: Generator,
-    listings: Sequence[reader.Listing],
-    plan: _Plan,
-    progress: bool,
-    say: Callable[[str], None],
-) -> tuple[dict[str, GenerationResult], dict[str, Any]]:
-    """Run ``gen`` over the listings its store lacks; its stored results for ``listings``, and the
-    facts for the report (``failed`` counts listings that failed after the generator's retries)."""
+@dataclass
+class _Work:
+    """One generator's store and the listings it still has to do."""
+
+    gen: Generator
+    store: CandidateStore
+    secrets: SecretMask
+    done: dict[str, GenerationResult]
+    pending: list[reader.Listing]
+
+
+def _open_work(gen: Generator, listings: Sequence[reader.Listing], plan: _Plan) -> _Work:
     store = CandidateStore(plan.out / "work" / f"{gen.name}-{gen.fingerprint()}.jsonl")
     secrets = SecretMask(gen.secrets())
     store.mask(secrets)
     done = store.load()
+    return _Work(gen, store, secrets, done, [x for x in listings if x.key not in done])
+
+
+def _generate(
+    work: _Work, listings: Sequence[reader.Listing], plan: _Plan, progress: bool, say: Callable[[str], None]
+) -> tuple[dict[str, GenerationResult], dict[str, Any]]:
+    """Run the generator over its pending listings; its stored results for ``listings``, and the
+    facts for the report (``failed`` counts listings that failed after the generator's retries)."""
+    gen, done, pending = work.gen, work.done, work.pending
     wanted = {x.key for x in listings}
-    pending = [x for x in listings if x.key not in done]
     errors: Counter = Counter()
     cached = len(wanted & done.keys())
     if pending:
-        say(f"{gen.name}: {len(pending)} listings to generate, {cached} already stored")
-        gen.setup()
         from tqdm.auto import tqdm
 
         with tqdm(total=len(pending), desc=gen.name, unit="listing", disable=not progress) as bar:
             for result in gen.generate_many(_jobs(pending, plan.abo_root / reader.SMALL_IMAGES_DIR)):
-                result = secrets.screen(result)  # nothing a service echoes of a key is kept
-                store.append(result)
+                result = work.secrets.screen(result)  # nothing a service echoes of a key is kept
+                work.store.append(result)
                 if result.error is None:
                     done[result.key] = result
                 else:
@@ -374,8 +383,16 @@ def prepare(
     say(f"{len(listings)} listings with an image selected from {stats.files} listing files")
     results: dict[str, dict[str, GenerationResult]] = {}
     generation: dict[str, dict[str, Any]] = {}
-    for gen in plan.generators:
-        results[gen.name], generation[gen.name] = _generate(gen, listings, plan, options.progress, say)
+    works = [_open_work(gen, listings, plan) for gen in plan.generators]
+    for work in works:  # a missing key or model of any generator stops the run before the first request
+        if work.pending:
+            stored = len(listings) - len(work.pending)
+            say(f"{work.gen.name}: {len(work.pending)} listings to generate, {stored} already stored")
+            work.gen.setup()
+    for work in works:
+        results[work.gen.name], generation[work.gen.name] = _generate(
+            work, listings, plan, options.progress, say
+        )
     complete = not any(facts["failed"] for facts in generation.values())
     reading = {**stats.as_dict(), **dict(selection_skips), "selected": len(listings)}
     facts = {"generation": generation, "reading": reading}
