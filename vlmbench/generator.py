@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -242,6 +243,17 @@ class SecretMask:
 _DIFFICULTY = re.compile(r"-?\d+")
 _NUMBERING = re.compile(r"^\s*(?:[-*•]|\(?\d{1,2}[.)]|Q\d+[:.)]?)\s+", re.IGNORECASE)
 _FIELD_PREFIX = re.compile(r"^\s*(?:question|answer|difficulty|q|a|d)\s*\d*\s*[:=]\s*", re.IGNORECASE)
+# A field that is a difficulty and nothing else: "2", "2.0", "Level 2", "difficulty: 2", "(2)", "2 (easy)".
+_LEVEL = re.compile(
+    r"^[(\[]?\s*(?:(?:level|difficulty)\s*[:=]?\s*)?-?\d+(?:\.0+)?\s*[)\]]?(?:\s*\([^)]*\))?$", re.IGNORECASE
+)
+_HEADER_WORDS = {"question": "question", "q": "question", "answer": "answer", "a": "answer",
+                 "difficulty": "difficulty", "difficultylevel": "difficulty", "level": "difficulty", "d": "difficulty"}  # fmt: skip
+
+#: Column orders of delimited and CSV rows: the order the ``json`` and ``delimited`` reply formats ask
+#: for, and the study's CSV order.
+QUESTION_ANSWER_DIFFICULTY = ("question", "answer", "difficulty")
+QUESTION_DIFFICULTY_ANSWER = ("question", "difficulty", "answer")
 
 
 def parse_difficulty(value: Any) -> int | None:
@@ -261,7 +273,9 @@ def parse_difficulty(value: Any) -> int | None:
     return int(m.group())
 
 
-def parse_reply(text: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def parse_reply(
+    text: str, columns: tuple[str, ...] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Read question/answer/difficulty triples out of a model reply, tolerantly.
 
     Accepted shapes, tried in this order:
@@ -269,10 +283,19 @@ def parse_reply(text: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
     1. JSON: an array of objects, or an object holding such an array (``{"questions": [...]}``),
        also inside a ```json fenced block; keys ``question``/``answer``/``difficulty`` (case-insensitive,
        ``level`` for difficulty).
-    2. The study's delimited line: ``Question # Answer # Difficulty % Question # Answer # Difficulty``
-       (pairs separated by ``%`` or new lines, fields by ``#``, ``|``, tabs or ``;``).
-    3. CSV rows ``question,answer,difficulty`` (with or without a header; quoted fields allowed;
-       the last field must be a difficulty, so that prose with commas is not taken for a row).
+    2. Delimited lines: ``Question # Answer # Difficulty % Question # Answer # Difficulty`` (entries
+       separated by ``%`` or new lines, fields by ``#``, ``|``, tabs or ``;``).
+    3. CSV rows, ``question,answer,difficulty`` or ``question,difficulty,answer`` (the study's order),
+       quoted fields allowed, with a header line or none, inside a fenced block or not. A CSV row
+       counts only when one of its last two fields is a difficulty, so that prose with commas is not
+       taken for a row.
+
+    The column order of a delimited or CSV row is told by which of its last two fields is a
+    difficulty. A row where both are numbers ("How many drawers?,1,3") follows the reply's header,
+    else the order the reply's other rows show, else ``columns`` (default question,answer,difficulty).
+    Prose before the first row or after the last one ("Here are the questions:") is skipped; a line
+    between rows, or one shaped like a row (with a question mark or field separators), that cannot be
+    read counts as an ``unparsed_fragment``.
 
     Returns the triples (values as found, not yet validated) and the count of fragments that could
     not be read, by reason (``malformed_reply`` when nothing at all could be read).
@@ -283,53 +306,107 @@ def parse_reply(text: str) -> tuple[list[dict[str, Any]], dict[str, int]]:
     items = _from_json(text)
     if items is not None:
         return _complete(items)
-    fragments = [f.strip() for f in re.split(r"%|\n", text) if f.strip()]
-    triples: list[dict[str, Any]] = []
-    problems: dict[str, int] = {}
-    for fragment in fragments:
+    rows: list[tuple[list[str], tuple[str, ...] | str | None]] = []
+    header: tuple[str, ...] | None = None
+    unread: list[tuple[int, str]] = []  # (rows read before it, fragment)
+    for fragment in _fragments(text):
         fragment = _NUMBERING.sub("", fragment).strip()
-        if fragment.lower().startswith(("question,", "question #", "question|", "question\t")):
-            continue  # a header row
-        fields = _split_fields(fragment)
-        if fields is None:
-            problems["unparsed_fragment"] = problems.get("unparsed_fragment", 0) + 1
+        if not fragment or fragment.startswith("```"):
             continue
-        fields = [_FIELD_PREFIX.sub("", f).strip().strip('"').strip() for f in fields]
-        triples.append(
-            {"question": fields[0], "answer": fields[1], "difficulty": fields[2] if len(fields) > 2 else None}
-        )
-    if not triples:
+        named = _header(fragment)
+        if named is not None:
+            header = named if len(named) == 3 else header
+            continue
+        parts = _split_fields(fragment)
+        if parts is None:
+            unread.append((len(rows), fragment))
+        else:
+            rows.append((parts, _evidence(parts)))
+    if not rows:
         return [], {"malformed_reply": 1}
+    # Before the first row or after the last, a line that does not look like a row is prose around
+    # them ("Here are five questions:"); between rows, or shaped like a row, it is a fragment lost.
+    lost = sum(1 for before, f in unread if 0 < before < len(rows) or not _prose(f))
+    problems = {"unparsed_fragment": lost} if lost else {}
+    shown = Counter(e for _, e in rows if isinstance(e, tuple)).most_common(1)
+    fallback = header or (shown[0][0] if shown else None) or columns or QUESTION_ANSWER_DIFFICULTY
+    triples = [_triple(parts, fallback if evidence == "both" else evidence) for parts, evidence in rows]
     return triples, problems
 
 
-def _split_fields(fragment: str) -> list[str] | None:
-    for sep in ("#", "|", "\t", ";"):
-        if sep in fragment:
-            parts = [p.strip() for p in fragment.split(sep)]
-            parts = [p for p in parts if p]
-            if len(parts) >= 2:
-                return _merge_question(parts)
-    if "," in fragment:
-        try:
-            row = next(csv.reader(io.StringIO(fragment), skipinitialspace=True))
-        except (csv.Error, StopIteration):
-            return None
-        row = [c.strip() for c in row if c.strip()]
-        # Commas are common in prose: a CSV row counts only when it ends with a difficulty.
-        if len(row) >= 3 and parse_difficulty(row[-1]) is not None:
-            return _merge_question(row)
+def _fragments(text: str) -> Iterator[str]:
+    """Lines, and within a line of ``#``/``|``/tab/``;`` fields the ``%``-separated entries; a CSV
+    line stays whole (its values may hold a ``%``)."""
+    for line in text.splitlines():
+        if "," in line and not any(sep in line for sep in ("#", "|", "\t", ";")):
+            yield line
+        else:
+            yield from line.split("%")
+
+
+def _prose(fragment: str) -> bool:
+    return "?" not in fragment and not any(sep in fragment for sep in ("#", "|", "\t", ";"))
+
+
+def _header(fragment: str) -> tuple[str, ...] | None:
+    """The column order a header line names (``question,difficulty,answer``), or None for a row."""
+    fields = re.split(r"[,#|\t;]", fragment)
+    names = [_HEADER_WORDS.get(re.sub(r"[^a-z]", "", f.lower())) for f in fields if f.strip()]
+    if len(names) >= 2 and all(names) and "question" in names:
+        return tuple(n for n in names if n)
     return None
 
 
-def _merge_question(parts: list[str]) -> list[str]:
-    """A question that contains the separator itself ("Size, in inches, ...?,5,3") splits into too
-    many parts: the last two are answer and difficulty when the last one looks like a difficulty."""
-    if len(parts) > 3 and parse_difficulty(parts[-1]) is not None:
-        return [", ".join(parts[:-2]), parts[-2], parts[-1]]
-    if len(parts) > 3:
-        return [", ".join(parts[:-1]), parts[-1]]
-    return parts
+def _split_fields(fragment: str) -> list[str] | None:
+    for sep in ("#", "|", "\t"):
+        if sep in fragment:
+            parts = _clean([p for p in fragment.split(sep)])
+            if len(parts) >= 2:
+                return parts
+    if "," in fragment:
+        try:
+            row = _clean(next(csv.reader(io.StringIO(fragment), skipinitialspace=True)))
+        except (csv.Error, StopIteration):
+            row = []
+        # Commas are common in prose: a CSV row counts only when it holds a difficulty where one goes.
+        if len(row) >= 3 and _evidence(row) is not None:
+            return row
+    if ";" in fragment:
+        parts = _clean(fragment.split(";"))
+        if len(parts) >= 2:
+            return parts
+    return None
+
+
+def _clean(parts: Iterable[str]) -> list[str]:
+    cleaned = (_FIELD_PREFIX.sub("", p.strip()).strip().strip('"').strip() for p in parts)
+    return [p for p in cleaned if p]
+
+
+def _evidence(parts: list[str]) -> tuple[str, ...] | str | None:
+    """The column order a row's own values show: which of its last two fields is a difficulty.
+    ``"both"`` when both are numbers; None when neither is (or the row has two fields)."""
+    if len(parts) < 3:
+        return None
+    last, middle = bool(_LEVEL.match(parts[-1])), bool(_LEVEL.match(parts[-2]))
+    if last and middle:
+        return "both"
+    if last or middle:
+        return QUESTION_ANSWER_DIFFICULTY if last else QUESTION_DIFFICULTY_ANSWER
+    return None
+
+
+def _triple(parts: list[str], order: tuple[str, ...] | None) -> dict[str, Any]:
+    """A row's fields as a triple. A question that contains the separator itself ("Size, in inches,
+    ...?,5,3") splits into too many parts: everything before the last two fields is the question."""
+    if order is None or len(parts) < 3:
+        # No difficulty where one goes: the last field is the answer, after up to one question field
+        # (and a third field, when there are exactly three, is the difficulty validation judges).
+        if len(parts) == 3:
+            return {"question": parts[0], "answer": parts[1], "difficulty": parts[2]}
+        return {"question": ", ".join(parts[:-1]), "answer": parts[-1], "difficulty": None}
+    row = dict(zip(order[1:], parts[-2:], strict=True))
+    return {"question": ", ".join(parts[:-2]), "answer": row["answer"], "difficulty": row["difficulty"]}
 
 
 def _from_json(text: str) -> list[Any] | None:
@@ -371,9 +448,12 @@ def _complete(items: list[Any]) -> tuple[list[dict[str, Any]], dict[str, int]]:
     return triples, problems
 
 
-def items_from_reply(text: str, generator: str, source: str = "") -> tuple[list[QAItem], dict[str, int]]:
-    """:func:`parse_reply`, turned into :class:`QAItem` candidates."""
-    triples, problems = parse_reply(text)
+def items_from_reply(
+    text: str, generator: str, source: str = "", columns: tuple[str, ...] | None = None
+) -> tuple[list[QAItem], dict[str, int]]:
+    """:func:`parse_reply`, turned into :class:`QAItem` candidates. ``columns`` is the order of the
+    fields the reply was asked for (see :func:`parse_reply`)."""
+    triples, problems = parse_reply(text, columns)
     items = [
         QAItem(
             question=" ".join(str(t["question"]).split()),

@@ -3,7 +3,9 @@
 For each listing the image and the description go to Gemini (``gemini-2.0-flash`` by default) with
 the study's prompt; the reply is constrained to a JSON schema (an array of
 ``{question, answer, difficulty}``) unless ``structured=false``, in which case the study's delimited line
-format is asked for. Replies are parsed tolerantly either way (JSON, ``q # a # d %`` lines, CSV).
+format is asked for. ``prompt=study`` sends the paper's prompt instead, which asks for CSV rows
+``question,difficulty,answer`` (never schema-constrained). Replies are parsed tolerantly whatever was
+asked for (JSON, ``q # a # d %`` lines, CSV in either column order).
 
 - **Key**: read from the environment only (``GEMINI_API_KEY``, else ``GOOGLE_API_KEY``; the
   ``api_key_env`` option names other variables). It is never an option, never logged, and any text
@@ -38,7 +40,13 @@ from vlmbench.api import (
     VlmbenchError,
     items_from_reply,
 )
-from vlmbench_plugins.generators.prompting import Template
+from vlmbench_plugins.generators.prompting import (
+    COLUMNS,
+    PROMPT_ARGS,
+    prompt_identity,
+    reply_format,
+    template_for,
+)
 
 DEFAULT_KEY_VARIABLES = "GEMINI_API_KEY,GOOGLE_API_KEY"
 RETRYABLE = frozenset({408, 429, 500, 502, 503, 504})
@@ -80,11 +88,11 @@ class GeminiGenerator(Generator):
     args = {
         "model": Arg(str, "gemini-2.0-flash", "Gemini model id"),
         "questions": Arg(int, 5, "questions asked for per listing"),
-        "prompt_file": Arg(
-            str, "", "prompt template file (default: the study's prompt shipped with vlmbench)"
-        ),
+        **PROMPT_ARGS,
         "structured": Arg(
-            bool, True, "constrain the reply to a JSON schema (false: the study's '#'/'%' line format)"
+            bool,
+            True,
+            "constrain the reply to a JSON schema (false: the study's '#'/'%' line format); default prompt only",
         ),
         "temperature": Arg(float, None, "sampling temperature (default: the model's)"),
         "send_image": Arg(bool, True, "send the product image with the prompt"),
@@ -112,7 +120,7 @@ class GeminiGenerator(Generator):
 
     def __init__(self, entry, args):
         super().__init__(entry, args)
-        self.template = Template(args["prompt_file"] or None)
+        self.template = template_for(args)
         self._key: str | None = None
         self._mask = SecretMask([])
         self._client = None
@@ -126,10 +134,10 @@ class GeminiGenerator(Generator):
             )
 
     def identity(self) -> dict[str, Any]:
-        ident = super().identity()
-        ident["args"].pop("prompt_file", None)
-        ident["prompt_sha256"] = self.template.sha256
-        return ident
+        return prompt_identity(super().identity(), self.arg_values, self.template, "structured")
+
+    def _reply_format(self) -> str:
+        return reply_format(self.arg_values, "json" if self.arg_values["structured"] else "delimited")
 
     # -- setup -----------------------------------------------------------------------------------
     def _key_variables(self) -> list[str]:
@@ -205,13 +213,13 @@ class GeminiGenerator(Generator):
 
         types = self._types
         a = self.arg_values
-        mode = "json" if a["structured"] else "delimited"
+        mode = self._reply_format()
         prompt = self.template.render(job.listing, a["questions"], mode)
         contents: list[Any] = [prompt]
         if a["send_image"]:
             contents.append(types.Part.from_bytes(data=job.image(), mime_type=job.image_mime))
         settings: dict[str, Any] = {"temperature": a["temperature"]}
-        if a["structured"]:
+        if mode == "json":
             settings.update(response_mime_type="application/json", response_schema=RESPONSE_SCHEMA)
         config = types.GenerateContentConfig(**settings)
         attempt = 0
@@ -256,7 +264,9 @@ class GeminiGenerator(Generator):
             text = response.text or ""
         except (ValueError, AttributeError):
             text = ""
-        items, rejected = items_from_reply(text, self.name, source=a["model"])
+        items, rejected = items_from_reply(
+            text, self.name, source=a["model"], columns=COLUMNS[self._reply_format()]
+        )
         if not text:
             rejected = {"empty_reply": 1}
         return GenerationResult(

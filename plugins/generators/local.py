@@ -8,7 +8,8 @@ delimited line format is asked for; replies are parsed tolerantly either way.
 
 Options: ``model`` (a model plugin name), ``model_args`` (its ``--model-args``, with ``;`` between
 pairs because ``,`` separates the generator's own options), ``device``, ``dtype``, ``batch_size``,
-``max_new_tokens``, ``questions``, ``prompt_file``, ``output_format``.
+``max_new_tokens``, ``questions``, ``prompt`` (``study``: the paper's prompt and its CSV rows),
+``prompt_file``, ``output_format``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,14 @@ from vlmbench.api import (
     decode_image,
     items_from_reply,
 )
-from vlmbench_plugins.generators.prompting import OUTPUT_FORMATS, Template
+from vlmbench_plugins.generators.prompting import (
+    COLUMNS,
+    OUTPUT_FORMATS,
+    PROMPT_ARGS,
+    prompt_identity,
+    reply_format,
+    template_for,
+)
 
 
 class LocalGenerator(Generator):
@@ -38,8 +46,10 @@ class LocalGenerator(Generator):
         "model": Arg(str, None, "name of a vlmbench model plugin that supports generate requests"),
         "model_args": Arg(str, "", "the model's arguments as k=v;k=v"),
         "questions": Arg(int, 5, "questions asked for per listing"),
-        "prompt_file": Arg(str, "", "prompt template file (default: the study's prompt)"),
-        "output_format": Arg(str, "delimited", "reply format asked for", choices=tuple(OUTPUT_FORMATS)),
+        **PROMPT_ARGS,
+        "output_format": Arg(
+            str, "delimited", "reply format asked for (default prompt only)", choices=tuple(OUTPUT_FORMATS)
+        ),
         "max_new_tokens": Arg(int, 256, "longest reply in tokens"),
         "dtype": Arg(str, "auto", "auto, float32, bfloat16, float16"),
         "device": Arg(str, "auto", "auto, cpu, cuda, cuda:1, ...", affects_output=False),
@@ -57,7 +67,7 @@ class LocalGenerator(Generator):
             raise VlmbenchError(
                 "generator 'local': batch_size, questions and max_new_tokens must be at least 1"
             )
-        self.template = Template(args["prompt_file"] or None)
+        self.template = template_for(args)
         self._model: Model | None = None
         self._loaded = False
         self._totals = {"model_calls": 0, "listings": 0, "unreadable_images": 0}
@@ -84,9 +94,7 @@ class LocalGenerator(Generator):
         return self._model
 
     def identity(self) -> dict[str, Any]:
-        ident = super().identity()
-        ident["args"].pop("prompt_file", None)
-        ident["prompt_sha256"] = self.template.sha256
+        ident = prompt_identity(super().identity(), self.arg_values, self.template, "output_format")
         ident["model_identity"] = self._instance().identity()
         return ident
 
@@ -114,9 +122,10 @@ class LocalGenerator(Generator):
         a = self.arg_values
         results: dict[str, GenerationResult] = {}
         requests: list[Request] = []
+        mode = reply_format(a, a["output_format"])
         for job in jobs:
             listing = job.listing
-            prompt = self.template.render(listing, a["questions"], a["output_format"])
+            prompt = self.template.render(listing, a["questions"], mode)
             try:
                 image = decode_image(job.image(), name=job.image_ref or listing.key)
             except ImageProblem as exc:
@@ -139,7 +148,7 @@ class LocalGenerator(Generator):
                 )
             self._totals["model_calls"] += 1
             for request, text in zip(requests, outputs, strict=True):
-                items, rejected = items_from_reply(text, self.name, source=model.name)
+                items, rejected = items_from_reply(text, self.name, source=model.name, columns=COLUMNS[mode])
                 results[request.sample_id] = GenerationResult(
                     key=request.sample_id,
                     items=items,

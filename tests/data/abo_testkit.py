@@ -283,10 +283,12 @@ from vlmbench.model import Model  # noqa: E402
 
 class ScriptedModel(Model):
     """Answers every prompt with questions about the image it was given (its size and top-left colour),
-    in the study's delimited format; ``style=json`` answers in JSON, ``style=junk`` with prose."""
+    in the study's delimited format; ``style=json`` answers in JSON, ``style=csv`` in the paper's CSV
+    rows (question,difficulty,answer, with a header), ``style=junk`` with prose."""
 
-    args = {"style": Arg(str, "delimited", "reply format", choices=("delimited", "json", "junk"))}
+    args = {"style": Arg(str, "delimited", "reply format", choices=("delimited", "json", "csv", "junk"))}
     calls: list[int] = []
+    prompts: list[str] = []
 
     def collate(self, requests):
         return [r.image.size for r in requests]
@@ -296,12 +298,18 @@ class ScriptedModel(Model):
         out = []
         for request, size in zip(batch.requests, batch.inputs, strict=True):
             assert "Description:" in request.prompt
+            ScriptedModel.prompts.append(request.prompt)
             red = request.image.getpixel((0, 0))[0]
             shade = "Dark" if red < 128 else "Bright"
             style = self.arg_values["style"]
             if style == "json":
                 out.append(json.dumps([{"question": "How wide is the picture in pixels?", "answer": str(size[0]),
                                         "difficulty": 3}]))  # fmt: skip
+            elif style == "csv":
+                out.append(
+                    "question,difficulty,answer\n"
+                    f"How wide is the picture in pixels?,3,{size[0]}\nHow light is the top-left corner?,1,{shade}"
+                )
             elif style == "junk":
                 out.append("I am sorry, I cannot help with that.")
             else:

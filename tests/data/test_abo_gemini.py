@@ -93,6 +93,55 @@ def test_delimited_mode_is_the_studys_format(key, gemini_server):
     assert "<question> # <answer> # <difficulty>" in prompt_text(body)
 
 
+STUDY_REPLY = (
+    "Here are five questions about the product:\n"
+    "question,difficulty,answer\n"
+    "What color is the filament?,0,Yellow\n"
+    '"What diameter, in millimetres, is the filament?",0,1.75\n'
+    "What plastic is the filament made of?,2,PETG\n"
+    "How many spools are in the box?,1,1\n"
+    "What printing process is the filament made for?,3,FDM\n"
+)
+
+
+def test_the_study_prompt_asks_for_csv_rows_and_every_pair_is_kept(key, gemini_server):
+    server = gemini_server(lambda i, body: reply(STUDY_REPLY))
+    result = run_one(generator(server, prompt="study"))
+    assert [(i.question, i.answer, i.difficulty) for i in result.items] == [
+        ("What color is the filament?", "Yellow", 0),
+        ("What diameter, in millimetres, is the filament?", "1.75", 0),
+        ("What plastic is the filament made of?", "PETG", 2),
+        ("How many spools are in the box?", "1", 1),
+        ("What printing process is the filament made for?", "FDM", 3),
+    ]
+    assert result.rejected == {} and result.raw is None
+    body = server.requests[0]["body"]
+    assert "responseSchema" not in body.get("generationConfig", {})
+    assert "responseMimeType" not in body.get("generationConfig", {})
+    text = prompt_text(body)
+    assert "Description: 3D printer filament with 1.75mm diameter" in text  # the description is sent
+    assert "question,difficulty,answer" in text and "Level 4 is not used" in text and "JSON array" not in text
+    # A named prompt is part of the identity; the default prompt's identity is what it was before.
+    default, study = create_generator("gemini"), create_generator("gemini", {"prompt": "study"})
+    assert "prompt" not in default.identity()["args"] and study.identity()["args"]["prompt"] == "study"
+    assert study.fingerprint() != default.fingerprint()
+    # The study's prompt fixes the reply format: `structured` does not apply to it.
+    assert (
+        create_generator("gemini", {"prompt": "study", "structured": False}).fingerprint()
+        == study.fingerprint()
+    )
+
+
+def test_study_prompt_through_the_pipeline_keeps_every_pair(
+    key, gemini_server, abo_tree: Path, tmp_path: Path
+):
+    server = gemini_server(lambda i, body: reply(STUDY_REPLY))
+    options = gemini_options(server, prompt="study")
+    result = prepare("abo_single_word", abo_tree, tmp_path / "data", options)
+    assert result.report["accepted"] == 5 * 9 and result.report["rejected"]["total"] == 0
+    assert result.report["per_difficulty"] == {"0": 18, "1": 9, "2": 9, "3": 9}
+
+
 def test_429_is_retried_with_backoff(key, gemini_server):
     def respond(i, body):
         return api_error(429, "RESOURCE_EXHAUSTED", "quota") if i < 2 else reply(json.dumps(GOOD))

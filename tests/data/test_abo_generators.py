@@ -13,7 +13,7 @@ from vlmbench.plugins import load_plugins
 from vlmbench_plugins.datasets.abo import reader
 from vlmbench_plugins.datasets.abo.prepare import create_generator
 from vlmbench_plugins.generators import attributes
-from vlmbench_plugins.generators.prompting import Template
+from vlmbench_plugins.generators.prompting import PROMPTS, Template, template_for
 
 from .abo_testkit import ScriptedModel, ScriptedPlugin, real_records
 
@@ -42,7 +42,7 @@ def test_parse_the_studys_delimited_format():
         {"question": "What is the frame made of?", "answer": "Wood", "difficulty": "2"},
     ]
     assert problems == {}
-    numbered = "1. Question: What colour? # Answer: Red # Difficulty: 1\n2) What shape? | Round | 0\nnonsense"
+    numbered = "1. Question: What colour? # Answer: Red # Difficulty: 1\nnonsense\n2) What shape? | Round | 0\nThat is all."
     triples, problems = parse_reply(numbered)
     assert [(t["question"], t["answer"], parse_difficulty(t["difficulty"])) for t in triples] == [
         ("What colour?", "Red", 1),
@@ -60,6 +60,53 @@ def test_parse_csv_rows_with_quotes_and_header():
     ]
     unquoted, _ = parse_reply("How tall is it, in inches?,12,3")
     assert unquoted[0]["question"] == "How tall is it, in inches?" and unquoted[0]["answer"] == "12"
+
+
+def test_parse_the_studys_csv_rows_question_difficulty_answer():
+    # The paper's reply format: no header, the difficulty in the middle.
+    assert parse_reply("What is the color of the headboard?,0,Gray") == (
+        [{"question": "What is the color of the headboard?", "answer": "Gray", "difficulty": "0"}],
+        {},
+    )
+    reply = (
+        "Sure, here are five questions about the product, each with a one-word answer:\n"
+        "```csv\n"
+        "question,difficulty,answer\n"
+        '"What is the color of the headboard\'s upholstery?",0,Gray\n'
+        '"How many minutes, roughly, does the assembly take?",1,Fifteen\n'
+        "How many legs does the bed have?,0,4\n"
+        "What substance is used to pad the frame?,2,Polyurethane\n"
+        "What design style does this furniture represent?, 3, Contemporary\n"
+        "```\n"
+        "Let me know if you need more."
+    )
+    triples, problems = parse_reply(reply)
+    assert [(t["question"], t["answer"], t["difficulty"]) for t in triples] == [
+        ("What is the color of the headboard's upholstery?", "Gray", "0"),
+        ("How many minutes, roughly, does the assembly take?", "Fifteen", "1"),
+        ("How many legs does the bed have?", "4", "0"),  # both numbers: the header says which is which
+        ("What substance is used to pad the frame?", "Polyurethane", "2"),
+        ("What design style does this furniture represent?", "Contemporary", "3"),
+    ]
+    assert problems == {}  # the prose around the rows is no rejected fragment
+
+
+@pytest.mark.parametrize(
+    ("reply", "columns", "expected"),
+    [
+        # Without a header, a row of two numbers follows the order the reply's other rows show...
+        ("What colour is it?,0,Red\nHow many drawers?,1,3", None, ("3", "1")),
+        ("What colour is it?,Red,0\nHow many drawers?,3,1", None, ("3", "1")),
+        # ...else the order the reply was asked for, else question,answer,difficulty.
+        ("How many drawers?,1,3", ("question", "difficulty", "answer"), ("3", "1")),
+        ("How many drawers?,3,1", None, ("3", "1")),
+        # A value holding a % sign stays whole in a CSV row.
+        ('"What share, in percent, is cotton?",2,60%', None, ("60%", "2")),
+    ],
+)
+def test_csv_column_order(reply, columns, expected):
+    triples, _ = parse_reply(reply, columns)
+    assert (triples[-1]["answer"], triples[-1]["difficulty"]) == expected
 
 
 def test_malformed_and_empty_replies():
@@ -212,6 +259,18 @@ def test_default_template_renders_the_description(tmp_path: Path):
         Template(custom)
 
 
+def test_the_study_prompt_follows_the_papers_structure():
+    record = next(r for r in real_records() if r["item_id"] == "B0841RDVFS")
+    listing = reader.parse_listing(record)
+    text = template_for({"prompt": "study", "prompt_file": ""}).render(listing, 5, "csv")
+    assert "Write 5 varied questions" in text and "single word" in text
+    assert "Description: 10.3-ounce package of 12 wild blueberry miniature muffins" in text
+    levels = [line.split(" - ")[0] for line in text.splitlines() if line[:1].isdigit()]
+    assert levels == ["0", "1", "2", "3", "5"] and "Level 4 is not used" in text
+    assert "question,difficulty,answer" in text and "{" not in text
+    assert PROMPTS["study"].reply_format == "csv" and PROMPTS["default"].reply_format is None
+
+
 # -- local -----------------------------------------------------------------------------------------
 
 
@@ -219,6 +278,7 @@ def test_default_template_renders_the_description(tmp_path: Path):
 def scripted_plugins():
     plugins = load_plugins(extra=[ScriptedPlugin()])
     ScriptedModel.calls.clear()
+    ScriptedModel.prompts.clear()
     yield plugins
     load_plugins(reload=True)
 
@@ -240,6 +300,24 @@ def test_local_generator_runs_a_model_plugin_on_the_images(scripted_plugins, abo
     # The fingerprint follows the model's identity (its arguments), not only the generator's.
     other = create_generator("local", "model=scripted,model_args=style=json", scripted_plugins)
     assert other.fingerprint() != gen.fingerprint()
+
+
+def test_local_generator_with_the_study_prompt(scripted_plugins, abo_tree: Path):
+    listing = next(
+        reader.iter_listings(abo_tree, image_paths=reader.read_image_paths(abo_tree / reader.IMAGES_CSV))
+    )
+    gen = create_generator("local", "model=scripted,model_args=style=csv,prompt=study", scripted_plugins)
+    gen.setup()
+    image = (abo_tree / reader.SMALL_IMAGES_DIR / listing.image_path).read_bytes()
+    result = run_one(gen, listing, image)
+    assert [(i.answer, i.difficulty) for i in result.items] == [("32", 3), ("Dark", 1)]
+    assert "question,difficulty,answer" in ScriptedModel.prompts[-1]
+    # The study's prompt fixes the reply format, so output_format does not apply to it.
+    same = create_generator("local", "model=scripted,model_args=style=csv,prompt=study,output_format=json",
+                            scripted_plugins)  # fmt: skip
+    assert same.fingerprint() == gen.fingerprint()
+    default = create_generator("local", "model=scripted,model_args=style=csv", scripted_plugins)
+    assert default.fingerprint() != gen.fingerprint() and "prompt" not in default.identity()["args"]
 
 
 def test_local_generator_handles_junk_and_broken_images(scripted_plugins, abo_tree: Path):
