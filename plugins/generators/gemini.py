@@ -279,7 +279,8 @@ class GeminiGenerator(Generator):
                 "output_tokens": output_tokens,
                 "cost_usd": round(cost, 8),
             },
-            raw=self.redact(text)[:2000] if not items and text else None,  # masked whole, then cut
+            # kept (masked whole, then cut) when any of it could not be read, for the report's examples
+            raw=self.redact(text)[:2000] if text and (not items or rejected) else None,
         )
 
     def _count(self, **amounts: float) -> None:

@@ -153,7 +153,7 @@ class LocalGenerator(Generator):
                     key=request.sample_id,
                     items=items,
                     rejected=rejected,
-                    raw=text[:2000] if not items else None,
+                    raw=text[:2000] if not items or rejected else None,
                 )
         self._totals["listings"] += len(jobs)
         return [results[job.listing.key] for job in jobs]

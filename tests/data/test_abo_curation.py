@@ -92,6 +92,47 @@ def test_report_counts_and_vocabulary(tmp_path: Path):
     assert "| g | duplicate | 1 |" in text and "| wood | 2 |" in text and "Amazon.com" in text
 
 
+def test_report_shows_rejection_examples_per_reason(tmp_path: Path):
+    result = validate([
+        cand("What is it made of?", "Solid wood", 2), cand("Is it big?", "Yes", 0),
+        cand("What colour is the red chair?", "Red", 0, generator="h"), cand("What shape?", "Round", 0),
+    ])  # fmt: skip
+    replies = {"malformed_reply": [{"listing": "B0X@amazon.in", "generator": "h",
+                                    "reply": "Sorry | I cannot | help\nwith this"}]}  # fmt: skip
+    report = curation.build_report(result, reply_examples=replies)
+    examples = report["rejected"]["examples"]
+    assert sorted(examples) == ["answer_in_question", "malformed_reply", "not_single_word", "yes_no"]
+    assert examples["malformed_reply"] == replies["malformed_reply"]
+    _, md_path = curation.write_report(report, tmp_path)
+    text = md_path.read_text()
+    assert "## Rejected, examples" in text
+    assert "### not_single_word" in text and "| g | img1 | What is it made of? | Solid wood | 2 |" in text
+    assert "### yes_no" in text and "| g | img1 | Is it big? | Yes | 0 |" in text
+    # A reply is one table cell: its pipes escaped, its line breaks marked.
+    assert "| h | B0X@amazon.in | Sorry \\| I cannot \\| help ⏎ with this |" in text
+
+
+def test_report_draws_a_seeded_sample_of_accepted_rows_for_a_manual_check(tmp_path: Path):
+    result = validate([cand(f"Question {i}?", f"answer{i}", i % 4, image=f"img{i % 7}") for i in range(60)])
+    report = curation.build_report(result, sample_seed=3)
+    sample = report["quality_sample"]
+    assert sample["seed"] == 3 and sample["of"] == 60 and len(sample["rows"]) == curation.QUALITY_SAMPLE == 20
+    accepted = [(a.question, a.answer) for a in result.accepted]
+    picked = [(r["question"], r["answer"]) for r in sample["rows"]]
+    assert set(picked) <= set(accepted) and len(set(picked)) == 20
+    assert picked == sorted(picked, key=accepted.index)  # shown in the accepted order
+    assert curation.build_report(result, sample_seed=3)["quality_sample"] == sample  # the same draw
+    assert curation.build_report(result, sample_seed=4)["quality_sample"]["rows"] != sample["rows"]
+    assert picked != accepted[:20]  # random, not the first rows
+    few = validate([cand("What shape?", "Round", 0)])
+    assert len(curation.build_report(few)["quality_sample"]["rows"]) == 1
+    _, md_path = curation.write_report(report, tmp_path)
+    text = md_path.read_text()
+    assert "## Sample for a manual check" in text and "seed 3" in text
+    rows = [line for line in text.splitlines() if line.startswith("| img") and line.endswith("|  |")]
+    assert len(rows) == 20
+
+
 def synthetic_images(n_images: int, seed: int = 1) -> dict[str, list[int]]:
     rng = random.Random(seed)
     levels = [0, 0, 0, 1, 1, 2, 3, 5]

@@ -324,6 +324,22 @@ def test_cli_exit_status_when_listings_failed_after_retries(
     assert "Exit status" in runner.invoke(cli, ["data", "prepare", "abo_single_word", "--help"]).output
 
 
+def test_report_quotes_unreadable_replies(key, gemini_server, abo_tree: Path, tmp_path: Path):
+    def respond(i, body):
+        if "blueberry" in prompt_text(body):
+            return reply("I am sorry, I can only describe this product in general terms.")
+        return reply("What colour is the product?,0,Grey\nthe weight # \nWhat is it made of?,2,Wood")
+
+    server = gemini_server(respond)
+    result = prepare("abo_single_word", abo_tree, tmp_path / "data", gemini_options(server, prompt="study"))
+    examples = result.report["rejected"]["examples"]
+    assert examples["malformed_reply"][0]["reply"].startswith("I am sorry")
+    assert "the weight #" in examples["unparsed_fragment"][0]["reply"]
+    text = (tmp_path / "data" / "abo_single_word" / "report.md").read_text()
+    assert "### malformed_reply" in text and "I am sorry, I can only describe" in text
+    assert "## Sample for a manual check" in text
+
+
 def test_resume_after_failures_then_no_op(key, gemini_server, abo_tree: Path, tmp_path: Path):
     calls = {"n": 0}
     lock = threading.Lock()

@@ -90,7 +90,7 @@ def download_abo_command(dest, variant, base_url, checksums, keep_archives, forc
               help="Preferred language tag for descriptions and attributes; other English tags follow.")  # fmt: skip
 @click.option("--limit", type=int, default=None, help="Use only the first N listings with an image.")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the split.")  # fmt: skip
+              help="Seed of the split and of the report's sample of accepted rows.")  # fmt: skip
 @click.option(
     "--split", "fractions", default="0.8,0.1,0.1", show_default=True, help="train,val,test fractions."
 )

@@ -16,12 +16,14 @@ first rule it breaks is its rejection reason:
 =====================  ==========================================================================
 
 :func:`build_report` counts what was kept (per difficulty, per generator, per split), what was
-rejected and why, and describes the answer vocabulary; :func:`write_report` writes it as
+rejected and why (with examples of each reason), describes the answer vocabulary and draws a seeded
+random sample of accepted rows for a manual quality check; :func:`write_report` writes it as
 ``report.json`` and ``report.md``.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -43,6 +45,8 @@ REASONS = (
     "duplicate",
 )
 _EDGE = " \t\"'`.,;:!?()[]{}*"
+#: Accepted rows drawn for the report's manual quality check (all of them when there are fewer).
+QUALITY_SAMPLE = 20
 
 
 @dataclass(frozen=True)
@@ -176,11 +180,17 @@ def build_report(
     reading: Mapping[str, Any] | None = None,
     config: Mapping[str, Any] | None = None,
     top: int = 20,
+    reply_examples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    sample_seed: int = 0,
+    sample_size: int = QUALITY_SAMPLE,
 ) -> dict[str, Any]:
     """Counts and vocabulary of the curated set (see docs/data.md, "The report").
 
     ``generation`` holds per-generator facts (listings done, errors, unparsed reply fragments, usage);
-    fragments that could not be parsed are reported as rejections of their generator too.
+    fragments that could not be parsed are reported as rejections of their generator too, with the
+    stored replies in ``reply_examples`` (reason -> examples) as their examples. ``quality_sample``
+    holds ``sample_size`` accepted rows drawn with ``sample_seed``: the same rows and seed always
+    draw the same sample.
     """
     accepted = validation.accepted
     per_difficulty = Counter(a.difficulty for a in accepted)
@@ -210,7 +220,7 @@ def build_report(
             "total": sum(by_reason.values()),
             "by_reason": dict(sorted(by_reason.items())),
             "by_generator": {g: dict(sorted(c.items())) for g, c in sorted(rejected.items())},
-            "examples": validation.examples,
+            "examples": {**dict(reply_examples or {}), **validation.examples},
         },
         "answers": {
             "vocabulary_size": len(answers),
@@ -221,6 +231,7 @@ def build_report(
             ],
         },
     }
+    report["quality_sample"] = quality_sample(accepted, sample_seed, sample_size)
     if splits is not None:
         report["splits"] = {
             name: {
@@ -237,6 +248,17 @@ def build_report(
     if config is not None:
         report["config"] = dict(config)
     return report
+
+
+def quality_sample(accepted: Sequence[Accepted], seed: int, size: int = QUALITY_SAMPLE) -> dict[str, Any]:
+    """``size`` accepted rows drawn at random with ``seed`` (kept in their accepted order)."""
+    chosen = sorted(random.Random(seed).sample(range(len(accepted)), min(size, len(accepted))))
+    rows = [
+        {"image_id": a.image_id, "question": a.question, "answer": a.answer,
+         "difficulty": a.difficulty, "generator": a.generator}
+        for a in (accepted[i] for i in chosen)
+    ]  # fmt: skip
+    return {"seed": seed, "of": len(accepted), "rows": rows}
 
 
 def report_markdown(report: Mapping[str, Any]) -> str:
@@ -263,6 +285,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             lines += [f"| {g} | {r} | {n} |" for r, n in counts.items()]
     else:
         lines.append("None.")
+    lines += _examples_markdown(report["rejected"].get("examples") or {})
+    lines += _sample_markdown(report.get("quality_sample"))
     answers = report["answers"]
     lines += [
         "",
@@ -290,6 +314,59 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _cell(value: Any, width: int = 160) -> str:
+    """``value`` fit for one Markdown table cell: one line (a reply's line breaks shown as ⏎), pipes
+    escaped, long text shortened."""
+    lines = (" ".join(line.split()) for line in str("" if value is None else value).splitlines())
+    text = " ⏎ ".join(line for line in lines if line).replace("|", "\\|")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _examples_markdown(examples: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """Per reason, the rejected items (or, for replies that could not be read, the replies)."""
+    if not examples:
+        return []
+    lines = ["", "## Rejected, examples", ""]
+    for reason in sorted(examples):
+        lines += [f"### {reason}", ""]
+        shown = examples[reason]
+        if shown and "reply" in shown[0]:
+            lines += ["| generator | listing | reply |", "|---|---|---|"]
+            lines += [
+                f"| {_cell(e['generator'])} | {_cell(e['listing'])} | {_cell(e['reply'])} |" for e in shown
+            ]
+        else:
+            lines += ["| generator | image | question | answer | difficulty |", "|---|---|---|---|---|"]
+            lines += [
+                f"| {_cell(e['generator'])} | {_cell(e['image_id'])} | {_cell(e['question'])} | "
+                f"{_cell(e['answer'])} | {_cell(e['difficulty'])} |"
+                for e in shown
+            ]
+        lines.append("")
+    return lines[:-1]
+
+
+def _sample_markdown(sample: Mapping[str, Any] | None) -> list[str]:
+    if not sample or not sample["rows"]:
+        return []
+    lines = [
+        "",
+        "## Sample for a manual check",
+        "",
+        f"{len(sample['rows'])} of the {sample['of']} accepted rows, drawn at random with seed {sample['seed']} "
+        "(the same data and seed draw the same rows). Mark each as right or wrong in the last column.",
+        "",
+        "| image | question | answer | difficulty | generator | ok? |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {_cell(r['image_id'])} | {_cell(r['question'])} | {_cell(r['answer'])} | {r['difficulty']} | "
+        f"{_cell(r['generator'])} |  |"
+        for r in sample["rows"]
+    ]
+    return lines
 
 
 def _fmt(value: Any) -> str:

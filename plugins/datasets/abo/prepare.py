@@ -44,6 +44,8 @@ from vlmbench_plugins.datasets.abo import curation, export, reader, splits
 TASKS = ("abo_single_word",)
 PIPELINE_VERSION = "1"
 STATE = "state.json"
+# Longest stretch of a stored reply the report quotes as an example.
+REPLY_EXCERPT = 300
 SPLIT_NAMES = ("train", "val", "test")
 
 
@@ -308,6 +310,19 @@ def _generate(
     }
 
 
+def _reply_examples(results: Mapping[str, Mapping[str, GenerationResult]], per_reason: int = 5) -> dict:
+    """A few stored replies per reason their fragments were rejected for (in listing order), so the
+    report shows what the generators wrote when it could not be read."""
+    examples: dict[str, list[dict[str, Any]]] = {}
+    for name, mine in results.items():
+        for key, result in mine.items():
+            for reason in result.rejected:
+                shown = examples.setdefault(reason, [])
+                if len(shown) < per_reason and result.raw:
+                    shown.append({"listing": key, "generator": name, "reply": result.raw[:REPLY_EXCERPT]})
+    return {reason: shown for reason, shown in examples.items() if shown}
+
+
 def _write_outputs(
     plan: _Plan,
     listings: Sequence[reader.Listing],
@@ -344,6 +359,8 @@ def _write_outputs(
         generation=facts["generation"],
         reading=facts["reading"],
         config={k: v for k, v in plan.config.items() if k != "pipeline_version"},
+        reply_examples=_reply_examples(results),
+        sample_seed=options.seed,
     )
     curation.write_report(report, out)
     return report
