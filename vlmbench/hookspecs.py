@@ -45,4 +45,5 @@ def register_generators(register: Callable[..., None]) -> None:
 
 @hookspec
 def register_commands(cli) -> None:
-    """Add click commands or groups to the ``vlmbench`` CLI: ``cli.add_command(...)``."""
+    """Add click commands or groups to the ``vlmbench`` CLI: ``cli.add_command(...)``. A dataset
+    plugin adds its pipeline to the ``download`` and ``prepare`` groups of ``cli.commands["data"]``."""

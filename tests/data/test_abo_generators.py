@@ -302,13 +302,17 @@ def test_local_generator_runs_a_model_plugin_on_the_images(scripted_plugins, abo
     assert other.fingerprint() != gen.fingerprint()
 
 
+def first_listing(abo_tree: Path) -> tuple[reader.Listing, bytes]:
+    """The tree's first listing and its image file's bytes."""
+    paths = reader.read_image_paths(abo_tree / reader.IMAGES_CSV)
+    listing = next(reader.iter_listings(abo_tree, image_paths=paths))
+    return listing, (abo_tree / reader.SMALL_IMAGES_DIR / listing.image_path).read_bytes()
+
+
 def test_local_generator_with_the_study_prompt(scripted_plugins, abo_tree: Path):
-    listing = next(
-        reader.iter_listings(abo_tree, image_paths=reader.read_image_paths(abo_tree / reader.IMAGES_CSV))
-    )
+    listing, image = first_listing(abo_tree)
     gen = create_generator("local", "model=scripted,model_args=style=csv,prompt=study", scripted_plugins)
     gen.setup()
-    image = (abo_tree / reader.SMALL_IMAGES_DIR / listing.image_path).read_bytes()
     result = run_one(gen, listing, image)
     assert [(i.answer, i.difficulty) for i in result.items] == [("32", 3), ("Dark", 1)]
     assert "question,difficulty,answer" in ScriptedModel.prompts[-1]
@@ -321,12 +325,9 @@ def test_local_generator_with_the_study_prompt(scripted_plugins, abo_tree: Path)
 
 
 def test_local_generator_handles_junk_and_broken_images(scripted_plugins, abo_tree: Path):
-    listing = next(
-        reader.iter_listings(abo_tree, image_paths=reader.read_image_paths(abo_tree / reader.IMAGES_CSV))
-    )
+    listing, good = first_listing(abo_tree)
     gen = create_generator("local", "model=scripted,model_args=style=junk", scripted_plugins)
     gen.setup()
-    good = (abo_tree / reader.SMALL_IMAGES_DIR / listing.image_path).read_bytes()
     junk = run_one(gen, listing, good)
     assert junk.items == [] and junk.rejected == {"malformed_reply": 1} and "sorry" in junk.raw
     broken = run_one(gen, listing, b"not an image")
