@@ -247,8 +247,12 @@ _FIELD_PREFIX = re.compile(r"^\s*(?:question|answer|difficulty|q|a|d)\s*\d*\s*[:
 _LEVEL = re.compile(
     r"^[(\[]?\s*(?:(?:level|difficulty)\s*[:=]?\s*)?-?\d+(?:\.0+)?\s*[)\]]?(?:\s*\([^)]*\))?$", re.IGNORECASE
 )
-_HEADER_WORDS = {"question": "question", "q": "question", "answer": "answer", "a": "answer",
-                 "difficulty": "difficulty", "difficultylevel": "difficulty", "level": "difficulty", "d": "difficulty"}  # fmt: skip
+# The words of a header line, lower case and letters only, and the column each names.
+_HEADER_WORDS = {
+    **dict.fromkeys(("question", "q"), "question"),
+    **dict.fromkeys(("answer", "a"), "answer"),
+    **dict.fromkeys(("difficulty", "difficultylevel", "level", "d"), "difficulty"),
+}
 
 #: Column orders of delimited and CSV rows: the order the ``json`` and ``delimited`` reply formats ask
 #: for, and the study's CSV order.

@@ -95,12 +95,12 @@ def data() -> None:
 
     \b
     A dataset plugin adds its pipeline here, in three steps:
-      vlmbench data download DATASET          # fetch the public files (resumable, verified)
+      vlmbench data download DATASET          # fetch the dataset's public files
       vlmbench data prepare TASK -g GENERATOR # question-answer pairs: generate, validate, split, export
       vlmbench run --model MODEL --task TASK  # evaluate on the prepared data
 
-    `vlmbench data generators` lists the QA generators; both steps are idempotent: re-running one
-    that finished does nothing. See docs/data.md.
+    `vlmbench data generators` lists the QA generators; `vlmbench data download DATASET --help` and
+    `vlmbench data prepare TASK --help` describe each step. See docs/data.md.
     """
 
 

@@ -56,7 +56,7 @@ def list_(what, name):
         for e in plugins.run_configs:
             click.echo(f"  {e.name:<14} {e.summary}")
     if what in ("generators", "all"):
-        click.secho("QA generators (vlmbench data prepare --generator NAME)", bold=True)
+        click.secho("QA generators (vlmbench data prepare TASK --generator NAME)", bold=True)
         for e in plugins.generators:
             network = " (needs network)" if e.needs_network else ""
             click.echo(f"  {e.name:<14} {e.summary}{network}")
