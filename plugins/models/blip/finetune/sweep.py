@@ -341,7 +341,18 @@ def sweep_table(summaries: list[dict[str, Any]], base: dict[str, Any] | None) ->
     for s in summaries:
         found += [k for k in s.get("test") or {} if k not in found]
     metrics = [c for c in STUDY_COLUMNS if c in found] + [c for c in found if c not in STUDY_COLUMNS]
-    header = ["run", "rank", "targets", *metrics, "alpha", "modules", "trainable", "steps", "status", "best val"]
+    header = [
+        "run",
+        "rank",
+        "targets",
+        *metrics,
+        "alpha",
+        "modules",
+        "trainable",
+        "steps",
+        "status",
+        "best val",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     if base is not None:
         cells = ["base model", "–", "–", *(_num(base.get(m)) for m in metrics), "–", "–", "0", "–", "–", "–"]
