@@ -15,7 +15,11 @@ from vlmbench.errors import VlmbenchError
 from vlmbench_testing import REPO
 
 # Faithful ports of official model code keep the original's structure, so its long functions.
-PORTS = ("plugins/models/ofa/modeling.py", "plugins/models/vilbert/modeling.py")
+PORTS = (
+    "plugins/models/ofa/modeling.py",
+    "plugins/models/ofa/generation.py",  # the official sequence generator's beam search, step for step
+    "plugins/models/vilbert/modeling.py",
+)
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 
