@@ -3,8 +3,8 @@
 Two models: a chat VLM (Qwen2.5-VL, 24.7M random parameters: the real checkpoint's vocabulary width
 and the processor's real default pixel budget, see ``QWEN_SIZES`` in ``tests/tiny_models.py``) and
 BLIP (the test suite's tiny checkpoint). For each, three processes run side by side, interleaved over
-``--rounds`` rounds so that machine load hits all alike, with default torch threads and default
-DataLoader workers:
+``--rounds`` rounds so that machine load hits all alike (each round starting one process later in
+the list), with default torch threads and default DataLoader workers:
 
 - ``vlmbench``: ``python -m vlmbench run -m MODEL -a pretrained=DIR -t TASK --dtype bfloat16
   --gen-kwargs max_new_tokens=5 -b 8 --no-cache`` (progress bar, scoring and artifacts included);
@@ -236,45 +236,50 @@ def run_benchmark(args: argparse.Namespace) -> None:
 
     timings: dict[tuple[str, str], list[dict]] = {}
     answers: dict[tuple[str, str], list[str]] = {}
+
+    def bare(model: str, order: str, r: int) -> None:
+        out = work / f"bare-{model}-{order}-{r}.json"
+        argv = [sys.executable, __file__, "bare", "--model", model, "--pretrained", str(checkpoints[model]),
+                "--task-dir", str(task.parent), "--order", order, "--out", str(out)]  # fmt: skip
+        process = run_process(argv, env, work / f"bare-{model}-{order}-{r}.log")
+        info = json.loads(out.read_text(encoding="utf-8"))
+        name = "bare loop" + (", sorted" if order == "sorted" else "")
+        timings[(model, name)].append({**info, **process})
+        answers[(model, name)] = info["answers"]
+
+    def vlmbench(model: str, v: int, r: int) -> None:
+        name, flags, extra_env = variants[v]
+        out_dir = work / "runs" / f"{model.replace('.', '')}-v{v}-r{r}"
+        argv = [
+            sys.executable, "-m", "vlmbench", "run", "-m", model, "-a", f"pretrained={checkpoints[model]}",
+            "-t", str(task), "--dtype", "bfloat16", "--gen-kwargs", "max_new_tokens=5", "-b", "8",
+            "--no-cache", "-o", str(out_dir), *flags,
+        ]  # fmt: skip
+        process = run_process(argv, {**env, **extra_env}, work / f"{out_dir.name}.log")
+        run_dir = next(out_dir.rglob("results.json")).parent
+        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        preds = [json.loads(x) for x in (run_dir / "predictions.jsonl").read_text().splitlines()]
+        config = results["config"]
+        timings[(model, name)].append(
+            {**results["timing"], **process, "num_workers": config["num_workers"],
+             "num_workers_reason": config.get("num_workers_reason", "")}
+        )  # fmt: skip
+        answers[(model, name)] = [p["raw"] for p in preds]
+
+    jobs = []
+    for model in models:
+        for order in ("file", "sorted"):
+            timings[(model, "bare loop" + (", sorted" if order == "sorted" else ""))] = []
+            jobs.append((bare, model, order))
+        for v, (name, _, _) in enumerate(variants):
+            timings[(model, name)] = []
+            jobs.append((vlmbench, model, v))
     for r in range(args.rounds):
-        for model in models:
-            common = [
-                "--model",
-                model,
-                "--pretrained",
-                str(checkpoints[model]),
-                "--task-dir",
-                str(task.parent),
-            ]
-            for order in ("file", "sorted"):
-                out = work / f"bare-{model}-{order}-{r}.json"
-                argv = [sys.executable, __file__, "bare", *common, "--order", order, "--out", str(out)]
-                process = run_process(argv, env, work / f"bare-{model}-{order}-{r}.log")
-                info = json.loads(out.read_text(encoding="utf-8"))
-                name = "bare loop" + (", sorted" if order == "sorted" else "")
-                timings.setdefault((model, name), []).append({**info, **process})
-                answers[(model, name)] = info["answers"]
-            for v, (name, flags, extra_env) in enumerate(variants):
-                out_dir = work / "runs" / f"{model.replace('.', '')}-v{v}-r{r}"
-                argv = [
-                    sys.executable, "-m", "vlmbench", "run", "-m", model, "-a", f"pretrained={checkpoints[model]}",
-                    "-t", str(task), "--dtype", "bfloat16", "--gen-kwargs", "max_new_tokens=5", "-b", "8",
-                    "--no-cache", "-o", str(out_dir), *flags,
-                ]  # fmt: skip
-                process = run_process(argv, {**env, **extra_env}, work / f"{out_dir.name}.log")
-                run_dir = next(out_dir.rglob("results.json")).parent
-                results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-                preds = [json.loads(x) for x in (run_dir / "predictions.jsonl").read_text().splitlines()]
-                timing = results["timing"]
-                timings.setdefault((model, name), []).append(
-                    {
-                        **timing,
-                        **process,
-                        "num_workers": results["config"]["num_workers"],
-                        "num_workers_reason": results["config"].get("num_workers_reason", ""),
-                    }
-                )
-                answers[(model, name)] = [p["raw"] for p in preds]
+        # Each round starts one process later in the list: no variant always follows the same one
+        # (on a shared machine the n-th process of a round can be systematically slower).
+        shift = r % len(jobs)
+        for job, model, which in jobs[shift:] + jobs[:shift]:
+            job(model, which, r)
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
     raw = [{"model": m, "config": name, "runs": runs} for (m, name), runs in timings.items()]
