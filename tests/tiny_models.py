@@ -217,10 +217,10 @@ QWEN_SIZES: dict[str, dict] = {
         "pixels": {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16},  # 4 to 16 image tokens per image
     },
     "small": {
-        "text": {"hidden_size": 144, "intermediate_size": 576, "num_hidden_layers": 4,
+        "text": {"hidden_size": 128, "intermediate_size": 576, "num_hidden_layers": 6,
                  "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 2048},
-        "vision": {"depth": 4, "hidden_size": 128, "intermediate_size": 512, "num_heads": 4, "window_size": 112,
-                   "fullatt_block_indexes": [1, 3]},
+        "vision": {"depth": 12, "hidden_size": 128, "intermediate_size": 512, "num_heads": 4, "window_size": 112,
+                   "fullatt_block_indexes": [3, 7, 11]},
         "vocab_size": 151_936,
         "pixels": {},  # the processor's defaults
     },
