@@ -203,8 +203,33 @@ QWEN_SPECIALS = [
 ]  # fmt: skip
 
 
-def build_qwen2_5_vl(out: Path) -> Path:
-    """``Qwen2_5_VLForConditionalGeneration`` with a 2-layer vision tower and a 2-layer decoder."""
+# Sizes of the Qwen2.5-VL builder. "tiny" (the tests') answers in milliseconds; "small" has the real
+# checkpoint's vocabulary width (151,936 rows, tied to the output layer, as in Qwen2.5-VL-3B) and the
+# processor's real default pixel budget, so that a benchmark pays what the real model pays outside its
+# transformer layers (image patches per 256 px photo, vocabulary-wide logits) on a CPU-sized model.
+QWEN_SIZES: dict[str, dict] = {
+    "tiny": {
+        "text": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                 "num_key_value_heads": 1, "max_position_embeddings": 512},
+        "vision": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "window_size": 56,
+                   "fullatt_block_indexes": [1]},
+        "vocab_size": None,  # the tokenizer's
+        "pixels": {"min_pixels": 28 * 28 * 4, "max_pixels": 28 * 28 * 16},  # 4 to 16 image tokens per image
+    },
+    "small": {
+        "text": {"hidden_size": 128, "intermediate_size": 576, "num_hidden_layers": 6,
+                 "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 2048},
+        "vision": {"depth": 12, "hidden_size": 128, "intermediate_size": 512, "num_heads": 4, "window_size": 112,
+                   "fullatt_block_indexes": [3, 7, 11]},
+        "vocab_size": 151_936,
+        "pixels": {},  # the processor's defaults
+    },
+}  # fmt: skip
+
+
+def build_qwen2_5_vl(out: Path, size: str = "tiny") -> Path:
+    """``Qwen2_5_VLForConditionalGeneration`` of one of :data:`QWEN_SIZES` (default: a 2-layer vision
+    tower and a 2-layer decoder)."""
     from transformers import (
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
@@ -213,6 +238,7 @@ def build_qwen2_5_vl(out: Path) -> Path:
         Qwen2VLImageProcessor,
     )
 
+    spec = QWEN_SIZES[size]
     _seed(3)
     out.mkdir(parents=True, exist_ok=True)
     vocab, merges = _byte_level_bpe(QWEN_SPECIALS)
@@ -221,36 +247,42 @@ def build_qwen2_5_vl(out: Path) -> Path:
     )
     _add_special(tokenizer, QWEN_SPECIALS)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIALS}
-    # 28x28 pixels per merged image token: 4 to 16 image tokens per image.
-    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
-    video_processor = _qwen_video_processor()
+    pixels = spec["pixels"]  # 28x28 pixels per merged image token
     processor = Qwen2_5_VLProcessor(
-        image_processor=image_processor,
+        image_processor=Qwen2VLImageProcessor(**pixels),
         tokenizer=tokenizer,
-        video_processor=video_processor,
+        video_processor=_qwen_video_processor(**pixels),
         chat_template=QWEN_CHAT_TEMPLATE,
     )
-    head_dim = 16
+    text = spec["text"]
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    half = head_dim // 2  # rotary pairs, split over the temporal, height and width positions
+    sections = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+    vocab_size = spec["vocab_size"] or len(tokenizer)
+    tied = {"tie_word_embeddings": True} if spec["vocab_size"] else {}  # as in the 3B checkpoint
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 512,
-            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+            **text, "vocab_size": vocab_size,
+            "rope_parameters": {"rope_type": "default", "mrope_section": sections, "rope_theta": 10000.0},
             "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
+            "pad_token_id": ids["<|endoftext|>"], **tied,
         },
         vision_config={
-            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 32,
-            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
-            "fullatt_block_indexes": [1],
+            **spec["vision"], "out_hidden_size": text["hidden_size"], "patch_size": 14, "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
         },
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
+        **tied,
     )  # fmt: skip
-    assert sum(config.text_config.rope_parameters["mrope_section"]) == head_dim // 2
     model = _spread(Qwen2_5_VLForConditionalGeneration(config))
+    if vocab_size > len(tokenizer):
+        # Rows beyond the tokenizer are padding, as in the real checkpoint: zero logits, never chosen
+        # over the random logits of real tokens, so answers decode to text.
+        with torch.no_grad():
+            model.get_input_embeddings().weight[len(tokenizer) :] = 0.0
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out)
@@ -258,10 +290,10 @@ def build_qwen2_5_vl(out: Path) -> Path:
     return out
 
 
-def _qwen_video_processor():
+def _qwen_video_processor(**pixels: int):
     from transformers import Qwen2VLVideoProcessor
 
-    return Qwen2VLVideoProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16)
+    return Qwen2VLVideoProcessor(**pixels)
 
 
 # -- SmolVLM (Idefics3) -------------------------------------------------------------------------------

@@ -3,6 +3,12 @@
 Workers are tied to the process that started them: they die with it (even after SIGKILL), ignore the
 Ctrl-C and SIGTERM that the main process handles by finishing its batch, and a worker that dies or
 stops handing back batches becomes an error after ``timeout`` seconds instead of a hang.
+
+How many workers a run gets unless it says (:func:`default_workers`): one per core that the model
+leaves free, at most four. A model on an accelerator, or one that does little CPU work, leaves all
+cores but the model loop's; a torch model on the CPU keeps one core per torch thread busy, and a
+worker on one of those cores slows every operation of the model (its threads wait for each other)
+by more than the worker saves (measured in benchmarks/harness_overhead.py, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from vlmbench.request import Batch, Request
 
 # Long enough for a slow processor on a large batch, short enough that a stuck worker is noticed.
 DEFAULT_WORKER_TIMEOUT = 600.0
+# Beyond four, workers add memory and start-up time while the model, not the data, sets the pace.
+MAX_DEFAULT_WORKERS = 4
 
 
 class RequestImages:
@@ -70,6 +78,40 @@ def batch_order(requests: list[Request], batch_size: int) -> list[list[int]]:
     shows up in the first batch rather than hours in."""
     order = sorted(range(len(requests)), key=lambda i: (-len(requests[i].prompt), i))
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and ``taskset`` set),
+    shared with the other processes of a data-parallel run on the same machine."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+    return max(1, cores // max(1, local_processes))
+
+
+def default_workers(model: Any, device: str, cores: int | None = None) -> tuple[int, str]:
+    """The DataLoader worker count for a run that did not choose one, and why (for results.json).
+    Call it once the model is loaded."""
+    cores = cores or available_cores()
+    if not device.startswith("cpu"):
+        busy, why = 1, f"the model runs on {device}"
+    elif model.computes_on_cpu():
+        import torch
+
+        busy = torch.get_num_threads()
+        why = f"the model computes on the CPU with {busy} torch thread{'s' * (busy != 1)}"
+    else:
+        busy, why = 1, "the model does little CPU work"
+    workers = min(MAX_DEFAULT_WORKERS, max(0, cores - busy))
+    spare = cores - busy
+    if workers == 0:
+        return 0, f"{why} on {cores} core{'s' * (cores != 1)}: no core to spare for a worker"
+    return workers, (
+        f"{why}, leaving {spare} of {cores} cores for workers"
+        + (f" (at most {MAX_DEFAULT_WORKERS})" if spare > MAX_DEFAULT_WORKERS else "")
+    )
 
 
 def make_loader(

@@ -113,8 +113,8 @@ class ModelLoop:
         }
 
     def ensure_loaded(self) -> None:
-        # Loaded on the first batch that has a readable image: a rerun with nothing to do, or with only
-        # unreadable images left, never pays for loading weights.
+        # Loaded once there is work: the runner calls this before the DataLoader starts (its workers
+        # inherit what was loaded); a rerun with nothing to do never pays for loading weights.
         if self.loaded:
             return
         t0 = time.perf_counter()

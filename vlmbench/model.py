@@ -1,12 +1,15 @@
 """The model plugin contract.
 
 A model plugin is a subclass of :class:`Model` registered with ``register_models``. The runner
-creates it with validated arguments, calls :meth:`Model.load` only when there is work to do, then
-calls :meth:`Model.generate` or :meth:`Model.rank` batch by batch. See docs/plugins.md.
+creates it with validated arguments, calls :meth:`Model.load` (and :meth:`Model.setup`) only when
+there is work to do, then calls :meth:`Model.generate` or :meth:`Model.rank` batch by batch. See
+docs/plugins.md.
 """
 
 from __future__ import annotations
 
+import itertools
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -72,6 +75,31 @@ class Model:
 
     def fit(self, examples: Sequence[Sample]) -> None:
         """Receive training examples (only called when ``needs_training_data`` is true)."""
+
+    def setup(self, requests: Sequence[Request]) -> None:
+        """Last step of loading, with the requests about to be answered (no images yet): build what
+        :meth:`collate` would otherwise build on first use — token tables of candidate answers, special
+        token ids. It runs in the main process before DataLoader workers start, so each worker inherits
+        the result instead of building it again. Default: nothing."""
+
+    def computes_on_cpu(self) -> bool:
+        """Whether answering keeps this machine's CPU cores busy, as a torch model on the CPU does (one
+        thread per core). The runner then starts DataLoader workers only on cores torch's threads leave
+        free. Called after :meth:`load`. Default: the plugin holds a torch module whose weights are on
+        the CPU, as an attribute or an attribute's attribute."""
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return False
+        held = list(vars(self).values())
+        held += [
+            v for h in held if not isinstance(h, torch.nn.Module) for v in getattr(h, "__dict__", {}).values()
+        ]
+        for value in held:
+            if isinstance(value, torch.nn.Module):
+                first = next(itertools.chain(value.parameters(), value.buffers()), None)
+                if first is not None and first.device.type == "cpu":
+                    return True
+        return False
 
     # -- inference ----------------------------------------------------------------------------------
     def collate(self, requests: list[Request]) -> Any:

@@ -90,9 +90,14 @@ def model_block(
     return block
 
 
-def config_block(plan: RunPlan, world_size: int = 1) -> dict:
-    """results.json's ``config``: the options and task settings the answers and scores depend on."""
+def config_block(plan: RunPlan, world_size: int = 1, workers: tuple[int, str] | None = None) -> dict:
+    """results.json's ``config``: the options and task settings the answers and scores depend on, and
+    how the run was executed (``workers``: the DataLoader worker count it used and why)."""
     cfg, spec = plan.cfg, plan.task.spec
+    num_workers, reason = workers or (
+        cfg.num_workers,
+        "given" if cfg.num_workers is not None else "not started",
+    )
     return {
         "batch_size": plan.batch_size,
         "batch_size_requested": cfg.batch_size,
@@ -100,7 +105,8 @@ def config_block(plan: RunPlan, world_size: int = 1) -> dict:
         "seed": cfg.seed,
         "device": plan.device,
         "dtype": cfg.dtype,
-        "num_workers": cfg.num_workers,
+        "num_workers": num_workers,
+        "num_workers_reason": reason,
         "world_size": world_size,
         "on_bad_sample": cfg.on_bad_sample,
         "generation": plan.generation.as_kwargs(),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import random
 import time
 from collections import Counter
@@ -38,7 +37,7 @@ from vlmbench.errors import (
 )
 from vlmbench.hashing import json_digest
 from vlmbench.images import sha256_bytes
-from vlmbench.loader import DEFAULT_WORKER_TIMEOUT, make_loader
+from vlmbench.loader import DEFAULT_WORKER_TIMEOUT, default_workers, make_loader
 from vlmbench.loop import ModelLoop
 from vlmbench.metric import Metric, MetricContext
 from vlmbench.model import Model
@@ -82,7 +81,7 @@ class RunConfig:
     device: str = "auto"
     dtype: str = "auto"
     seed: int = 0
-    num_workers: int | None = None  # None: one per spare CPU core, at most 4
+    num_workers: int | None = None  # None: one per core the model leaves free, at most 4 (see loader)
     output_dir: Path = Path("runs")
     cache: Path | bool | None = None
     metrics: list[str] | None = None
@@ -99,11 +98,7 @@ class RunConfig:
         self.limit = parse_limit(self.limit)
         if not 0 <= self.seed <= MAX_SEED:
             raise VlmbenchError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
-        if self.num_workers is None:
-            # The main process needs a core for the model loop; workers beyond the spare cores only
-            # compete with it (measured in benchmarks/harness_overhead.py).
-            self.num_workers = min(4, max(0, (os.cpu_count() or 1) - 1))
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise VlmbenchError("--num-workers must be 0 or more")
         if self.on_bad_sample not in ("skip", "stop"):
             raise VlmbenchError("on_bad_sample must be 'skip' or 'stop'")
@@ -166,6 +161,7 @@ class Outcome:
     timing: dict[str, Any]
     model_info: dict[str, Any] | None = None  # what the model reported when it last computed answers
     world_size: int = 1
+    workers: tuple[int, str] = (0, "")  # DataLoader workers of this run, and why that many
 
 
 def evaluate(
@@ -344,23 +340,30 @@ def execute(plan: RunPlan, dist: DistInfo | None = None) -> Outcome | None:
             generation=plan.generation,
             batch_size=plan.batch_size,
             on_bad_sample=cfg.on_bad_sample,
-            load=lambda: _load(plan),
+            load=lambda: _load(plan, todo),
             show_progress=cfg.progress and dist.is_main,
         )
         for r in plan.requests:
             if r.sample_id in stale:
                 loop.skip(r, stale[r.sample_id])
+        workers = (0, "no answers to compute")
         try:
             if todo:
-                # Before the DataLoader starts: its workers inherit the loaded processor instead of
-                # loading it again, and a model that cannot load is known before any image is read.
+                # Before the DataLoader starts: its workers inherit the loaded processor and tables
+                # instead of loading them again, and a model that cannot load is known before any image
+                # is read. The default worker count depends on where and how the loaded model computes.
                 loop.ensure_loaded()
+                workers = (
+                    (cfg.num_workers, "given")
+                    if cfg.num_workers is not None
+                    else default_workers(plan.model, plan.device)
+                )
             loader = make_loader(
                 todo,
                 plan.task.image_source,
                 plan.model,
                 batch_size=plan.batch_size,
-                num_workers=cfg.num_workers,
+                num_workers=workers[0],
                 timeout=cfg.worker_timeout,
             )
             loop.run(loader, len(todo))
@@ -409,6 +412,7 @@ def execute(plan: RunPlan, dist: DistInfo | None = None) -> Outcome | None:
         timing=timing,
         model_info=model_info,
         world_size=dist.world_size,
+        workers=workers,
     )
 
 
@@ -441,7 +445,7 @@ def report(plan: RunPlan, outcome: Outcome) -> RunResult:
         "skipped_sample_examples": outcome.examples[:20],
         "warnings": dict(sorted(task_warnings(task, plan.samples).items())),
         "notices": outcome.notices,
-        "config": config_block(plan, outcome.world_size),
+        "config": config_block(plan, outcome.world_size, outcome.workers),
         "cache": {
             "path": str(cfg.cache_path) if cfg.cache_path else None,
             "computed": outcome.computed,
@@ -482,11 +486,12 @@ def _still_valid(plan: RunPlan, done: dict[str, str | None]) -> tuple[set[str], 
     return valid, stale
 
 
-def _load(plan: RunPlan) -> None:
+def _load(plan: RunPlan, todo: list[Request]) -> None:
     plan.model.load()
     if plan.model.needs_training_data:
         train = plan.task.train_samples
         plan.model.fit(train if train is not None else plan.task.samples)
+    plan.model.setup(todo)
 
 
 def _interrupted_message(loop: ModelLoop) -> str:

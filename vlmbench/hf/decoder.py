@@ -11,6 +11,8 @@ handed to its processor (:meth:`DecoderVLM.processor_images`, :meth:`DecoderVLM.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from vlmbench.hf.base import HFModel
@@ -55,18 +57,20 @@ class DecoderVLM(HFModel):
     def prepare(self, requests: list[Request]) -> Any:
         if requests[0].kind == "generate":
             return self._encode(requests)
-        tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        end = self._end_id_for_ranking()
-        return [
-            (
-                self._encode([r]),
-                self._candidate_tokens.get(tokenizer, r.candidates, self.answer_prefix, end),
-            )
-            for r in requests
-        ]
+        return [(self._encode([r]), self.candidate_ids(r.candidates)) for r in requests]
 
-    def _end_id_for_ranking(self) -> int | None:
-        return self.end_of_answer_id() if self.arg_values["rank_eos"] else None
+    def candidate_ids(self, candidates: tuple[str, ...]) -> list[list[int]]:
+        """The token ids of each candidate answer as the model would write it (end token included)."""
+        tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        end = self.end_of_answer_id() if self.arg_values["rank_eos"] else None
+        return self._candidate_tokens.get(tokenizer, candidates, self.answer_prefix, end)
+
+    def setup(self, requests: Sequence[Request]) -> None:
+        # The end-of-answer token and the candidates' token ids, once, before workers start; the most
+        # common candidate sets first, as many as the table keeps.
+        sets = Counter(r.candidates for r in requests if r.kind == "rank")
+        for candidates, _ in sets.most_common(self._candidate_tokens.max_sets):
+            self.candidate_ids(candidates)
 
     def generate(self, batch: Batch, generation: GenerationSpec) -> list[str]:
         import torch
