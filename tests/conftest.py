@@ -77,17 +77,22 @@ class _Reliability:
         self.rows: list[tuple[str, str, int, str, str]] = []
 
     def record(self, group: str, fault: str, tries: int, outcome: str, lost: str = "nothing") -> None:
-        self.rows.append((group, fault, tries, outcome, lost))
+        row = (group, fault, tries, outcome, lost)
+        if row not in self.rows:  # a test run with and without DataLoader workers records it once
+            self.rows.append(row)
 
     def markdown(self) -> str:
         lines = [
             "# Reliability report",
             "",
-            "Produced by the fault-injection tests (`tests/test_reliability.py`, `tests/test_reliability_artifacts.py`,",
-            "`tests/models/test_hostile_model_files.py` and the QA service test in `tests/data/`): each fault was injected",
-            "the given number of times; *lost* counts model answers that were computed and not kept.",
+            "Produced by the fault-injection tests (`tests/test_reliability.py`, `tests/test_bad_inputs_cli.py`,",
+            "`tests/test_reliability_artifacts.py`, `tests/models/test_hostile_model_files.py` and the QA service test",
+            "in `tests/data/`): each fault was injected the given number of times; *lost* counts model answers that",
+            "were computed and not kept. Runs use the default settings a user gets, DataLoader workers included;",
+            "image and row faults are injected both with the default workers and with none.",
             "Regenerate with `VLMBENCH_RELIABILITY_REPORT=docs/reliability.md pytest tests/test_reliability.py "
-            "tests/test_reliability_artifacts.py tests/models/test_hostile_model_files.py tests/data/test_abo_gemini.py`.",
+            "tests/test_bad_inputs_cli.py tests/test_reliability_artifacts.py tests/models/test_hostile_model_files.py "
+            "tests/data/test_abo_gemini.py`.",
             "",
         ]
         group = None

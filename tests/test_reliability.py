@@ -886,6 +886,7 @@ def test_two_runs_share_an_output_folder_and_cache(plugin_env, tmp_path, reliabi
 
 # The other test files whose faults docs/reliability.md reports (see the `reliability` fixture).
 RELIABILITY_FILES = (
+    "test_bad_inputs_cli.py",
     "data/test_abo_gemini.py",
     "test_reliability_artifacts.py",
     "models/test_hostile_model_files.py",
