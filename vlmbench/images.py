@@ -6,6 +6,7 @@ count it (or stop, if asked) instead of crashing half-way.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -38,13 +39,19 @@ def confined_path(root: Path, relative: str) -> Path:
     if ".." in rel.parts:
         raise ImageProblem("image_outside_root", f"image path {relative!r} leaves the image root")
     try:
-        root = root.resolve()
+        root = _resolved(root)
         path = (root / rel).resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop is a RuntimeError before Python 3.13
         raise ImageProblem("bad_image_path", f"image path {relative!r} cannot be resolved: {exc}") from None
     if not path.is_relative_to(root):
         raise ImageProblem("image_outside_root", f"image path {relative!r} resolves outside the image root")
     return path
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved(root: Path) -> Path:
+    # The image root is the same for every image of a task: resolve its links once.
+    return root.resolve()
 
 
 def read_image_file(root: Path, relative: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:

@@ -21,7 +21,7 @@ from vlmbench.scoring import ScoredSet, score
 from vlmbench.store import CachedPrediction, RunKey
 
 if TYPE_CHECKING:
-    from vlmbench.runner import RunPlan
+    from vlmbench.plan import RunPlan
 
 
 def scored_answer(raw: str, filters: Sequence[str]) -> str:

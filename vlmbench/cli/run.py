@@ -71,8 +71,8 @@ class _RunCommand(click.Command):
 @click.option("--output-dir", "-o", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="Where OUTPUT_DIR/TASK/MODEL-FINGERPRINT/ folders are written.")  # fmt: skip
 @click.option("--num-workers", type=int, default=None,
-              help="DataLoader workers reading, decoding and preprocessing images "
-                   "[default: one per spare CPU core, at most 4].")  # fmt: skip
+              help="DataLoader workers reading, decoding and preprocessing images [default: one per core "
+                   "the model leaves free, at most 4; none for a model computing on all CPU cores].")  # fmt: skip
 @click.option("--metrics", help="Comma-separated metric names to use instead of the task's.")
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Prediction cache file [default: ~/.cache/vlmbench/predictions.sqlite].")  # fmt: skip
