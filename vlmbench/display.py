@@ -34,9 +34,18 @@ def visible(text: Any, *, keep_breaks: bool = False) -> str:
 
 def shorten(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters in the middle, keeping its start (a model name) and its end
-    (a checkpoint tag): ``encoder-decoder-v…/r16-query_value_out]``."""
+    (a checkpoint tag), half each: ``encoder-decoder-vqa…r16-query_value_out]``."""
     if width < 2 or len(text) <= width:
         return text
-    head = (width - 1) * 3 // 5
+    head = (width - 1) // 2
     tail = width - 1 - head
     return text[:head] + ELLIPSIS + text[len(text) - tail :]
+
+
+def level_order(level: str) -> tuple[int, int, str]:
+    """Sort key of difficulty levels as results.json names them: whole numbers in order, then the
+    others (``unknown``) by name."""
+    try:
+        return (0, int(level), "")
+    except ValueError:
+        return (1, 0, str(level))

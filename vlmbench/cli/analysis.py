@@ -19,13 +19,32 @@ from vlmbench.plugins import load_plugins
     "--format", "fmt", type=click.Choice(["markdown", "csv"]), default="markdown", show_default=True
 )
 @click.option(
+    "--columns",
+    metavar="SET|NAMES",
+    help="Metric columns: 'all' (every metric of the runs), 'study' (the study's columns in its order: "
+    "BERTScore P/R/F1, BARTScore, SBERT, METEOR, EM, Average Mark, WUPS@0.0, WUPS@0.9, weighted WUPS) "
+    "or metric names separated by commas [default: all].",
+)
+@click.option("--by-difficulty", is_flag=True,
+              help="One row per run and difficulty level: its number of samples and every metric on them "
+                   "(written as leaderboard_by_difficulty.md/.csv).")  # fmt: skip
+@click.option(
     "--write/--no-write",
     default=True,
     show_default=True,
     help="Also write leaderboard.md and leaderboard.csv into RUNS_DIR.",
 )
-def leaderboard_(runs_dir, sort_by, task, fmt, write):
-    """Tabulate every results.json under RUNS_DIR: model, parameters, every metric with its CI."""
+def leaderboard_(runs_dir, sort_by, task, fmt, columns, by_difficulty, write):
+    """Tabulate every results.json under RUNS_DIR: model, parameters, every metric with its CI.
+
+    Notes (skipped models, metrics or samples, limits, how a model answered) are numbered footnotes
+    below the Markdown table; the CSV keeps each row's notes in full and their numbers in 'footnotes'.
+
+    \b
+    Examples:
+      vlmbench leaderboard runs/ --columns study            # the study's model table
+      vlmbench leaderboard runs/ --by-difficulty --columns average_mark,exact_match
+    """
     from vlmbench import leaderboard
 
     unreadable: list = []
@@ -35,10 +54,15 @@ def leaderboard_(runs_dir, sort_by, task, fmt, write):
         _warn_unreadable(unreadable)
     if not rows:
         raise VlmbenchError(f"no runs of task {task!r} under {runs_dir}")
-    text = leaderboard.to_markdown(rows, sort_by) if fmt == "markdown" else leaderboard.to_csv(rows, sort_by)
-    click.echo(text, nl=False)
+    cols = leaderboard.resolve_columns(rows, columns, by_difficulty=by_difficulty)
+    leaderboard.sort_rows(rows, sort_by)  # an unknown --sort-by fails before anything is printed
+    if by_difficulty:
+        render = leaderboard.difficulty_markdown if fmt == "markdown" else leaderboard.difficulty_csv
+    else:
+        render = leaderboard.to_markdown if fmt == "markdown" else leaderboard.to_csv
+    click.echo(render(rows, sort_by, cols), nl=False)
     if write and runs_dir.is_dir():
-        md, cs = leaderboard.write(rows, runs_dir, sort_by)
+        md, cs = leaderboard.write(rows, runs_dir, sort_by, columns=cols, by_difficulty=by_difficulty)
         click.echo(f"wrote {md} and {cs}", err=True)
 
 
