@@ -138,8 +138,9 @@ def compare_(runs, metrics, fmt, output, top, bootstrap_samples, seed, allow_tas
 @cli.command("plot")
 @click.argument("runs_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path),
-              help="Where figures and report.html go [default: RUNS_DIR/plots].")  # fmt: skip
-@click.option("--task", help="Task whose runs to plot (needed when RUNS_DIR holds several).")
+              help="Where figures and report.html go [default: RUNS_DIR/plots; one sub-folder per task "
+                   "when RUNS_DIR holds several].")  # fmt: skip
+@click.option("--task", help="Only the runs of this task [default: every task, each in its own sub-folder].")
 @click.option("--metric", default="exact_match", show_default=True,
               help="Metric of the per-difficulty bar chart.")  # fmt: skip
 @click.option("--metrics", "vs_metrics",
@@ -149,29 +150,36 @@ def compare_(runs, metrics, fmt, output, top, bootstrap_samples, seed, allow_tas
 def plot_(runs_dir, output_dir, task, metric, vs_metrics, top):
     """Draw the study's figures from the runs under RUNS_DIR, as PNG and SVG, plus report.html.
 
+    Every model of a task is drawn in the same figures, whether it generated its answers or ranked
+    candidate answers. A folder holding several tasks gives one sub-folder of OUTPUT_DIR per task.
+
     \b
     Figures:
       metrics_vs_parameters   core metrics (Exact Match, Average Mark, WUPS) against parameter count
       semantic_vs_parameters  SBERT, BERTScore, BARTScore, METEOR against parameter count (if present)
       difficulty_METRIC       per-difficulty scores with 95% CIs, one bar per run
       confusions              most frequent (reference -> wrong answer) pairs per run
-    report.html embeds every figure together with the leaderboard.
+    report.html embeds every figure together with the leaderboard, and says when, by which version
+    and by which command it and each run were made.
     """
     from vlmbench import plots
 
     names = [m.strip() for m in vs_metrics.split(",") if m.strip()] if vs_metrics else None
     unreadable: list = []
     try:
-        report = plots.render(
+        reports = plots.render_tasks(
             runs_dir, output_dir, task=task, metric=metric, metrics=names, top=top, unreadable=unreadable
         )
     finally:
         _warn_unreadable(unreadable)
-    for fig in report.figures:
-        click.echo(f"{fig.png} and {fig.svg.name}")
-    for note in report.notes:
-        click.echo(f"note: {note}", err=True)
-    click.echo(f"report: {report.report}")
+    for report in reports:
+        prefix = f"{report.task}: " if len(reports) > 1 else ""
+        for fig in report.figures:
+            click.echo(f"{fig.png} and {fig.svg.name}")
+        for note in report.notes:
+            click.echo(f"note: {prefix}{note}", err=True)
+        if report.report is not None:
+            click.echo(f"report: {report.report}")
 
 
 @cli.command("score")
