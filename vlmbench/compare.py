@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from vlmbench.compare_report import RENDERERS, to_html, to_json, to_markdown
+from vlmbench.display import level_order
 from vlmbench.errors import VlmbenchError, unknown_message
 from vlmbench.gates import Gate, parse_gate, regressions
 from vlmbench.runfolder import Run, load_run, task_mismatches, unique_labels
@@ -332,7 +333,7 @@ def _by_difficulty(
         d = row.get("difficulty")
         levels.setdefault(UNKNOWN_DIFFICULTY if d is None else str(d), []).append(i)
     out: dict[str, dict] = {}
-    for level in sorted(levels, key=_level_order):
+    for level in sorted(levels, key=level_order):
         index = np.asarray(levels[level], dtype=np.int64)
         entry: dict[str, Any] = {"n": len(index), "metrics": {}}
         for pm in paired:
@@ -366,13 +367,6 @@ def _flip(sid: str, ra: dict, rb: dict) -> dict:
         "answer_baseline": ra.get("answer"),
         "answer_run": rb.get("answer"),
     }
-
-
-def _level_order(level: str) -> tuple[int, float]:
-    try:
-        return (0, float(level))
-    except ValueError:
-        return (1, 0.0)
 
 
 def compare_runs(

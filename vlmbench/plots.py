@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import vlmbench
 from vlmbench import artifacts, leaderboard, plot_report
@@ -63,32 +64,19 @@ class PlotReport:
 
 
 def render(
-    runs_dir: str | Path,
-    output_dir: str | Path | None = None,
-    *,
-    task: str | None = None,
-    metric: str = "exact_match",
-    metrics: Sequence[str] | None = None,
-    top: int = 10,
-    unreadable: list[artifacts.ArtifactError] | None = None,
-    command: str | None = None,
+    runs_dir: str | Path, output_dir: str | Path | None = None, *, task: str | None = None, **options: Any
 ) -> PlotReport:
     """Draw every figure for the runs of one task under ``runs_dir`` into ``output_dir`` (default
     ``RUNS_DIR/plots``) as PNG and SVG, and write ``report.html`` embedding them with the leaderboard.
-    A folder holding several tasks needs ``task`` here; :func:`render_tasks` draws each.
-
-    ``metric`` is the one shown per difficulty; ``metrics`` restricts the metric-vs-parameters
-    figures to these names (default: every core and semantic-similarity metric present). Runs whose
-    artifacts cannot be read are left out and listed in ``unreadable``. ``command`` is the command
-    line report.html names (default: this process's).
+    A folder holding several tasks needs ``task`` here; :func:`render_tasks` draws each, and takes the
+    same ``options``.
     """
     tasks = tasks_of(leaderboard.load_runs(runs_dir, []))
     if task is None and len(tasks) > 1:
         raise VlmbenchError(
             f"{runs_dir} holds runs of several tasks ({', '.join(tasks)}); choose one with --task"
         )
-    (report,) = render_tasks(runs_dir, output_dir, task=task, metric=metric, metrics=metrics, top=top,
-                             unreadable=unreadable, command=command)  # fmt: skip
+    (report,) = render_tasks(runs_dir, output_dir, task=task, **options)
     return report
 
 
@@ -103,9 +91,16 @@ def render_tasks(
     unreadable: list[artifacts.ArtifactError] | None = None,
     command: str | None = None,
 ) -> list[PlotReport]:
-    """:func:`render` for every task under ``runs_dir`` (or only ``task``): one task is drawn into
-    ``output_dir`` itself, several into one sub-folder per task. Every task's options are checked
-    before anything is drawn. A task whose runs were all skipped gets a report without figures."""
+    """Draw every figure of every task under ``runs_dir`` (or only ``task``) as PNG and SVG, with a
+    ``report.html`` each: one task into ``output_dir`` (default ``RUNS_DIR/plots``) itself, several
+    into one sub-folder per task. A task whose runs were all skipped gets a report without figures.
+
+    ``metric`` is the one shown per difficulty; ``metrics`` restricts the metric-vs-parameters
+    figures to these names (default: every core and semantic-similarity metric present); both are
+    checked for every task before anything is drawn. Runs whose artifacts cannot be read are left out
+    and listed in ``unreadable``. ``command`` is the command line report.html names (default: this
+    process's).
+    """
     if top < 1:
         raise VlmbenchError("--top must be at least 1")
     loaded = leaderboard.load_runs(runs_dir, unreadable)
