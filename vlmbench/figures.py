@@ -223,10 +223,11 @@ def _dodged(runs: Sequence[PlotRun]) -> dict[str, float]:
 
 
 def _draw_sized(
-    ax: Any, runs: Sequence[PlotRun], metric: str, look: dict[str, Look]
+    ax: Any, runs: Sequence[PlotRun], metric: str, look: dict[str, Look], xlim: tuple[float, float]
 ) -> list[tuple[Any, Any]]:
     placed = []
     xs = _dodged(runs)
+    span = math.log(xlim[1] / xlim[0])
     for r in runs:
         m = _value(r, metric)
         if m is None:
@@ -235,7 +236,10 @@ def _draw_sized(
         err = _error(m)
         ax.errorbar([xs[r.label]], [m["value"]], yerr=[[err[0]], [err[1]]], fmt=lk.marker, markersize=7, capsize=4,
                     color=lk.colour, markerfacecolor="white" if r.size_is_registered else lk.colour)  # fmt: skip
-        text = ax.annotate(figure_text(r.label, POINT_LABEL_WIDTH), (xs[r.label], m["value"]), xytext=(6, 5),
+        # Labels of points in the right part of the panel go to their left, towards the free space.
+        left = math.log(xs[r.label] / xlim[0]) > 0.6 * span
+        text = ax.annotate(figure_text(r.label, POINT_LABEL_WIDTH), (xs[r.label], m["value"]),
+                           xytext=(-6 if left else 6, 5), ha="right" if left else "left",
                            textcoords="offset points", fontsize=9.5, color="#222")  # fmt: skip
         placed.append((ax, text))
     return placed
@@ -317,7 +321,7 @@ def metric_vs_parameters(
     xlim = (min(r.size for r in sized) / 2.5, max(r.size for r in sized) * 2.5) if sized else (1e6, 1e10)
     placed = []
     for ax, metric in zip(axes, metrics, strict=False):
-        placed += _draw_sized(ax, sized, metric, look)
+        placed += _draw_sized(ax, sized, metric, look, xlim)
         placed += _draw_unsized(ax, unsized, metric, look)
         _dress_panel(ax, metric, xlim, runs, from_zero)
     for ax in axes[len(metrics) :]:
