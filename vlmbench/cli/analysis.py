@@ -156,7 +156,7 @@ def plot_(runs_dir, output_dir, task, metric, vs_metrics, top):
     \b
     Figures:
       metrics_vs_parameters   core metrics (Exact Match, Average Mark, WUPS) against parameter count
-      semantic_vs_parameters  SBERT, BERTScore, BARTScore, METEOR against parameter count (if present)
+      semantic_vs_parameters  BERTScore, BARTScore, SBERT, METEOR against parameter count (if present)
       difficulty_METRIC       per-difficulty scores with 95% CIs, one bar per run
       confusions              most frequent (reference -> wrong answer) pairs per run
     report.html embeds every figure together with the leaderboard, and says when, by which version
