@@ -9,8 +9,6 @@ interval reflects the paired design: per-sample differences, not two independent
 
 from __future__ import annotations
 
-import html
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench import artifacts
+from vlmbench.compare_report import RENDERERS, to_html, to_json, to_markdown
+from vlmbench.display import level_order
 from vlmbench.errors import VlmbenchError, unknown_message
+from vlmbench.gates import Gate, parse_gate, regressions
+from vlmbench.runfolder import Run, load_run, task_mismatches, unique_labels
+
+#: Names kept importable from here: rendering, gates and run loading have modules of their own.
+__all__ = [
+    "RENDERERS", "Gate", "Run", "compare_pair", "compare_runs", "load_run", "mcnemar_exact",
+    "paired_bootstrap", "parse_gate", "regressions", "task_mismatches", "to_html", "to_json", "to_markdown",
+]  # fmt: skip
 
 COMPARE_SCHEMA = "vlmbench.compare/1"
 #: The per-sample score that defines "right" for McNemar's test and for flipped samples.
@@ -29,98 +36,6 @@ CORRECTNESS = "exact_match"
 UNKNOWN_DIFFICULTY = "unknown"
 # Resamples are drawn in chunks so that B x n indices never sit in memory at once.
 _CHUNK_CELLS = 10_000_000
-
-
-# --------------------------------------------------------------------------------------------------
-# Loading
-# --------------------------------------------------------------------------------------------------
-@dataclass
-class Run:
-    """One run folder: its results.json and its predictions keyed by sample id (file order kept)."""
-
-    path: Path
-    results: dict
-    predictions: dict[str, dict]
-    label: str = ""
-
-    @property
-    def task(self) -> dict:
-        return self.results.get("task") or {}
-
-    def describe(self) -> dict:
-        model = self.results.get("model") or {}
-        return {
-            "label": self.label,
-            "model": model.get("name"),
-            "checkpoint": model.get("checkpoint") or model.get("default_checkpoint"),
-            "fingerprint": model.get("fingerprint"),
-            "parameters": model.get("parameters"),
-            "path": str(self.path),
-            "n_ok": sum(1 for p in self.predictions.values() if p.get("status") == "ok"),
-        }
-
-
-def load_run(path: str | Path) -> Run:
-    """A run from its folder (or its results.json); both artifacts must be there."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / artifacts.RESULTS).exists():
-            found = artifacts.find_results(path)
-            if len(found) > 1:
-                raise VlmbenchError(
-                    f"{path} holds {len(found)} runs; name one run folder (e.g. {found[0].parent})"
-                )
-            if not found:
-                raise VlmbenchError(f"{path}: no {artifacts.RESULTS} found; is this a run folder?")
-            path = found[0].parent
-        folder = path
-    elif path.name == artifacts.RESULTS:
-        folder = path.parent
-    elif path.exists():
-        raise VlmbenchError(f"{path}: expected a run folder or its {artifacts.RESULTS}")
-    else:
-        raise VlmbenchError(f"{path}: no such run folder")
-    results = artifacts.load_results(folder / artifacts.RESULTS)
-    if results.get("status") != "ok":
-        reason = results.get("reason", "no reason recorded")
-        raise VlmbenchError(f"{folder}: this run was skipped ({reason}); it has no predictions to compare")
-    preds_path = folder / artifacts.PREDICTIONS
-    if not preds_path.exists():
-        raise VlmbenchError(f"{folder}: {artifacts.PREDICTIONS} is missing; per-sample comparison needs it")
-    predictions: dict[str, dict] = {}
-    for row in artifacts.read_predictions(preds_path):
-        sid = str(row.get("sample_id"))
-        if sid in predictions:
-            raise VlmbenchError(f"{preds_path}: sample_id {sid!r} appears more than once")
-        predictions[sid] = row
-    model = results.get("model") or {}
-    label = model.get("label") or model.get("name") or folder.name
-    return Run(folder, results, predictions, label)
-
-
-def _unique_labels(runs: Sequence[Run]) -> None:
-    """Two runs of the same model (e.g. different checkpoints) get their fingerprint appended."""
-    seen: dict[str, int] = {}
-    for run in runs:
-        seen[run.label] = seen.get(run.label, 0) + 1
-    for run in runs:
-        if seen[run.label] > 1:
-            fp = (run.results.get("model") or {}).get("fingerprint") or run.path.name
-            run.label = f"{run.label} ({fp[:8]})"
-    labels = [r.label for r in runs]
-    for i, run in enumerate(runs):
-        if labels.count(run.label) > 1:  # same fingerprint twice: fall back to the position
-            run.label = f"{run.label} #{i + 1}"
-
-
-def task_mismatches(a: Run, b: Run) -> list[str]:
-    """The task identity fields (name, version, hash) on which two runs differ."""
-    out = []
-    for key in ("name", "version", "hash"):
-        va, vb = a.task.get(key), b.task.get(key)
-        if str(va) != str(vb):
-            out.append(f"task {key}: {va!r} vs {vb!r}")
-    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,66 +255,26 @@ def compare_pair(
         for ra, rb in zip(rows_a, rows_b, strict=True)
         if list(ra.get("references") or []) != list(rb.get("references") or [])
     )
-
-    available = [m for m in (a.results.get("metrics") or {}) if m in (b.results.get("metrics") or {})]
-    if metrics:
-        for m in metrics:
-            if m not in available:
-                raise VlmbenchError(
-                    unknown_message(f"metric (in both {a.label} and {b.label})", m, available)
-                )
-        names = list(metrics)
-    else:
-        names = available
-
-    paired = _paired_metrics(names, a, b, rows_a, rows_b, plugins)
+    paired = _paired_metrics(_metric_names(a, b, metrics), a, b, rows_a, rows_b, plugins)
     everything = np.arange(len(common))
-    metric_report: dict[str, dict] = {}
-    for pm in paired:
-        if pm.unpaired_reason is not None:
-            va = ((a.results.get("metrics") or {}).get(pm.name) or {}).get("value")
-            vb = ((b.results.get("metrics") or {}).get(pm.name) or {}).get("value")
-            metric_report[pm.name] = {
-                "n": None,
-                "a": va,
-                "b": vb,
-                "delta": vb - va if va is not None and vb is not None else None,
-                "ci95": None,
-                "higher_is_better": pm.higher_is_better,
-                "verdict": "n/a",
-                "paired": False,
-                "note": f"not paired (values from results.json, all samples of each run): {pm.unpaired_reason}",
-            }
-            continue
-        metric_report[pm.name] = {**_evaluate(pm, everything, bootstrap_samples, seed), "paired": True}
-
+    metric_report = {
+        pm.name: _unpaired_entry(pm, a, b)
+        if pm.unpaired_reason is not None
+        else {**_evaluate(pm, everything, bootstrap_samples, seed), "paired": True}
+        for pm in paired
+    }
     correct_a = _sample_column(rows_a, CORRECTNESS)
     correct_b = _sample_column(rows_b, CORRECTNESS)
     mcnemar = None
     flips: dict[str, list[dict]] = {"right_to_wrong": [], "wrong_to_right": []}
+    right = None
     if correct_a is not None and correct_b is not None:
-        ra, rb = correct_a >= 0.5, correct_b >= 0.5
-        mcnemar = _mcnemar_block(ra, rb)
+        right = (correct_a >= 0.5, correct_b >= 0.5)
+        mcnemar = _mcnemar_block(*right)
         for i, sid in enumerate(common):
-            if ra[i] != rb[i]:
-                key = "right_to_wrong" if ra[i] else "wrong_to_right"
+            if right[0][i] != right[1][i]:
+                key = "right_to_wrong" if right[0][i] else "wrong_to_right"
                 flips[key].append(_flip(sid, rows_a[i], rows_b[i]))
-
-    levels: dict[str, list[int]] = {}
-    for i, row in enumerate(rows_a):
-        d = row.get("difficulty")
-        levels.setdefault(UNKNOWN_DIFFICULTY if d is None else str(d), []).append(i)
-    by_difficulty: dict[str, dict] = {}
-    for level in sorted(levels, key=_level_order):
-        index = np.asarray(levels[level], dtype=np.int64)
-        entry: dict[str, Any] = {"n": len(index), "metrics": {}}
-        for pm in paired:
-            if pm.unpaired_reason is None and pm.per_difficulty:
-                entry["metrics"][pm.name] = _evaluate(pm, index, bootstrap_samples, seed)
-        if mcnemar is not None:
-            entry["mcnemar"] = _mcnemar_block(ra[index], rb[index])
-        by_difficulty[level] = entry
-
     return {
         "baseline": a.describe(),
         "run": b.describe(),
@@ -414,9 +289,60 @@ def compare_pair(
         },
         "metrics": metric_report,
         "mcnemar": mcnemar,
-        "by_difficulty": by_difficulty,
+        "by_difficulty": _by_difficulty(rows_a, paired, right, bootstrap_samples, seed),
         "flips": flips,
     }
+
+
+def _metric_names(a: Run, b: Run, metrics: Sequence[str] | None) -> list[str]:
+    """The metrics to compare: those asked for (each must be in both runs), else every shared one."""
+    available = [m for m in (a.results.get("metrics") or {}) if m in (b.results.get("metrics") or {})]
+    for m in metrics or ():
+        if m not in available:
+            raise VlmbenchError(unknown_message(f"metric (in both {a.label} and {b.label})", m, available))
+    return list(metrics) if metrics else available
+
+
+def _unpaired_entry(pm: _PairedMetric, a: Run, b: Run) -> dict:
+    """A metric that cannot be recomputed on the paired samples: the runs' own values, marked unpaired."""
+    va = ((a.results.get("metrics") or {}).get(pm.name) or {}).get("value")
+    vb = ((b.results.get("metrics") or {}).get(pm.name) or {}).get("value")
+    return {
+        "n": None,
+        "a": va,
+        "b": vb,
+        "delta": vb - va if va is not None and vb is not None else None,
+        "ci95": None,
+        "higher_is_better": pm.higher_is_better,
+        "verdict": "n/a",
+        "paired": False,
+        "note": f"not paired (values from results.json, all samples of each run): {pm.unpaired_reason}",
+    }
+
+
+def _by_difficulty(
+    rows: list[dict],
+    paired: list[_PairedMetric],
+    right: tuple[np.ndarray, np.ndarray] | None,
+    bootstrap_samples: int,
+    seed: int,
+) -> dict[str, dict]:
+    """Per difficulty level of the paired samples: their number, every metric's delta and McNemar."""
+    levels: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        d = row.get("difficulty")
+        levels.setdefault(UNKNOWN_DIFFICULTY if d is None else str(d), []).append(i)
+    out: dict[str, dict] = {}
+    for level in sorted(levels, key=level_order):
+        index = np.asarray(levels[level], dtype=np.int64)
+        entry: dict[str, Any] = {"n": len(index), "metrics": {}}
+        for pm in paired:
+            if pm.unpaired_reason is None and pm.per_difficulty:
+                entry["metrics"][pm.name] = _evaluate(pm, index, bootstrap_samples, seed)
+        if right is not None:
+            entry["mcnemar"] = _mcnemar_block(right[0][index], right[1][index])
+        out[level] = entry
+    return out
 
 
 def _mcnemar_block(ra: np.ndarray, rb: np.ndarray) -> dict:
@@ -443,13 +369,6 @@ def _flip(sid: str, ra: dict, rb: dict) -> dict:
     }
 
 
-def _level_order(level: str) -> tuple[int, float]:
-    try:
-        return (0, float(level))
-    except ValueError:
-        return (1, 0.0)
-
-
 def compare_runs(
     paths: Sequence[str | Path],
     *,
@@ -465,7 +384,12 @@ def compare_runs(
     if bootstrap_samples < 0:
         raise VlmbenchError("--bootstrap-samples must be 0 or more")
     runs = [load_run(p) for p in paths]
-    _unique_labels(runs)
+    labels = unique_labels(
+        [r.label for r in runs],
+        [(r.results.get("model") or {}).get("fingerprint") or r.path.name for r in runs],
+    )
+    for run, label in zip(runs, labels, strict=True):
+        run.label = label
     base = runs[0]
     comparisons = [
         compare_pair(
@@ -493,328 +417,3 @@ def compare_runs(
         },
         "comparisons": comparisons,
     }
-
-
-# --------------------------------------------------------------------------------------------------
-# Regression gates
-# --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Gate:
-    metric: str
-    tolerance: float
-
-
-def parse_gate(text: str) -> Gate:
-    """``METRIC:TOL`` (e.g. ``exact_match:0.01``); the tolerance is an absolute change in the metric."""
-    name, sep, tol = text.rpartition(":")
-    if not sep or not name:
-        raise VlmbenchError(
-            f"--fail-on-regression {text!r}: expected METRIC:TOLERANCE, e.g. exact_match:0.01"
-        )
-    try:
-        tolerance = float(tol)
-    except ValueError:
-        raise VlmbenchError(f"--fail-on-regression {text!r}: tolerance {tol!r} is not a number") from None
-    if not math.isfinite(tolerance) or tolerance < 0:
-        raise VlmbenchError(f"--fail-on-regression {text!r}: tolerance must be a non-negative number")
-    return Gate(name, tolerance)
-
-
-def regressions(report: dict, gates: Sequence[Gate]) -> list[str]:
-    """One message per (run, gate) whose delta goes the wrong way by more than the tolerance."""
-    failures = []
-    for gate in gates:
-        for comp in report["comparisons"]:
-            m = comp["metrics"].get(gate.metric)
-            if m is None:
-                raise VlmbenchError(unknown_message("metric to gate on", gate.metric, list(comp["metrics"])))
-            delta = m.get("delta")
-            if delta is None:
-                raise VlmbenchError(f"cannot gate on {gate.metric}: no value for {comp['run']['label']}")
-            worse = -delta if m.get("higher_is_better", True) else delta
-            if worse > gate.tolerance:
-                direction = "fell" if m.get("higher_is_better", True) else "rose"
-                failures.append(
-                    f"regression: {gate.metric} {direction} by {abs(delta):.4f} "
-                    f"({m['a']:.4f} -> {m['b']:.4f}, delta {delta:+.4f}) for {comp['run']['label']} "
-                    f"vs baseline {comp['baseline']['label']}, beyond the tolerance {gate.tolerance:g}"
-                )
-    return failures
-
-
-# --------------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------------
-def _num(x: float | None, digits: int = 4, signed: bool = False) -> str:
-    if x is None:
-        return "–"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-
-
-def _ci_text(ci: list[float] | None) -> str:
-    return "–" if not ci else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
-
-
-def _p_text(p: float | None) -> str:
-    if p is None:
-        return "–"
-    return f"{p:.3g}" if p >= 1e-4 else f"{p:.2e}"
-
-
-def _limit(items: list, top: int | None) -> list:
-    return items if not top else items[:top]
-
-
-def _md(text: Any) -> str:
-    """A Markdown table cell: pipes escaped, line breaks flattened."""
-    s = "" if text is None else str(text)
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
-
-
-def _refs(refs: list[str]) -> str:
-    return " / ".join(refs)
-
-
-def _mcnemar_sentence(m: dict) -> str:
-    return (
-        f"{m['right_to_wrong']} right→wrong, {m['wrong_to_right']} wrong→right "
-        f"({m['both_right']} both right, {m['both_wrong']} both wrong); "
-        f"McNemar exact p = {_p_text(m['p_value'])}"
-    )
-
-
-def _difficulty_columns(comp: dict) -> list[str]:
-    cols: list[str] = []
-    for entry in comp["by_difficulty"].values():
-        for name in entry["metrics"]:
-            if name not in cols:
-                cols.append(name)
-    return cols
-
-
-def to_markdown(report: dict, top: int | None = 20) -> str:
-    task = report["task"]
-    s = report["settings"]
-    lines = [
-        f"# Comparison on {task['name']} (version {task['version']}, hash {task['hash']})",
-        "",
-        f"Baseline: **{_md(report['baseline']['label'])}** ({_md(report['baseline']['path'])}). "
-        f"Deltas are run − baseline on the samples both answered; 95% intervals from a paired bootstrap "
-        f"({s['bootstrap_samples']} resamples, seed {s['seed']}).",
-    ]
-    for comp in report["comparisons"]:
-        run, smp = comp["run"], comp["samples"]
-        lines += ["", f"## {_md(run['label'])} vs {_md(comp['baseline']['label'])}", ""]
-        if comp["task_mismatch"]:
-            lines.append(
-                f"**Warning: different tasks, compared on request** ({_md('; '.join(comp['task_mismatch']))})."
-            )
-            if smp["reference_mismatches"]:
-                lines.append(f"{smp['reference_mismatches']} paired samples have different references.")
-            lines.append("")
-        lines.append(
-            f"{smp['paired']} paired samples ({_md(run['label'])} answered {smp['run_ok']}, "
-            f"baseline {smp['baseline_ok']}; {smp['only_baseline']} only in the baseline, "
-            f"{smp['only_run']} only in the run). Run folder: {_md(run['path'])}."
-        )
-        lines += ["", "| metric | baseline | run | Δ | 95% CI | verdict |", "|---|---|---|---|---|---|"]
-        for name, m in comp["metrics"].items():
-            arrow = "↑" if m["higher_is_better"] else "↓"
-            lines.append(
-                f"| {_md(name)} {arrow} | {_num(m['a'])} | {_num(m['b'])} | {_num(m['delta'], signed=True)} "
-                f"| {_ci_text(m['ci95'])} | {m['verdict']} |"
-            )
-        notes = [f"{name}: {m['note']}" for name, m in comp["metrics"].items() if m.get("note")]
-        for note in notes:
-            lines.append(f"\nNote: {_md(note)}")
-        if comp["mcnemar"]:
-            lines += ["", f"Exact Match: {_mcnemar_sentence(comp['mcnemar'])}."]
-        cols = _difficulty_columns(comp)
-        if comp["by_difficulty"]:
-            header = ["difficulty", "n", *(f"Δ {c} [95% CI]" for c in cols)]
-            if comp["mcnemar"]:
-                header += ["right→wrong", "wrong→right", "McNemar p"]
-            lines += [
-                "",
-                "### By difficulty",
-                "",
-                "| " + " | ".join(header) + " |",
-                "|" + "---|" * len(header),
-            ]
-            for level, entry in comp["by_difficulty"].items():
-                cells = [level, str(entry["n"])]
-                for c in cols:
-                    m = entry["metrics"].get(c)
-                    cells.append(
-                        "–" if m is None else f"{_num(m['delta'], signed=True)} {_ci_text(m['ci95'])}"
-                    )
-                if comp["mcnemar"]:
-                    mc = entry["mcnemar"]
-                    cells += [str(mc["right_to_wrong"]), str(mc["wrong_to_right"]), _p_text(mc["p_value"])]
-                lines.append("| " + " | ".join(cells) + " |")
-        for key, title in (("right_to_wrong", "Right → wrong"), ("wrong_to_right", "Wrong → right")):
-            flips = comp["flips"][key]
-            if not comp["mcnemar"]:
-                continue
-            shown = _limit(flips, top)
-            more = f", first {len(shown)} shown" if len(shown) < len(flips) else ""
-            lines += ["", f"### {title} ({len(flips)}{more})", ""]
-            if not flips:
-                lines.append("None.")
-                continue
-            lines += [
-                "| sample | difficulty | question | reference | baseline answer | run answer |",
-                "|---|---|---|---|---|---|",
-            ]
-            for f in shown:
-                lines.append(
-                    f"| {_md(f['sample_id'])} | {_md(f['difficulty'])} | {_md(f['question'])} | "
-                    f"{_md(_refs(f['references']))} | {_md(f['answer_baseline'])} | {_md(f['answer_run'])} |"
-                )
-    return "\n".join(lines) + "\n"
-
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 72em;
-       color: #222; line-height: 1.45; padding: 0 1em; }
-table { border-collapse: collapse; margin: 0.8em 0 1.4em; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f2f2f2; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.better { color: #0a7d2c; font-weight: 600; } .worse { color: #b3261e; font-weight: 600; }
-.warning { background: #fff4e5; border-left: 4px solid #f0a020; padding: 0.5em 1em; }
-.muted { color: #666; }
-"""
-
-
-def _h(text: Any) -> str:
-    return html.escape("" if text is None else str(text), quote=True)
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[tuple[str, str]]]) -> str:
-    """``rows`` hold (already escaped html, css class) cells."""
-    out = ["<table>", "<tr>" + "".join(f"<th>{_h(h)}</th>" for h in header) + "</tr>"]
-    for row in rows:
-        cells = "".join(
-            f'<td class="{cls}">{content}</td>' if cls else f"<td>{content}</td>" for content, cls in row
-        )
-        out.append(f"<tr>{cells}</tr>")
-    out.append("</table>")
-    return "\n".join(out)
-
-
-def to_html(report: dict, top: int | None = 20) -> str:
-    """A self-contained HTML page (inline CSS, no scripts); every value from the runs is escaped."""
-    task = report["task"]
-    s = report["settings"]
-    title = f"Comparison on {task['name']}"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{_h(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_h(title)}</h1>",
-        f'<p class="muted">Task version {_h(task["version"])}, hash {_h(task["hash"])}. '
-        f"Baseline: <b>{_h(report['baseline']['label'])}</b> ({_h(report['baseline']['path'])}). "
-        f"Deltas are run − baseline on the samples both answered; 95% intervals from a paired bootstrap "
-        f"({_h(s['bootstrap_samples'])} resamples, seed {_h(s['seed'])}).</p>",
-    ]
-    for comp in report["comparisons"]:
-        run, smp = comp["run"], comp["samples"]
-        parts.append(f"<h2>{_h(run['label'])} vs {_h(comp['baseline']['label'])}</h2>")
-        if comp["task_mismatch"]:
-            extra = (
-                f" {smp['reference_mismatches']} paired samples have different references."
-                if smp["reference_mismatches"]
-                else ""
-            )
-            parts.append(
-                f'<p class="warning">Different tasks, compared on request: '
-                f"{_h('; '.join(comp['task_mismatch']))}.{_h(extra)}</p>"
-            )
-        parts.append(
-            f"<p>{smp['paired']} paired samples ({_h(run['label'])} answered {smp['run_ok']}, baseline "
-            f"{smp['baseline_ok']}; {smp['only_baseline']} only in the baseline, {smp['only_run']} only in "
-            f'the run). <span class="muted">{_h(run["path"])}</span></p>'
-        )
-        rows = []
-        for name, m in comp["metrics"].items():
-            arrow = "↑" if m["higher_is_better"] else "↓"
-            cls = m["verdict"] if m["verdict"] in ("better", "worse") else ""
-            rows.append(
-                [
-                    (f"{_h(name)} {arrow}", ""),
-                    (_num(m["a"]), "num"),
-                    (_num(m["b"]), "num"),
-                    (_num(m["delta"], signed=True), "num"),
-                    (_ci_text(m["ci95"]), "num"),
-                    (_h(m["verdict"]), cls),
-                ]
-            )
-        parts.append(_html_table(["metric", "baseline", "run", "Δ", "95% CI", "verdict"], rows))
-        for name, m in comp["metrics"].items():
-            if m.get("note"):
-                parts.append(f'<p class="muted">{_h(name)}: {_h(m["note"])}</p>')
-        if comp["mcnemar"]:
-            parts.append(f"<p>Exact Match: {_h(_mcnemar_sentence(comp['mcnemar']))}.</p>")
-        cols = _difficulty_columns(comp)
-        if comp["by_difficulty"]:
-            header = ["difficulty", "n", *(f"Δ {c} [95% CI]" for c in cols)]
-            if comp["mcnemar"]:
-                header += ["right→wrong", "wrong→right", "McNemar p"]
-            rows = []
-            for level, entry in comp["by_difficulty"].items():
-                cells = [(_h(level), ""), (str(entry["n"]), "num")]
-                for c in cols:
-                    m = entry["metrics"].get(c)
-                    text = "–" if m is None else f"{_num(m['delta'], signed=True)} {_ci_text(m['ci95'])}"
-                    cells.append((text, "num"))
-                if comp["mcnemar"]:
-                    mc = entry["mcnemar"]
-                    cells += [
-                        (str(mc["right_to_wrong"]), "num"),
-                        (str(mc["wrong_to_right"]), "num"),
-                        (_p_text(mc["p_value"]), "num"),
-                    ]
-                rows.append(cells)
-            parts += ["<h3>By difficulty</h3>", _html_table(header, rows)]
-        if comp["mcnemar"]:
-            for key, title in (("right_to_wrong", "Right → wrong"), ("wrong_to_right", "Wrong → right")):
-                flips = comp["flips"][key]
-                shown = _limit(flips, top)
-                more = f", first {len(shown)} shown" if len(shown) < len(flips) else ""
-                parts.append(f"<h3>{title} ({len(flips)}{more})</h3>")
-                if not flips:
-                    parts.append("<p>None.</p>")
-                    continue
-                rows = [
-                    [
-                        (_h(f["sample_id"]), ""),
-                        (_h(f["difficulty"]), "num"),
-                        (_h(f["question"]), ""),
-                        (_h(_refs(f["references"])), ""),
-                        (_h(f["answer_baseline"]), ""),
-                        (_h(f["answer_run"]), ""),
-                    ]
-                    for f in shown
-                ]
-                parts.append(
-                    _html_table(
-                        ["sample", "difficulty", "question", "reference", "baseline answer", "run answer"],
-                        rows,
-                    )
-                )
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
-def to_json(report: dict, top: int | None = None) -> str:
-    """The report as JSON; ``top`` limits the flipped-sample lists (their counts stay in ``mcnemar``)."""
-    if top:
-        report = json.loads(json.dumps(report))
-        for comp in report["comparisons"]:
-            for key in comp["flips"]:
-                comp["flips"][key] = comp["flips"][key][:top]
-    return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-RENDERERS = {"markdown": to_markdown, "html": to_html, "json": to_json}

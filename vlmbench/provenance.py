@@ -76,12 +76,23 @@ def redact_text(text: str) -> str:
     return _SECRET_ARG.sub(lambda m: m.group(1) + "***", text)
 
 
+def now() -> str:
+    """The current UTC time as results and reports record it."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def command_line() -> str:
+    """The command line of this process, secrets redacted (``python -m vlmbench`` named as ``vlmbench``)."""
+    program = Path(sys.argv[0]).name
+    return redact_text(" ".join(["vlmbench" if program == "__main__.py" else program, *sys.argv[1:]]))
+
+
 def provenance() -> dict:
     return {
         "vlmbench_version": vlmbench.__version__,
         "git_revision": git_revision(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": redact_text(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])),
+        "created": now(),
+        "command": command_line(),
         "libraries": library_versions(),
         "hardware": hardware(),
     }

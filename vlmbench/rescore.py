@@ -18,22 +18,17 @@ Both write ``predictions.jsonl`` and ``results.json`` in the same schema as a ru
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import hashlib
-import io
 import os
-import re
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from vlmbench import artifacts
-from vlmbench.dataset import split_answers
 from vlmbench.errors import DataError, VlmbenchError
+from vlmbench.external import Columns, read_external
 from vlmbench.filters import check_filters
 from vlmbench.metric import MetricContext
 from vlmbench.plugins import Plugins, load_plugins
@@ -46,28 +41,6 @@ from vlmbench.spec import DEFAULT_WEIGHTS, MetricSpec, TaskSpec
 DEFAULT_METRICS = ("exact_match", "average_mark", "wups", "meteor", "sbert", "bertscore", "bartscore")
 #: The answer filters of a task that does not name its own.
 DEFAULT_FILTERS: tuple[str, ...] = tuple(TaskSpec.__dataclass_fields__["filters"].default_factory())
-
-# Column names tried, in order, when a mapping is not given.
-_GUESS = {
-    "prediction": ("prediction", "generated_answer", "predicted_answer", "pred", "model_answer", "output"),
-    "reference": ("reference", "references", "answer", "ground_truth", "gt_answer", "gt", "label"),
-    "difficulty": ("difficulty",),
-    "id": ("sample_id", "id"),
-    "question": ("question",),
-    "image": ("image", "image_path", "path", "image_name", "filename"),
-}
-
-
-@dataclass
-class Columns:
-    """Which column of an external file holds what (None: guess from the usual names)."""
-
-    prediction: str | None = None
-    reference: str | None = None
-    difficulty: str | None = None
-    id: str | None = None
-    question: str | None = None
-    image: str | None = None
 
 
 @dataclass
@@ -251,69 +224,26 @@ def _rescore_external(
     runs_root: Path,
     plugins: Plugins,
 ) -> RescoreResult:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    sha = hashlib.sha256(data).hexdigest()
-    skipped: Counter[str] = Counter()
-    examples: list[str] = []
-    header, rows = read_rows(path, data, skipped, examples)
-    if not rows:
-        raise DataError(f"{path}: the file has no rows")
-    cols = _resolve_columns(columns, header, path)
-
-    records: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for line, row in rows:
-        pred_cell = row.get(cols["prediction"])
-        raw = "" if pred_cell is None else str(pred_cell)
-        refs = list(split_answers(row.get(cols["reference"]), separator))
-        difficulty, bad = _difficulty(row.get(cols["difficulty"]) if cols["difficulty"] else None)
-        sample_id = str(row.get(cols["id"]) or "").strip() if cols["id"] else ""
-        sample_id = sample_id or f"line-{line}"
-        if sample_id in seen:
-            sample_id = f"{sample_id}@line-{line}"
-        seen.add(sample_id)
-        record: dict[str, Any] = {
-            "sample_id": sample_id,
-            "image_id": None,
-            "image": str(row.get(cols["image"]) or "") if cols["image"] else None,
-            "image_sha256": None,
-            "question": str(row.get(cols["question"]) or "") if cols["question"] else None,
-            "references": refs,
-            "difficulty": difficulty,
-            "prompt": None,
-            "line": line,
-        }
-        problem = None
-        if not refs:
-            problem = ("empty_reference", f"{path.name}:{line}: the reference is empty")
-        elif bad:
-            problem = ("bad_difficulty", f"{path.name}:{line}: difficulty {bad!r} is not an integer")
-        if problem:
-            skipped[problem[0]] += 1
-            examples.append(problem[1])
-            record.update(status="skipped", raw=raw, answer=None, scores={})
-        else:
-            record.update(status="ok", raw=raw, answer=scored_answer(raw, filters), scores={})
-        records.append(record)
-
+    found = read_external(path, columns, separator, filters)
     label = name or path.stem
     task = task_name or "external"
     out_dir = (
-        Path(output_dir) if output_dir is not None else runs_root / _safe(task) / f"{_safe(label)}-{sha[:8]}"
+        Path(output_dir)
+        if output_dir is not None
+        else runs_root / artifacts.safe_name(task) / f"{artifacts.safe_name(label)}-{found.sha256[:8]}"
     )
-    results = _score_and_write(records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir)
+    results = _score_and_write(
+        found.records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir
+    )
     results.update(
         status="ok",
         task={
             "name": task,
             "source": str(path),
-            "columns": cols,
+            "columns": found.columns,
             "reference_separator": separator,
-            "n_samples": len(records),
-            "n_scored": _n_ok(records),
+            "n_samples": len(found.records),
+            "n_scored": _n_ok(found.records),
         },
         model={
             "name": label,
@@ -321,13 +251,13 @@ def _rescore_external(
             "kind": "external",
             "source": "external predictions file (no model was run)",
             "file": str(path),
-            "sha256": sha,
-            "fingerprint": sha[:16],
+            "sha256": found.sha256,
+            "fingerprint": found.sha256[:16],
             "checkpoint": None,
             "parameters": None,
         },
-        skipped_samples=dict(sorted(skipped.items())),
-        skipped_sample_examples=examples[:20],
+        skipped_samples=dict(sorted(found.skipped.items())),
+        skipped_sample_examples=found.examples[:20],
         config={
             "scoring_device": results["config"]["scoring_device"],
             "filters": list(filters),
@@ -337,102 +267,7 @@ def _rescore_external(
         },
     )
     artifacts.write_json(out_dir / artifacts.RESULTS, _ordered(results))
-    return RescoreResult(out_dir, results, "external", skipped)
-
-
-def read_rows(
-    path: Path, data: bytes, skipped: Counter, examples: list[str]
-) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    """(column names, [(line number, row)]) of a CSV or JSONL file. Malformed rows are counted in
-    ``skipped`` (``malformed_row``) with a message naming the line; blank lines are ignored."""
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".jsonl", ".json"):
-        raise DataError(f"{path}: score reads .csv or .jsonl files (or a run folder), not {suffix or 'this'}")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not valid UTF-8 (byte {data[exc.start]:#04x})") from None
-
-    def problem(line: int, message: str) -> None:
-        skipped["malformed_row"] += 1
-        examples.append(f"{path.name}:{line}: {message}")
-
-    rows: list[tuple[int, dict[str, Any]]] = []
-    if suffix == ".csv":
-        reader = csv.reader(io.StringIO(text, newline=""))
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise DataError(f"{path}: the file is empty") from None
-        except csv.Error as exc:
-            raise DataError(f"{path}:1: malformed CSV header: {exc}") from None
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                problem(reader.line_num, f"malformed CSV: {exc}")
-                continue
-            if not cells or all(not c.strip() for c in cells):
-                continue
-            if len(cells) != len(header):
-                problem(reader.line_num, f"expected {len(header)} fields, got {len(cells)}")
-                continue
-            rows.append((reader.line_num, dict(zip(header, cells, strict=True))))
-        return header, rows
-    header = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = artifacts.parse_json(line)
-        except ValueError as exc:
-            problem(number, str(exc))
-            continue
-        if not isinstance(row, dict):
-            problem(number, "not a JSON object")
-            continue
-        header += [k for k in row if k not in header]
-        rows.append((number, row))
-    return header, rows
-
-
-def _resolve_columns(columns: Columns, header: list[str], path: Path) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for key, guesses in _GUESS.items():
-        given = getattr(columns, key)
-        if given is not None:
-            if given not in header:
-                raise DataError(f"{path}: no column {given!r} for the {key} (columns: {', '.join(header)})")
-            out[key] = given
-            continue
-        found = next((g for g in guesses if g in header), None)
-        if found is None:
-            lower = {h.lower(): h for h in header}
-            found = next((lower[g] for g in guesses if g in lower), None)
-        out[key] = found
-    for key in ("prediction", "reference"):
-        if out[key] is None:
-            raise DataError(
-                f"{path}: cannot tell which column holds the {key}; name it with --{key}-column "
-                f"(columns: {', '.join(header)})"
-            )
-    if out["prediction"] == out["reference"]:
-        raise DataError(f"{path}: prediction and reference cannot both be column {out['prediction']!r}")
-    return out
-
-
-def _difficulty(cell: Any) -> tuple[int | None, Any]:
-    """(difficulty, None), or (None, cell) when the cell is not an integer."""
-    if cell is None or str(cell).strip() == "":
-        return None, None
-    try:
-        value = float(str(cell).strip())
-    except ValueError:
-        return None, cell
-    return (int(value), None) if value.is_integer() else (None, cell)
+    return RescoreResult(out_dir, results, "external", found.skipped)
 
 
 # ------------------------------------------------------------------------------------------ shared
@@ -497,10 +332,6 @@ def _n_ok(records: list[dict]) -> int:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
 
 
 def parse_metric_args(values: Sequence[str]) -> dict[str, dict[str, str]]:

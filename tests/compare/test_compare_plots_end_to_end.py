@@ -15,6 +15,7 @@ from PIL import Image
 
 from vlmbench import compare, plots
 from vlmbench.cli import cli
+from vlmbench.errors import VlmbenchError
 from vlmbench.hookspecs import hookimpl
 from vlmbench.model import Model
 from vlmbench.plugins import load_plugins
@@ -49,17 +50,34 @@ class ReadsQuestion(Model):
         return {**super().describe(), "parameters": 90_000_000}
 
 
+class RanksColours(Model):
+    """Can only rank: the candidate answer that names the image's closest colour scores highest."""
+
+    def rank(self, batch):
+        out = []
+        for r in batch.requests:
+            px = np.asarray(r.image).reshape(-1, 3).mean(0)
+            best = min(COLOURS, key=lambda n: ((px - COLOURS[n]) ** 2).sum())
+            out.append([float(c == best) for c in r.candidates])
+        return out
+
+    def describe(self):
+        return {**super().describe(), "parameters": 30_000_000}
+
+
 class Plugin:
     @hookimpl
     def register_models(self, register):
         register("looks-at-colour", f"{__name__}:LooksAtColour", summary="test")
         register("reads-question", f"{__name__}:ReadsQuestion", summary="test")
+        register("ranks-colours", f"{__name__}:RanksColours", summary="test", request_types=("rank",))
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three runs of one 16-image task (colour questions at difficulty 0, shape at 3, and a tricky
-    question text at difficulty 1), and their folders."""
+    """Four runs of one 16-image generate task (colour questions at difficulty 0, shape at 3, and a
+    tricky question text at difficulty 1), one by a model that can only rank candidates, and their
+    folders."""
     root = tmp_path_factory.mktemp("e2e")
     images = make_images(root / "task" / "images", 16)
     rows = []
@@ -81,7 +99,7 @@ def runs(tmp_path_factory):
     plugins = load_plugins(extra=[Plugin()])
     out = {}
     try:
-        for name in ("looks-at-colour", "reads-question", "prior"):
+        for name in ("looks-at-colour", "reads-question", "prior", "ranks-colours"):
             result = evaluate(
                 name,
                 task,
@@ -159,6 +177,9 @@ def test_plot_writes_figures_and_report(runs, tmp_path):
     svg_text = (out / "metrics_vs_parameters.svg").read_text()
     for label in ("looks-at-colour", "reads-question", "prior (no parameters)", "Parameters (log scale)"):
         assert label in svg_text
+    # the model that can only rank answered the generate task beside the others, in every figure
+    for name in names:
+        assert "ranks-colours" in (out / f"{name}.svg").read_text()
     assert "2M" in svg_text or "10M" in svg_text  # parameter ticks in words
 
     conf = (out / "confusions.svg").read_text()
@@ -174,6 +195,7 @@ def test_plot_writes_figures_and_report(runs, tmp_path):
     for name in names:
         assert f'href="{name}.svg"' in page
     assert "<table>" in page and "looks-at-colour" in page and "reads-question" in page
+    assert "answers by ranking candidates (task answers), as it cannot generate" in page
 
 
 def test_plot_library_options_and_errors(runs, tmp_path):
@@ -185,13 +207,18 @@ def test_plot_library_options_and_errors(runs, tmp_path):
         "confusions",
     ]
     _, found, _ = plots.collect_runs(root / "runs")
-    assert [r.label for r in found] == ["prior", "looks-at-colour", "reads-question"]  # by size
+    assert [r.label for r in found] == [
+        "prior",
+        "looks-at-colour",
+        "ranks-colours",
+        "reads-question",
+    ]  # by size
     runner = CliRunner()
     bad = runner.invoke(
         cli, ["plot", str(root / "runs"), "-o", str(tmp_path / "q"), "--metric", "exact_mach"]
     )
     assert bad.exit_code == 2 and "did you mean 'exact_match'" in bad.output
-    # a second task in the folder: the user must choose
+    # a second task in the folder: one sub-folder per task, or the task chosen
     other = tmp_path / "mixed"
     for src in dirs.values():
         dest = other / "tiny" / src.name
@@ -202,14 +229,25 @@ def test_plot_library_options_and_errors(runs, tmp_path):
     data["task"]["name"] = "another"
     (other / "tiny" / dirs["prior"].name / "results.json").write_text(json.dumps(data))
     mixed = runner.invoke(cli, ["plot", str(other), "-o", str(tmp_path / "m")])
-    assert mixed.exit_code == 2 and "choose one with --task" in mixed.output
-    ok = runner.invoke(cli, ["plot", str(other), "-o", str(tmp_path / "m"), "--task", "another"])
-    assert ok.exit_code == 0, ok.output
+    assert mixed.exit_code == 0, mixed.output
+    for task in ("another", "tiny"):
+        assert f"report: {tmp_path / 'm' / task / 'report.html'}" in mixed.output
+        assert (tmp_path / "m" / task / "confusions.svg").is_file()
+    assert "prior" in (tmp_path / "m" / "another" / "confusions.svg").read_text()
+    assert "prior" not in (tmp_path / "m" / "tiny" / "confusions.svg").read_text()
+    ok = runner.invoke(cli, ["plot", str(other), "-o", str(tmp_path / "one"), "--task", "another"])
+    assert ok.exit_code == 0 and (tmp_path / "one" / "report.html").is_file(), ok.output
+    with pytest.raises(VlmbenchError, match="choose one with --task"):
+        plots.render(other, tmp_path / "lib")  # the one-task library call still asks
+    bad_metric = runner.invoke(cli, ["plot", str(other), "-o", str(tmp_path / "b"), "--metric", "wups"])
+    assert bad_metric.exit_code == 2 and "in the runs of task 'another'" in bad_metric.output
+    assert not (tmp_path / "b").exists()  # every task is checked before anything is drawn
 
 
 def test_metric_families_and_titles():
     run = plots.PlotRun("m", 1, {"metrics": {k: {} for k in ("wups_0.9", "exact_match", "sbert", "bertscore_f1", "wups_0.0", "em2")}}, None)  # fmt: skip
     assert plots.metrics_in([run], plots.CORE_METRICS) == ["exact_match", "wups_0.0", "wups_0.9"]
-    assert plots.metrics_in([run], plots.SEMANTIC_METRICS) == ["sbert", "bertscore_f1"]
+    assert plots.metrics_in([run], plots.SEMANTIC_METRICS) == ["bertscore_f1", "sbert"]  # the study's order
     assert plots._metric_title("wups_0.9") == "WUPS@0.9"
     assert plots._metric_title("bertscore_f1") == "BERTScore F1"
+    assert plots._metric_title("wups_weighted") == "Weighted WUPS"

@@ -19,13 +19,32 @@ from vlmbench.plugins import load_plugins
     "--format", "fmt", type=click.Choice(["markdown", "csv"]), default="markdown", show_default=True
 )
 @click.option(
+    "--columns",
+    metavar="SET|NAMES",
+    help="Metric columns: 'all' (every metric of the runs), 'study' (the study's columns in its order: "
+    "BERTScore P/R/F1, BARTScore, SBERT, METEOR, EM, Average Mark, WUPS@0.0, WUPS@0.9, weighted WUPS) "
+    "or metric names separated by commas [default: all].",
+)
+@click.option("--by-difficulty", is_flag=True,
+              help="One row per run and difficulty level: its number of samples and every metric on them "
+                   "(written as leaderboard_by_difficulty.md/.csv).")  # fmt: skip
+@click.option(
     "--write/--no-write",
     default=True,
     show_default=True,
     help="Also write leaderboard.md and leaderboard.csv into RUNS_DIR.",
 )
-def leaderboard_(runs_dir, sort_by, task, fmt, write):
-    """Tabulate every results.json under RUNS_DIR: model, parameters, every metric with its CI."""
+def leaderboard_(runs_dir, sort_by, task, fmt, columns, by_difficulty, write):
+    """Tabulate every results.json under RUNS_DIR: model, parameters, every metric with its CI.
+
+    Notes (skipped models, metrics or samples, limits, how a model answered) are numbered footnotes
+    below the Markdown table; the CSV keeps each row's notes in full and their numbers in 'footnotes'.
+
+    \b
+    Examples:
+      vlmbench leaderboard runs/ --columns study            # the study's model table
+      vlmbench leaderboard runs/ --by-difficulty --columns average_mark,exact_match
+    """
     from vlmbench import leaderboard
 
     unreadable: list = []
@@ -35,10 +54,15 @@ def leaderboard_(runs_dir, sort_by, task, fmt, write):
         _warn_unreadable(unreadable)
     if not rows:
         raise VlmbenchError(f"no runs of task {task!r} under {runs_dir}")
-    text = leaderboard.to_markdown(rows, sort_by) if fmt == "markdown" else leaderboard.to_csv(rows, sort_by)
-    click.echo(text, nl=False)
+    cols = leaderboard.resolve_columns(rows, columns, by_difficulty=by_difficulty)
+    leaderboard.sort_rows(rows, sort_by)  # an unknown --sort-by fails before anything is printed
+    if by_difficulty:
+        render = leaderboard.difficulty_markdown if fmt == "markdown" else leaderboard.difficulty_csv
+    else:
+        render = leaderboard.to_markdown if fmt == "markdown" else leaderboard.to_csv
+    click.echo(render(rows, sort_by, cols), nl=False)
     if write and runs_dir.is_dir():
-        md, cs = leaderboard.write(rows, runs_dir, sort_by)
+        md, cs = leaderboard.write(rows, runs_dir, sort_by, columns=cols, by_difficulty=by_difficulty)
         click.echo(f"wrote {md} and {cs}", err=True)
 
 
@@ -114,8 +138,9 @@ def compare_(runs, metrics, fmt, output, top, bootstrap_samples, seed, allow_tas
 @cli.command("plot")
 @click.argument("runs_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path),
-              help="Where figures and report.html go [default: RUNS_DIR/plots].")  # fmt: skip
-@click.option("--task", help="Task whose runs to plot (needed when RUNS_DIR holds several).")
+              help="Where figures and report.html go [default: RUNS_DIR/plots; one sub-folder per task "
+                   "when RUNS_DIR holds several].")  # fmt: skip
+@click.option("--task", help="Only the runs of this task [default: every task, each in its own sub-folder].")
 @click.option("--metric", default="exact_match", show_default=True,
               help="Metric of the per-difficulty bar chart.")  # fmt: skip
 @click.option("--metrics", "vs_metrics",
@@ -125,29 +150,36 @@ def compare_(runs, metrics, fmt, output, top, bootstrap_samples, seed, allow_tas
 def plot_(runs_dir, output_dir, task, metric, vs_metrics, top):
     """Draw the study's figures from the runs under RUNS_DIR, as PNG and SVG, plus report.html.
 
+    Every model of a task is drawn in the same figures, whether it generated its answers or ranked
+    candidate answers. A folder holding several tasks gives one sub-folder of OUTPUT_DIR per task.
+
     \b
     Figures:
       metrics_vs_parameters   core metrics (Exact Match, Average Mark, WUPS) against parameter count
-      semantic_vs_parameters  SBERT, BERTScore, BARTScore, METEOR against parameter count (if present)
+      semantic_vs_parameters  BERTScore, BARTScore, SBERT, METEOR against parameter count (if present)
       difficulty_METRIC       per-difficulty scores with 95% CIs, one bar per run
       confusions              most frequent (reference -> wrong answer) pairs per run
-    report.html embeds every figure together with the leaderboard.
+    report.html embeds every figure together with the leaderboard, and says when, by which version
+    and by which command it and each run were made.
     """
     from vlmbench import plots
 
     names = [m.strip() for m in vs_metrics.split(",") if m.strip()] if vs_metrics else None
     unreadable: list = []
     try:
-        report = plots.render(
+        reports = plots.render_tasks(
             runs_dir, output_dir, task=task, metric=metric, metrics=names, top=top, unreadable=unreadable
         )
     finally:
         _warn_unreadable(unreadable)
-    for fig in report.figures:
-        click.echo(f"{fig.png} and {fig.svg.name}")
-    for note in report.notes:
-        click.echo(f"note: {note}", err=True)
-    click.echo(f"report: {report.report}")
+    for report in reports:
+        prefix = f"{report.task}: " if len(reports) > 1 else ""
+        for fig in report.figures:
+            click.echo(f"{fig.png} and {fig.svg.name}")
+        for note in report.notes:
+            click.echo(f"note: {prefix}{note}", err=True)
+        if report.report is not None:
+            click.echo(f"report: {report.report}")
 
 
 @cli.command("score")
