@@ -63,6 +63,7 @@ from vlmbench.hf import (
 from vlmbench.hookspecs import hookimpl
 from vlmbench.hub import cached_commit, download_blocker, hub_file, hub_snapshot, is_hub_id, offline_first
 from vlmbench.images import ImageProblem, confined_path, decode_image, read_image_file
+from vlmbench.leaderboard import STUDY_COLUMNS
 from vlmbench.leaderboard import row_from_results as leaderboard_row
 from vlmbench.leaderboard import write as write_leaderboard
 from vlmbench.metric import CorpusMetric, Metric, MetricContext, SampleMetric, ScoreTable
@@ -79,6 +80,7 @@ __all__ = [
     "HF_ARGS",
     "LIKELIHOOD_ARGS",
     "RESULTS_FILE",
+    "STUDY_COLUMNS",
     "Arg",
     "ArgError",
     "AssetMissingError",

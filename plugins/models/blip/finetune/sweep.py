@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from vlmbench.api import SpecError, VlmbenchError, unknown_message, write_json, write_text
+from vlmbench.api import STUDY_COLUMNS, SpecError, VlmbenchError, unknown_message, write_json, write_text
 from vlmbench_plugins.models.blip.finetune.checkpoints import ADAPTER_INFO, CONFIG_FILE, STATE_FILE
 from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig, incompatible_changes
 
@@ -51,12 +51,6 @@ STUDY_RUNS: list[dict[str, Any]] = [
     {"name": "r16-query_value_dense", "rank": 16, "targets": "query_value_dense"},
     {"name": "r32-query_value", "rank": 32, "targets": "query_value"},
 ]
-#: The study's metric columns, in its order: BERTScore P/R/F1, BARTScore, SBERT, METEOR, Exact Match,
-#: Average Mark, WUPS@0.0, WUPS@0.9 and weighted WUPS; metrics it did not report follow.
-STUDY_COLUMNS = (
-    "bertscore_precision", "bertscore_recall", "bertscore_f1", "bartscore_f", "sbert", "meteor",
-    "exact_match", "average_mark", "wups_0.0", "wups_0.9", "wups_weighted",
-)  # fmt: skip
 
 _SWEEP_KEYS = {"task", "model", "defaults", "runs", "grid", "evaluate"}
 _EVAL_KEYS = {"batch_size", "limit", "base", "device", "num_workers", "metrics", "dtype"}
