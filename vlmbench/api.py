@@ -25,8 +25,10 @@ What is here:
 - for command plugins (``register_commands``): :func:`evaluate`, tasks (:func:`resolve_task`,
   :class:`Task`, :func:`load_split`), answer filters, safe image reading and the artifact writers
   (atomic; :func:`write_json`, :func:`write_jsonl`, :func:`write_text`, :func:`load_results`; a run's
-  results file is named :data:`RESULTS_FILE`), and leaderboards of runs (:func:`leaderboard_row` from
-  a run's results, :func:`write_leaderboard` for ``leaderboard.{md,csv}``)
+  results file is named :data:`RESULTS_FILE`), run files (:func:`load_run_file`), and tables and
+  figures of runs: :func:`collect_runs`, :func:`leaderboard_row`, :func:`leaderboard_markdown` (with
+  :data:`STUDY_COLUMNS`, the study's column order), :func:`difficulty_markdown`,
+  :func:`write_leaderboard` and :func:`render_figures`
 """
 
 from vlmbench.args import Arg, parse_kv, split_scoped
@@ -63,15 +65,19 @@ from vlmbench.hf import (
 from vlmbench.hookspecs import hookimpl
 from vlmbench.hub import cached_commit, download_blocker, hub_file, hub_snapshot, is_hub_id, offline_first
 from vlmbench.images import ImageProblem, confined_path, decode_image, read_image_file
-from vlmbench.leaderboard import STUDY_COLUMNS
+from vlmbench.leaderboard import STUDY_COLUMNS, difficulty_markdown
+from vlmbench.leaderboard import collect as collect_runs
 from vlmbench.leaderboard import row_from_results as leaderboard_row
+from vlmbench.leaderboard import to_markdown as leaderboard_markdown
 from vlmbench.leaderboard import write as write_leaderboard
 from vlmbench.metric import CorpusMetric, Metric, MetricContext, SampleMetric, ScoreTable
 from vlmbench.model import Model
 from vlmbench.normalize import vqa_normalize
+from vlmbench.plots import render_tasks as render_figures
 from vlmbench.plugins import Plugins, load_plugins
 from vlmbench.registry import GeneratorEntry, MetricEntry, ModelEntry
 from vlmbench.request import Batch, Request
+from vlmbench.runconfig import ModelChoice, load_run_file
 from vlmbench.runner import evaluate
 from vlmbench.spec import GenerationSpec
 from vlmbench.task import Task, resolve_task
@@ -103,6 +109,7 @@ __all__ = [
     "MetricContext",
     "MetricEntry",
     "Model",
+    "ModelChoice",
     "ModelEntry",
     "PicklableError",
     "Plugins",
@@ -120,10 +127,12 @@ __all__ = [
     "cache_kwarg",
     "cache_of",
     "cached_commit",
+    "collect_runs",
     "confined_path",
     "count_parameters",
     "decode_image",
     "did_you_mean",
+    "difficulty_markdown",
     "download_blocker",
     "evaluate",
     "file_sha256",
@@ -134,15 +143,18 @@ __all__ = [
     "is_hub_id",
     "items_from_reply",
     "json_digest",
+    "leaderboard_markdown",
     "leaderboard_row",
     "load_plugins",
     "load_results",
+    "load_run_file",
     "load_split",
     "load_wordnet",
     "offline_first",
     "parse_kv",
     "read_image_file",
     "remembered",
+    "render_figures",
     "resolve_device",
     "resolve_dtype",
     "resolve_model",

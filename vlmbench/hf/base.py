@@ -179,6 +179,10 @@ class HFModel(LikelihoodRanking, Model):
         }
         if self.model is not None:
             info["model_class"] = type(self.model).__name__
+            # Bytes of weights and buffers as loaded (8-bit layers count one byte per weight): what
+            # quantisation saves.
+            footprint = getattr(self.model, "get_memory_footprint", None)
+            info["memory_footprint_mb"] = round(footprint() / 2**20, 3) if callable(footprint) else None
             commit = getattr(getattr(self.model, "config", None), "_commit_hash", None)
             if commit and not info["commit"]:
                 info["commit"] = commit
