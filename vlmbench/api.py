@@ -22,15 +22,19 @@ What is here:
 - devices and assets: :func:`resolve_device`, :func:`resolve_dtype`, :func:`torch_dtype`, the
   offline-first Hub lookups (:func:`hub_file`, :func:`hub_snapshot`, :func:`offline_first`), file
   hashes for fingerprints, WordNet and encoder lookups for metrics
-- for command plugins (``register_commands``): :func:`evaluate`, tasks (:func:`resolve_task`,
+- for command plugins (``register_commands``): :func:`evaluate`, or its two halves :func:`plan_run`
+  (every check before model work; raises :class:`UnsupportedTask` for a model that cannot answer the
+  task) and :func:`run_plan`, with :class:`RunConfig`; tasks (:func:`resolve_task`,
   :class:`Task`, :func:`load_split`), answer filters, safe image reading and the artifact writers
   (atomic; :func:`write_json`, :func:`write_jsonl`, :func:`write_text`, :func:`load_results`; a run's
   results file is named :data:`RESULTS_FILE`), run files (:func:`load_run_file`), and tables and
   figures of runs: :func:`collect_runs`, :func:`leaderboard_row`, :func:`leaderboard_markdown` (with
   :data:`STUDY_COLUMNS`, the study's column order), :func:`difficulty_markdown`,
-  :func:`write_leaderboard` and :func:`render_figures`
+  :func:`write_leaderboard` and :func:`render_figures`; for reports, :func:`now` and
+  :func:`command_line` as results.json records them, and vlmbench's :data:`VERSION`
 """
 
+from vlmbench import __version__ as VERSION
 from vlmbench.args import Arg, parse_kv, split_scoped
 from vlmbench.artifacts import RESULTS as RESULTS_FILE
 from vlmbench.artifacts import load_results, write_json, write_jsonl, write_text
@@ -38,12 +42,14 @@ from vlmbench.assets import find_wordnet, load_wordnet, resolve_model
 from vlmbench.dataset import ImageSource, Sample, load_split
 from vlmbench.devices import resolve_device, resolve_dtype, torch_dtype
 from vlmbench.errors import (
+    EXIT_NOTHING_EVALUATED,
     ArgError,
     AssetMissingError,
     DataError,
     PicklableError,
     SampleError,
     SpecError,
+    UnsupportedTask,
     VlmbenchError,
     did_you_mean,
     unknown_message,
@@ -73,20 +79,24 @@ from vlmbench.leaderboard import write as write_leaderboard
 from vlmbench.metric import CorpusMetric, Metric, MetricContext, SampleMetric, ScoreTable
 from vlmbench.model import Model
 from vlmbench.normalize import vqa_normalize
+from vlmbench.plan import RunConfig, RunPlan, plan_run
 from vlmbench.plots import render_tasks as render_figures
 from vlmbench.plugins import Plugins, load_plugins
+from vlmbench.provenance import command_line, now
 from vlmbench.registry import GeneratorEntry, MetricEntry, ModelEntry
 from vlmbench.request import Batch, Request
 from vlmbench.runconfig import ModelChoice, load_run_file
-from vlmbench.runner import evaluate
+from vlmbench.runner import RunResult, evaluate, run_plan
 from vlmbench.spec import GenerationSpec
 from vlmbench.task import Task, resolve_task
 
 __all__ = [
+    "EXIT_NOTHING_EVALUATED",
     "HF_ARGS",
     "LIKELIHOOD_ARGS",
     "RESULTS_FILE",
     "STUDY_COLUMNS",
+    "VERSION",
     "Arg",
     "ArgError",
     "AssetMissingError",
@@ -115,6 +125,9 @@ __all__ = [
     "Plugins",
     "QAItem",
     "Request",
+    "RunConfig",
+    "RunPlan",
+    "RunResult",
     "Sample",
     "SampleError",
     "SampleMetric",
@@ -122,12 +135,14 @@ __all__ = [
     "SecretMask",
     "SpecError",
     "Task",
+    "UnsupportedTask",
     "VlmbenchError",
     "apply_filters",
     "cache_kwarg",
     "cache_of",
     "cached_commit",
     "collect_runs",
+    "command_line",
     "confined_path",
     "count_parameters",
     "decode_image",
@@ -150,8 +165,10 @@ __all__ = [
     "load_run_file",
     "load_split",
     "load_wordnet",
+    "now",
     "offline_first",
     "parse_kv",
+    "plan_run",
     "read_image_file",
     "remembered",
     "render_figures",
@@ -159,6 +176,7 @@ __all__ = [
     "resolve_dtype",
     "resolve_model",
     "resolve_task",
+    "run_plan",
     "split_scoped",
     "torch_dtype",
     "tree_sha256",

@@ -13,6 +13,11 @@ def _rebuild(cls: type, args: tuple, kwargs: dict, state: dict) -> BaseException
     return error
 
 
+#: Exit status of a command that evaluated nothing: every model was skipped (or, with
+#: ``--fail-on-skip``, something was).
+EXIT_NOTHING_EVALUATED = 4
+
+
 class PicklableError(Exception):
     """An exception that survives a pickle round trip whatever its ``__init__`` takes.
 

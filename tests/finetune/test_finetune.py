@@ -158,6 +158,11 @@ def test_resume_continues_the_step_count_exactly(squares, tiny_blip, tmp_path):
     saved = json.loads((checkpoint / "state.json").read_text())
     assert (saved["global_step"], saved["epoch"], saved["batch_in_epoch"]) == (3, 0, 3)
 
+    # Resumed with the same max_steps, it has nothing left to do: not one more step.
+    again = finetune(_config(squares, tiny_blip, tmp_path / "resumed", max_steps=3, resume="latest", **options),
+                     **QUIET)  # fmt: skip
+    assert again.state.global_step == 3 and again.state.status == "max_steps"
+
     with pytest.raises(VlmbenchError, match="already holds a fine-tuning run"):
         finetune(_config(squares, tiny_blip, tmp_path / "resumed", **options), **QUIET)
     with pytest.raises(VlmbenchError, match="rank"):

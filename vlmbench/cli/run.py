@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from vlmbench.cli.app import cli
-from vlmbench.errors import VlmbenchError
+from vlmbench.errors import EXIT_NOTHING_EVALUATED, VlmbenchError
 from vlmbench.plugins import load_plugins
 
 # What lm-evaluation-harness and lmms-eval users type, accepted as hidden spellings of our options.
@@ -19,8 +19,6 @@ _RUN_ALIASES = {
     "--output_path": "--output-dir",
     "--gen_kwargs": "--gen-kwargs",
 }
-
-EXIT_NOTHING_EVALUATED = 4
 
 
 class _RunCommand(click.Command):

@@ -201,7 +201,7 @@ def run_sweep(
                     "remove it or use another sweep output folder"
                 )
             # Done, unless the sweep now asks for more epochs or steps than were trained.
-            finished = state.get("status") in ("completed", "early_stopped") and all(
+            finished = state.get("status") in ("completed", "early_stopped", "max_steps") and all(
                 saved.get(k) == getattr(config, k) for k in ("epochs", "max_steps")
             )
         if finished:
@@ -269,7 +269,7 @@ def _evaluate(
         "limit": options.get("limit"),
         "device": options.get("device", "auto"),
         "dtype": options.get("dtype", "auto"),
-        "num_workers": options.get("num_workers", 2),
+        "num_workers": options.get("num_workers"),  # None: the loader's default for the model
         "metrics": options.get("metrics"),
         "cache": cache,
         "progress": False,

@@ -260,7 +260,10 @@ class Trainer:
             self.info(f"step 0: {describe(state.initial_validation)}")
         self.module.train()
         window = _LossWindow(torch.zeros(2, device=self.acc.device))
-        stop = False
+        # A run resumed at or past max_steps (e.g. rerun with the same options) trains no further step.
+        stop = bool(cfg.max_steps and state.global_step >= cfg.max_steps)
+        if stop and state.epoch < cfg.epochs:
+            state.status = "max_steps"
         while state.epoch < cfg.epochs and not stop:
             epoch = state.epoch
             batches = self._train_epoch(epoch, window)

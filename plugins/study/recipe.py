@@ -1,0 +1,252 @@
+"""The steps of the study, in order: the model table, the LoRA grid, 8-bit quantisation, the report.
+
+:func:`plan_study` checks everything the user gave — the run file, the task and its data, every
+model's arguments, every LoRA option, the output folder — before any model is loaded, so a mistake is
+one error line, not a failure an hour in. :func:`run_study` then runs the steps; each is cached and
+resumable the way its own command is (``run``'s prediction cache, ``sweep``'s finished adapters), so
+rerunning the command after an interruption continues where it stopped.
+
+Output folder layout::
+
+    OUT/models/TASK/MODEL-FINGERPRINT/     one run per model of the run file (the model table)
+    OUT/lora/                              the sweep: adapters, OUT/lora/eval/ runs, sweep.{md,json}
+    OUT/quantization/TASK/...              the best adapter with its base weights in 8 bits
+    OUT/figures/                           the figures of the model table, with report.html
+    OUT/report.md, OUT/study.json          everything above in one report
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vlmbench.api import (
+    ArgError,
+    AssetMissingError,
+    ModelChoice,
+    RunConfig,
+    RunPlan,
+    Task,
+    UnsupportedTask,
+    VlmbenchError,
+    leaderboard_row,
+    load_run_file,
+    parse_kv,
+    plan_run,
+    render_figures,
+    resolve_task,
+    run_plan,
+    split_scoped,
+    unknown_message,
+)
+
+#: Where each part of the study goes inside the output folder.
+MODELS, LORA, QUANTIZATION, FIGURES = "models", "lora", "quantization", "figures"
+#: The metric that picks the adapter to quantise: the study's headline, else exact match.
+SELECTION_METRICS = ("average_mark", "exact_match")
+
+
+@dataclass
+class StudyOptions:
+    """What ``vlmbench study`` was asked for (its flags)."""
+
+    config: str = "study"
+    task: str | None = None
+    output_dir: Path = Path("runs/study")
+    model_args: list[str] = field(default_factory=list)  # NAME:k=v,... for one model of the run file
+    lora: bool = True
+    lora_base: str = "blip"
+    lora_settings: list[str] = field(default_factory=list)  # KEY=VALUE fine-tuning options
+    quantization: bool = True
+    run: dict[str, Any] = field(default_factory=dict)  # RunConfig fields shared by every evaluation
+
+
+@dataclass
+class StudyPlan:
+    options: StudyOptions
+    task: Task
+    output_dir: Path
+    models: list[tuple[ModelChoice, RunPlan]]
+    skipped: list[tuple[str, str]]  # (model, reason) for models that cannot answer the task at all
+    sweep: Any | None  # the LoRA sweep spec
+    run_file: Path
+
+
+@dataclass
+class StudyResult:
+    output_dir: Path
+    models: list[tuple[Any, Path]] = field(default_factory=list)  # (leaderboard row, run folder)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    sweep: Any | None = None
+    sweep_skipped: str | None = None  # why the LoRA step could not run
+    quantization: dict[str, Any] | None = None
+    figures: list[Any] = field(default_factory=list)
+    report: Path | None = None
+
+
+def plan_study(options: StudyOptions, plugins: Any) -> StudyPlan:
+    """Resolve and check everything before any model work."""
+    run_file = _run_file(options.config, plugins)
+    spec = load_run_file(run_file)
+    task_name = options.task or _single_task(spec.tasks, run_file)
+    task = resolve_task(task_name, plugins)
+    out = Path(options.output_dir)
+    if out.exists() and not out.is_dir():
+        raise VlmbenchError(f"output folder {out} exists and is not a folder")
+    # The run file's options, then the command line's: one set of evaluation settings for every step.
+    options.run = {**_file_options(spec.options), **options.run}
+    choices = _with_model_args(spec.model_choices(), options.model_args)
+    sweep = _plan_sweep(options, task, out, options.run, plugins) if options.lora else None
+    plans, skipped = [], []
+    for choice in choices:
+        cfg = RunConfig(**options.run, output_dir=out / MODELS, label=choice.label)
+        try:
+            plans.append((choice, plan_run(choice.name, task, cfg, model_args=choice.args, plugins=plugins)))
+        except UnsupportedTask as exc:
+            skipped.append((choice.label or choice.name, str(exc)))
+    if options.quantization and not options.lora:
+        plugins.models.get(options.lora_base)  # the model quantised instead of the best adapter
+    return StudyPlan(options, task, out, plans, skipped, sweep, run_file)
+
+
+def _run_file(value: str, plugins: Any) -> Path:
+    path = Path(value).expanduser()
+    if path.is_file() or value.endswith((".yaml", ".yml")):
+        return path
+    return plugins.run_configs.get(value).path
+
+
+def _file_options(file_options: Any) -> dict[str, Any]:
+    """A run file's ``options`` as evaluation settings; where results go is the study's to decide."""
+    run = {k: v for k, v in vars(file_options).items() if v is not None}
+    for key in ("output_dir", "fail_on_skip"):
+        run.pop(key, None)
+    if run.pop("no_cache", False):
+        run["cache"] = False
+    return run
+
+
+def _single_task(tasks: list[str], source: Path) -> str:
+    if len(tasks) != 1:
+        raise ArgError(f"{source} lists {len(tasks)} tasks; choose the study's with --task")
+    return tasks[0]
+
+
+def _with_model_args(choices: list[ModelChoice], values: list[str]) -> list[ModelChoice]:
+    """The run file's models with ``NAME:k=v,...`` arguments added to the model called NAME."""
+    out = list(choices)
+    names = [c.name for c in out]
+    for value in values:
+        scope, rest = split_scoped(value)
+        if scope is None:
+            raise ArgError(f"--model-args {value!r}: name the model it is for, as NAME:k=v,...")
+        if scope not in names:
+            raise ArgError(unknown_message("model of the run file", scope, names))
+        if names.count(scope) > 1:
+            raise ArgError(f"--model-args {value!r}: the run file lists {scope!r} more than once")
+        i = names.index(scope)
+        out[i] = ModelChoice(scope, ",".join(a for a in (out[i].args, rest) if a), out[i].label)
+    return out
+
+
+def _plan_sweep(options: StudyOptions, task: Task, out: Path, run: dict[str, Any], plugins: Any) -> Any:
+    from vlmbench_plugins.models.blip.finetune.sweep import load_sweep
+
+    spec = load_sweep(None, task=task.name, model=options.lora_base)
+    for item in options.lora_settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ArgError(f"--lora-set expects KEY=VALUE, got {item!r}")
+        spec.defaults[key.strip()] = yaml.safe_load(value)
+    for key in ("batch_size", "limit", "device", "dtype", "num_workers", "metrics"):
+        if run.get(key) is not None:
+            spec.evaluate[key] = run[key]
+    for config in spec.configurations():
+        spec.config_for(config, out / LORA)  # every fine-tuning option checked now
+    plugins.models.get(spec.model)
+    return spec
+
+
+def run_study(plan: StudyPlan, plugins: Any, log: Callable[[str], None] | None = None) -> StudyResult:
+    """Run every step of ``plan`` and write the report."""
+    from vlmbench_plugins.study.report import write_report
+
+    log = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    result = StudyResult(plan.output_dir, skipped=list(plan.skipped))
+    for label, reason in plan.skipped:
+        log(f"study: {label}: skipped: {reason}")
+    for _, model in plan.models:
+        log(f"study: {model.label} on {plan.task.name}")
+        done = run_plan(model)
+        if done.status == "skipped":
+            log(f"study: {model.label}: skipped: {done.results.get('reason')}")
+        result.models.append((leaderboard_row(done.results, done.run_dir), done.run_dir))
+    cache = plan.options.run.get("cache")
+    if plan.sweep is not None:
+        from vlmbench_plugins.models.blip.finetune.sweep import run_sweep
+
+        try:
+            result.sweep = run_sweep(
+                plan.sweep, plan.output_dir / LORA, cache=cache, plugins=plugins, log=log
+            )
+        except AssetMissingError as exc:  # no base weights here: reported like a skipped model
+            result.sweep_skipped = str(exc)
+            log(f"study: LoRA configurations skipped: {exc}")
+    if plan.options.quantization:
+        result.quantization = _quantize(plan, result, plugins, log)
+    if any(row.status == "ok" for row, _ in result.models):
+        result.figures = render_figures(
+            plan.output_dir / MODELS, plan.output_dir / FIGURES, task=plan.task.name
+        )
+    result.report = write_report(plan, result)
+    return result
+
+
+def _quantize(
+    plan: StudyPlan, result: StudyResult, plugins: Any, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The study's last step: the chosen model again with its base weights in 8 bits (bitsandbytes),
+    against the same model in full precision."""
+    reference_dir, model, args, chosen = _quantization_subject(plan, result)
+    if reference_dir is None:
+        return {"status": "skipped", "reason": chosen}
+    log(f"study: {chosen} in 8 bits on {plan.task.name}")
+    cfg = RunConfig(**plan.options.run, output_dir=plan.output_dir / QUANTIZATION, label=f"{chosen} 8-bit")
+    args = {**args, "load_in_8bit": "true"}
+    quantized = run_plan(plan_run(model, plan.task, cfg, model_args=args, plugins=plugins))
+    return {
+        "status": quantized.status,
+        "chosen": chosen,
+        "full_precision": str(reference_dir),
+        "quantized": str(quantized.run_dir),
+        "reason": quantized.results.get("reason"),
+    }
+
+
+def _quantization_subject(plan: StudyPlan, result: StudyResult) -> tuple[Path | None, str, dict, str]:
+    """(full-precision run folder, model plugin, its arguments, label) of what is quantised: the best
+    adapter of the sweep, or without a sweep the LoRA base model of the model table."""
+    sweep = result.sweep
+    if sweep is not None:
+        runs = [r for r in sweep.runs if r.get("run_dir") and r.get("test")]
+        for metric in SELECTION_METRICS:
+            scored = [r for r in runs if r["test"].get(metric) is not None]
+            if scored:
+                best = max(scored, key=lambda r: r["test"][metric])
+                args = {"adapter": best["adapter"]}
+                pretrained = plan.sweep.defaults.get("pretrained")
+                if pretrained:
+                    args["pretrained"] = str(pretrained)
+                return Path(best["run_dir"]), "lora-blip", args, f"lora-blip {best['name']}"
+        return None, "", {}, "no adapter of the sweep was evaluated"
+    if result.sweep_skipped:
+        return None, "", {}, "the LoRA configurations were skipped"
+    for (row, run_dir), (choice, _) in zip(result.models, plan.models, strict=True):
+        if choice.name == plan.options.lora_base and row.status == "ok":
+            return run_dir, choice.name, parse_kv(choice.args), row.model
+    return None, "", {}, f"{plan.options.lora_base} was not evaluated in the model table"
