@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 from PIL import Image
 
@@ -16,6 +17,12 @@ SHARED = REPO.parent / "shared"
 SAMPLE_TASK = REPO / "tasks" / "abo_sample"  # the bundled sample: its CSV and images
 
 COLOURS = {"red": (220, 30, 30), "green": (40, 160, 60), "blue": (40, 80, 210), "yellow": (240, 220, 40)}
+
+
+def closest_colour(image: Image.Image) -> str:
+    """The name in :data:`COLOURS` nearest the image's mean colour: how the test models "see"."""
+    px = np.asarray(image).reshape(-1, 3).mean(0)
+    return min(COLOURS, key=lambda n: ((px - COLOURS[n]) ** 2).sum())
 
 
 def image_colours(n: int) -> list[str]:
