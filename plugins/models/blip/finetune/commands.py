@@ -7,7 +7,7 @@ load when a command runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,13 @@ def _option(*decls: str, default: Any, help: str, **kwargs: Any) -> Callable[[Ca
     of --help sees what a plain run does. Click takes the type from the default (int, float, bool)
     unless ``type`` is given."""
     return click.option(*decls, default=default, show_default=True, help=help, **kwargs)
+
+
+def _choice(
+    name: str, choices: Sequence[str], help: str, default: str | None = None
+) -> Callable[[Callable], Callable]:
+    """An option taking one of ``choices``; the default (shown) is the first unless ``default`` says."""
+    return _option(name, default=default or choices[0], help=help, type=click.Choice(list(choices)))
 
 
 def _output_dir_option(help: str) -> Callable[[Callable], Callable]:
@@ -52,23 +59,18 @@ def _output_dir_option(help: str) -> Callable[[Callable], Callable]:
 @_option("--rank", "-r", default=16, help="LoRA rank r.")
 @click.option("--alpha", type=float, help="LoRA alpha (scaling alpha/r) [default: 2 x rank].")
 @_option("--dropout", default=0.05, help="Dropout on the LoRA input.")
-@_option(
+@_choice(
     "--targets",
+    list(PRESETS),
+    f"Modules to adapt, named as in the study ({_PRESET_HELP}); see docs/finetune.md.",
     default="query_value",
-    type=click.Choice(list(PRESETS)),
-    help=f"Modules to adapt, named as in the study ({_PRESET_HELP}); see docs/finetune.md.",
 )
 @click.option(
     "--target-pattern", help="A regular expression over full module names to adapt instead of --targets."
 )
 @_option("--learning-rate", "--lr", "learning_rate", default=2e-4, help="Peak learning rate of AdamW.")
 @_option("--weight-decay", default=0.0, help="AdamW weight decay.")
-@_option(
-    "--lr-scheduler",
-    default="linear",
-    type=click.Choice(["linear", "cosine", "constant"]),
-    help="Learning-rate schedule after warm-up.",
-)
+@_choice("--lr-scheduler", ["linear", "cosine", "constant"], "Learning-rate schedule after warm-up.")
 @_option("--warmup-ratio", default=0.0, help="Share of the optimizer steps spent warming up linearly from 0.")
 @click.option("--warmup-steps", type=int, help="Warm-up steps (instead of --warmup-ratio).")
 @_option("--epochs", default=5, help="Passes over the train split.")
@@ -87,12 +89,7 @@ def _output_dir_option(help: str) -> Callable[[Callable], Callable]:
     "--max-answer-tokens", default=16, help="Answers are cut to this many tokens (with start and end tokens)."
 )
 @_option("--seed", default=0, help="Seed of the LoRA initialisation, the data order and dropout.")
-@_option(
-    "--mixed-precision",
-    default="no",
-    type=click.Choice(["no", "bf16", "fp16"]),
-    help="Autocast precision (accelerate); bf16 on recent GPUs.",
-)
+@_choice("--mixed-precision", ["no", "bf16", "fp16"], "Autocast precision (accelerate); bf16 on recent GPUs.")
 @_option(
     "--dtype",
     default="auto",
@@ -123,11 +120,10 @@ def _output_dir_option(help: str) -> Callable[[Callable], Callable]:
     default=0,
     help="Stop after this many validations without improvement (0: never).",
 )
-@_option(
+@_choice(
     "--monitor",
-    default="val_em",
-    type=click.Choice(["val_em", "val_loss"]),
-    help="Validation metric that picks the best adapter and drives early stopping.",
+    ["val_em", "val_loss"],
+    "Validation metric that picks the best adapter and drives early stopping.",
 )
 @_option(
     "--min-delta", default=0.0, help="Smallest change of the monitored metric that counts as an improvement."
