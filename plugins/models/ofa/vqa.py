@@ -308,11 +308,11 @@ class OFAForVQA:
         images: Images | VQAInputs,
         questions: Sequence[str] | None = None,
         candidates: Candidates | None = None,
-        num_beams: int = 5,
-        max_new_tokens: int | None = None,
+        **search: Any,
     ) -> list[str]:
-        """Beam search that can only produce one of the candidates; returns the candidate text."""
-        scored = self.constrained_scores(images, questions, candidates, num_beams, max_new_tokens)
+        """Beam search that can only produce one of the candidates; returns the candidate text.
+        ``search``: the options of :meth:`constrained_scores` (``num_beams``, ``max_new_tokens``)."""
+        scored = self.constrained_scores(images, questions, candidates, **search)
         per_row = self._candidates(candidates, len(scored))
         # A beam that finished no candidate (every path blocked) falls back to the first candidate.
         return [row[next(iter(found), 0)] for row, found in zip(per_row, scored, strict=True)]
