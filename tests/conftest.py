@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,13 @@ class _Reliability:
         row = (group, fault, tries, outcome, lost)
         if row not in self.rows:  # a test run with and without DataLoader workers records it once
             self.rows.append(row)
+
+    def record_each(
+        self, group: str, faults: Iterable[str], outcome: str, *, prefix: str = "", tries: int = 1
+    ) -> None:
+        """A row per fault of a set that one test injects alike and that all end the same way."""
+        for fault in faults:
+            self.record(group, f"{prefix}{fault}", tries, outcome)
 
     def markdown(self) -> str:
         lines = [

@@ -24,6 +24,16 @@ def _launch(launcher, args, env, timeout=300):
     return res
 
 
+def _env(plugin_env, tmp_path):
+    return {**os.environ, **plugin_env, "VLMBENCH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+
+def _run_args(*extra):
+    """`vlmbench run` of the dominant-color test model on the bundled sample, quietly."""
+    return ["run", "-m", "dominant-color", "-t", "abo_sample", "-q", *extra]
+
+
+SINGLE = [sys.executable]  # one process: plain `python -m vlmbench`
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 ACCELERATE = [
     sys.executable,
@@ -43,69 +53,27 @@ ACCELERATE = [
 
 @pytest.mark.parametrize("launcher", [TORCHRUN, ACCELERATE], ids=["torchrun", "accelerate"])
 def test_two_processes_equal_one(launcher, plugin_env, tmp_path):
-    env = {**os.environ, **plugin_env, "VLMBENCH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    common = [
-        "run",
-        "-m",
-        "dominant-color",
-        "-t",
-        "abo_sample",
-        "-q",
-        "-b",
-        "4",
-        "--num-workers",
-        "1",
-        "--metrics",
-        "exact_match,average_mark,wups",
-    ]
+    env = _env(plugin_env, tmp_path)
+    common = _run_args("-b", "4", "--num-workers", "1", "--metrics", "exact_match,average_mark,wups")
     res = _launch(launcher, [*common, "-o", str(tmp_path / "two")], env)
     assert "(225 computed, 0 cached)" in res.stderr
     assert res.stdout.count("| abo_sample | dominant-color |") == 1  # only rank 0 reports
-    single = subprocess.run(
-        [sys.executable, "-m", "vlmbench", *common, "-o", str(tmp_path / "one"), "--no-cache"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
-    assert single.returncode == 0, single.stderr
+    _launch(SINGLE, [*common, "-o", str(tmp_path / "one"), "--no-cache"], env)
     assert _answers(tmp_path / "two") == _answers(tmp_path / "one")
     two = json.loads(next((tmp_path / "two").rglob("results.json")).read_text())
     one = json.loads(next((tmp_path / "one").rglob("results.json")).read_text())
     assert two["metrics"] == one["metrics"] and two["by_difficulty"] == one["by_difficulty"]
     # the merged cache serves a single-process rerun completely, and no shard files are left behind
-    again = subprocess.run(
-        [sys.executable, "-m", "vlmbench", *common, "-o", str(tmp_path / "three")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert again.returncode == 0 and "(0 computed, 225 cached)" in again.stderr
+    again = _launch(SINGLE, [*common, "-o", str(tmp_path / "three")], env)
+    assert "(0 computed, 225 cached)" in again.stderr
     assert not list((tmp_path / "cache").glob("*.shards"))
 
 
 def test_resume_across_world_sizes(plugin_env, tmp_path):
     """Half the samples computed by one process; two processes finish the rest and compute nothing twice."""
-    env = {**os.environ, **plugin_env, "VLMBENCH_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    common = [
-        "run",
-        "-m",
-        "dominant-color",
-        "-t",
-        "abo_sample",
-        "-q",
-        "--num-workers",
-        "0",
-        "-o",
-        str(tmp_path / "runs"),
-        "--metrics",
-        "exact_match",
-    ]
-    first = subprocess.run(
-        [sys.executable, "-m", "vlmbench", *common, "--limit", "100"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert first.returncode == 0 and "(100 computed, 0 cached)" in first.stderr
+    env = _env(plugin_env, tmp_path)
+    common = _run_args("--num-workers", "0", "-o", str(tmp_path / "runs"), "--metrics", "exact_match")
+    first = _launch(SINGLE, [*common, "--limit", "100"], env)
+    assert "(100 computed, 0 cached)" in first.stderr
     res = _launch(TORCHRUN, common, env)
     assert "(125 computed, 100 cached)" in res.stderr

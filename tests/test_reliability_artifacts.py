@@ -239,13 +239,12 @@ def test_leaderboard_and_plot_skip_bad_results_and_keep_the_good_runs(tmp_path, 
     html = (tmp_path / "plots" / "report.html").read_text()
     assert "good-a" in html and "good-b" in html
 
-    for name in RESULTS_FAULTS:
-        reliability.record(
-            GROUP,
-            f"results.json under a runs folder: {name}",
-            1,
-            "leaderboard and plot skip it with one warning naming it; the good runs are shown",
-        )
+    reliability.record_each(
+        GROUP,
+        RESULTS_FAULTS,
+        "leaderboard and plot skip it with one warning naming it; the good runs are shown",
+        prefix="results.json under a runs folder: ",
+    )
 
 
 def test_no_readable_run_is_one_error(tmp_path, good_run, reliability):
@@ -303,13 +302,13 @@ def test_compare_and_score_name_a_bad_file(tmp_path, good_run, artifact, reliabi
         line = _error_line(res)
         assert str(bad[name]) in line and faults[name][1] in line, (name, command, line)
     assert _files(tmp_path) == before  # nothing replaced or added
-    for name in faults:
-        reliability.record(
-            GROUP,
-            f"{artifact} given to compare and score: {name}",
-            2,
-            "one Error: line naming the file and the problem, exit 2; nothing written",
-        )
+    reliability.record_each(
+        GROUP,
+        faults,
+        "one Error: line naming the file and the problem, exit 2; nothing written",
+        prefix=f"{artifact} given to compare and score: ",
+        tries=2,
+    )
 
 
 def test_score_counts_bad_rows_of_an_external_file(tmp_path, reliability):

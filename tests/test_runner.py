@@ -1,7 +1,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from vlmbench.errors import ArgError, DataError, UnknownNameError, VlmbenchError
@@ -10,7 +9,7 @@ from vlmbench.model import Model
 from vlmbench.plugins import load_plugins
 from vlmbench.runner import evaluate
 
-from vlmbench_testing import colour_rows, make_images, write_task
+from vlmbench_testing import closest_colour, colour_rows, make_images, sample_row, write_task
 
 
 class CountingColour(Model):
@@ -20,17 +19,7 @@ class CountingColour(Model):
 
     def generate(self, batch, generation):
         CountingColour.calls.append(len(batch))
-        names = {
-            "red": (220, 30, 30),
-            "green": (40, 160, 60),
-            "blue": (40, 80, 210),
-            "yellow": (240, 220, 40),
-        }
-        out = []
-        for r in batch.requests:
-            px = np.asarray(r.image).reshape(-1, 3).mean(0)
-            out.append(min(names, key=lambda n: ((px - names[n]) ** 2).sum()))
-        return out
+        return [closest_colour(r.image) for r in batch.requests]
 
 
 class Missing(Model):
@@ -57,20 +46,23 @@ def plugins():
     load_plugins(reload=True)
 
 
+def _evaluate(model: str, task: Path, plugins, output_dir: Path, **options):
+    """``evaluate`` in this process without DataLoader workers or a progress bar, unless a test asks."""
+    return evaluate(
+        model,
+        task,
+        plugins=plugins,
+        output_dir=output_dir,
+        **{"num_workers": 0, "progress": False, **options},
+    )
+
+
 def _lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_end_to_end_artifacts_and_zero_calls_on_rerun(tiny_task, tmp_path, plugins):
-    result = evaluate(
-        "counting",
-        tiny_task,
-        plugins=plugins,
-        output_dir=tmp_path / "runs",
-        batch_size=5,
-        num_workers=0,
-        progress=False,
-    )
+    result = _evaluate("counting", tiny_task, plugins, tmp_path / "runs", batch_size=5)
     assert result.status == "ok" and result.computed == 24 and result.cached == 0
     res = result.results
     # the colour half is right, the shape half wrong
@@ -102,9 +94,7 @@ def test_end_to_end_artifacts_and_zero_calls_on_rerun(tiny_task, tmp_path, plugi
     assert sorted(CountingColour.calls) == [4, 5, 5, 5, 5]
 
     CountingColour.calls.clear()
-    again = evaluate(
-        "counting", tiny_task, plugins=plugins, output_dir=tmp_path / "runs", num_workers=0, progress=False
-    )
+    again = _evaluate("counting", tiny_task, plugins, tmp_path / "runs")
     assert again.computed == 0 and again.cached == 24 and CountingColour.calls == []
     assert again.results["metrics"]["exact_match"] == res["metrics"]["exact_match"]
 
@@ -112,33 +102,22 @@ def test_end_to_end_artifacts_and_zero_calls_on_rerun(tiny_task, tmp_path, plugi
 def test_workers_and_batch_sizes_give_the_same_answers(tiny_task, tmp_path, plugins):
     answers = []
     for workers, bs in [(0, 1), (2, 7)]:
-        r = evaluate(
+        r = _evaluate(
             "counting",
             tiny_task,
-            plugins=plugins,
-            output_dir=tmp_path / f"r{bs}",
+            plugins,
+            tmp_path / f"r{bs}",
             batch_size=bs,
             num_workers=workers,
             cache=False,
-            progress=False,
         )
         answers.append([p["answer"] for p in _lines(r.run_dir / "predictions.jsonl")])
     assert answers[0] == answers[1]
 
 
 def test_limit_and_cache_reuse_across_output_dirs(tiny_task, tmp_path, plugins):
-    evaluate(
-        "counting",
-        tiny_task,
-        plugins=plugins,
-        output_dir=tmp_path / "a",
-        limit=10,
-        num_workers=0,
-        progress=False,
-    )
-    r = evaluate(
-        "counting", tiny_task, plugins=plugins, output_dir=tmp_path / "b", num_workers=0, progress=False
-    )
+    _evaluate("counting", tiny_task, plugins, tmp_path / "a", limit=10)
+    r = _evaluate("counting", tiny_task, plugins, tmp_path / "b")
     assert (r.cached, r.computed) == (10, 14)
 
 
@@ -166,9 +145,7 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, plugins):
         }
     )
     task = write_task(tmp_path / "t", rows)
-    r = evaluate(
-        "counting", task, plugins=plugins, output_dir=tmp_path / "runs", num_workers=0, progress=False
-    )
+    r = _evaluate("counting", task, plugins, tmp_path / "runs")
     assert r.results["skipped_samples"] == {
         "corrupt_image": 2,
         "empty_image": 2,
@@ -179,22 +156,11 @@ def test_unreadable_images_are_skipped_and_counted(tmp_path, plugins):
     assert len(preds) == 10 and sum(p["status"] == "skipped" for p in preds) == 6
     assert r.results["task"]["n_scored"] == 4
     with pytest.raises(DataError, match="missing_image|empty|corrupt|outside"):
-        evaluate(
-            "counting",
-            task,
-            plugins=plugins,
-            output_dir=tmp_path / "runs2",
-            num_workers=0,
-            cache=False,
-            on_bad_sample="stop",
-            progress=False,
-        )
+        _evaluate("counting", task, plugins, tmp_path / "runs2", cache=False, on_bad_sample="stop")
 
 
 def test_missing_weights_report_skipped(tiny_task, tmp_path, plugins):
-    r = evaluate(
-        "missing", tiny_task, plugins=plugins, output_dir=tmp_path / "runs", num_workers=0, progress=False
-    )
+    r = _evaluate("missing", tiny_task, plugins, tmp_path / "runs")
     assert r.status == "skipped"
     data = json.loads((r.run_dir / "results.json").read_text())
     assert (
@@ -227,32 +193,16 @@ def test_prior_generate_and_rank(tmp_path, plugins):
     rows = []
     for rel, colour in images:
         stem = Path(rel).stem
-        rows.append(
-            {
-                "image_id": stem,
-                "path": rel,
-                "question": "What material is the frame?",
-                "answer": "wood",
-                "difficulty": 1,
-            }
-        )
-        rows.append(
-            {
-                "image_id": stem,
-                "path": rel,
-                "question": "Is it foldable?",
-                "answer": "no" if colour != "red" else "yes",
-                "difficulty": 0,
-            }
-        )
+        rows.append(sample_row(stem, rel, "What material is the frame?", "wood", 1))
+        rows.append(sample_row(stem, rel, "Is it foldable?", "no" if colour != "red" else "yes", 0))
     gen = write_task(tmp_path / "t", rows)
-    r = evaluate("prior", gen, plugins=plugins, output_dir=tmp_path / "g", num_workers=0, progress=False)
+    r = _evaluate("prior", gen, plugins, tmp_path / "g")
     preds = _lines(r.run_dir / "predictions.jsonl")
     # leave-one-image-out: the material question is answered "wood" from the other images' questions
     assert all(p["answer"] == "wood" for p in preds if "material" in p["question"])
     assert all(p["answer"] == "no" for p in preds if "foldable" in p["question"])
     rank = write_task(tmp_path / "t", rows, {"request_type": "rank"}, name="tiny_rank")
-    r = evaluate("prior", rank, plugins=plugins, output_dir=tmp_path / "r", num_workers=0, progress=False)
+    r = _evaluate("prior", rank, plugins, tmp_path / "r")
     preds = _lines(r.run_dir / "predictions.jsonl")
     assert {p["answer"] for p in preds if "material" in p["question"]} == {"wood"}
     assert preds[0]["top_candidates"][0][0] == "wood"
@@ -291,6 +241,6 @@ def test_prior_with_train_split(tmp_path, plugins):
         },
     }
     task = write_task(tmp_path / "t", rows, spec)
-    r = evaluate("prior", task, plugins=plugins, output_dir=tmp_path / "r", num_workers=0, progress=False)
+    r = _evaluate("prior", task, plugins, tmp_path / "r")
     assert [p["answer"] for p in _lines(r.run_dir / "predictions.jsonl")] == ["black"]
     assert r.results["by_difficulty"]["unknown"]["n"] == 1

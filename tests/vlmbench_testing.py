@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 from PIL import Image
 
@@ -18,12 +19,33 @@ SAMPLE_TASK = REPO / "tasks" / "abo_sample"  # the bundled sample: its CSV and i
 COLOURS = {"red": (220, 30, 30), "green": (40, 160, 60), "blue": (40, 80, 210), "yellow": (240, 220, 40)}
 
 
+def closest_colour(image: Image.Image) -> str:
+    """The name in :data:`COLOURS` nearest the image's mean colour: how the test models "see"."""
+    px = np.asarray(image).reshape(-1, 3).mean(0)
+    return min(COLOURS, key=lambda n: ((px - COLOURS[n]) ** 2).sum())
+
+
+def image_colours(n: int) -> list[str]:
+    """The colours of ``n`` generated images: the names of :data:`COLOURS` in turn."""
+    names = list(COLOURS)
+    return [names[i % len(names)] for i in range(n)]
+
+
+def sample_row(image_id: str, path: str, question: str, answer: str, difficulty: int) -> dict:
+    """A row of a task CSV in the study's columns."""
+    return {
+        "image_id": image_id,
+        "path": path,
+        "question": question,
+        "answer": answer,
+        "difficulty": difficulty,
+    }
+
+
 def make_images(root: Path, n: int) -> list[tuple[str, str]]:
     """``n`` solid-colour JPEG images under ``root/xx/``; returns (relative path, colour) pairs."""
     out = []
-    names = list(COLOURS)
-    for i in range(n):
-        colour = names[i % len(names)]
+    for i, colour in enumerate(image_colours(n)):
         rel = f"{i:02x}/img{i:03d}.jpg"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (32, 32), COLOURS[colour]).save(root / rel, quality=95)
@@ -57,24 +79,8 @@ def colour_rows(images: list[tuple[str, str]]) -> list[dict]:
     rows = []
     for rel, colour in images:
         stem = Path(rel).stem
-        rows.append(
-            {
-                "image_id": stem,
-                "path": rel,
-                "question": "What colour is the square?",
-                "answer": colour,
-                "difficulty": 0,
-            }
-        )
-        rows.append(
-            {
-                "image_id": stem,
-                "path": rel,
-                "question": "What shape is shown?",
-                "answer": "square",
-                "difficulty": 3,
-            }
-        )
+        rows.append(sample_row(stem, rel, "What colour is the square?", colour, 0))
+        rows.append(sample_row(stem, rel, "What shape is shown?", "square", 3))
     return rows
 
 

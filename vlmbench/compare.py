@@ -226,19 +226,26 @@ def _verdict(delta: float | None, ci: list[float] | None, higher_is_better: bool
 # --------------------------------------------------------------------------------------------------
 # Comparison
 # --------------------------------------------------------------------------------------------------
-def compare_pair(
-    a: Run,
-    b: Run,
-    *,
-    metrics: Sequence[str] | None = None,
-    bootstrap_samples: int = 1000,
-    seed: int = 0,
-    allow_task_mismatch: bool = False,
-    plugins=None,
-) -> dict:
-    """Compare run ``b`` against baseline ``a`` on the samples both answered. Returns a JSON-able dict."""
+@dataclass(frozen=True)
+class _Options:
+    """The keyword options of :func:`compare_runs` (where they are described) and :func:`compare_pair`,
+    defined once so that both take the same names with the same defaults; an unknown one is a
+    TypeError."""
+
+    metrics: Sequence[str] | None = None
+    bootstrap_samples: int = 1000
+    seed: int = 0
+    allow_task_mismatch: bool = False
+    plugins: Any = None
+
+
+def compare_pair(a: Run, b: Run, **options: Any) -> dict:
+    """Compare run ``b`` against baseline ``a`` on the samples both answered. Returns a JSON-able dict.
+    ``options``: those of :func:`compare_runs`."""
+    opts = _Options(**options)
+    bootstrap_samples, seed = opts.bootstrap_samples, opts.seed
     mismatch = task_mismatches(a, b)
-    if mismatch and not allow_task_mismatch:
+    if mismatch and not opts.allow_task_mismatch:
         raise VlmbenchError(
             f"{b.label} and {a.label} were run on different tasks ({'; '.join(mismatch)}); "
             "their samples are not comparable. Pass --allow-task-mismatch to compare them anyway."
@@ -255,7 +262,7 @@ def compare_pair(
         for ra, rb in zip(rows_a, rows_b, strict=True)
         if list(ra.get("references") or []) != list(rb.get("references") or [])
     )
-    paired = _paired_metrics(_metric_names(a, b, metrics), a, b, rows_a, rows_b, plugins)
+    paired = _paired_metrics(_metric_names(a, b, opts.metrics), a, b, rows_a, rows_b, opts.plugins)
     everything = np.arange(len(common))
     metric_report = {
         pm.name: _unpaired_entry(pm, a, b)
@@ -369,19 +376,16 @@ def _flip(sid: str, ra: dict, rb: dict) -> dict:
     }
 
 
-def compare_runs(
-    paths: Sequence[str | Path],
-    *,
-    metrics: Sequence[str] | None = None,
-    bootstrap_samples: int = 1000,
-    seed: int = 0,
-    allow_task_mismatch: bool = False,
-    plugins=None,
-) -> dict:
-    """Compare every run against the first (the baseline). Returns the report (see :data:`COMPARE_SCHEMA`)."""
+def compare_runs(paths: Sequence[str | Path], **options: Any) -> dict:
+    """Compare every run against the first (the baseline). Returns the report (see :data:`COMPARE_SCHEMA`).
+
+    ``options`` (keywords): ``metrics`` (default: every metric both runs have),
+    ``bootstrap_samples=1000``, ``seed=0``, ``allow_task_mismatch=False`` and ``plugins`` (the loaded
+    plugins, for corpus-level metrics; default: loaded when needed)."""
+    opts = _Options(**options)
     if len(paths) < 2:
         raise VlmbenchError("compare needs at least two runs (the first is the baseline)")
-    if bootstrap_samples < 0:
+    if opts.bootstrap_samples < 0:
         raise VlmbenchError("--bootstrap-samples must be 0 or more")
     runs = [load_run(p) for p in paths]
     labels = unique_labels(
@@ -391,29 +395,18 @@ def compare_runs(
     for run, label in zip(runs, labels, strict=True):
         run.label = label
     base = runs[0]
-    comparisons = [
-        compare_pair(
-            base,
-            other,
-            metrics=metrics,
-            bootstrap_samples=bootstrap_samples,
-            seed=seed,
-            allow_task_mismatch=allow_task_mismatch,
-            plugins=plugins,
-        )
-        for other in runs[1:]
-    ]
+    comparisons = [compare_pair(base, other, **options) for other in runs[1:]]
     return {
         "schema": COMPARE_SCHEMA,
         "task": {k: base.task.get(k) for k in ("name", "version", "hash")},
         "baseline": base.describe(),
         "settings": {
-            "bootstrap_samples": bootstrap_samples,
-            "seed": seed,
+            "bootstrap_samples": opts.bootstrap_samples,
+            "seed": opts.seed,
             "ci": "paired percentile bootstrap, 95%",
             "delta": "run - baseline",
             "correctness": CORRECTNESS,
-            "allow_task_mismatch": allow_task_mismatch,
+            "allow_task_mismatch": opts.allow_task_mismatch,
         },
         "comparisons": comparisons,
     }

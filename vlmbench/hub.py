@@ -148,19 +148,32 @@ def cached_snapshot(
 ) -> Path | None:
     """The repository's snapshot folder in the local cache (never downloads), or None."""
     try:
-        from huggingface_hub import snapshot_download
-
-        path = Path(
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                local_files_only=True,
-                allow_patterns=list(allow_patterns) if allow_patterns else None,
-            )
-        )
+        path = _snapshot_download(repo_id, revision, local_only=True, allow_patterns=allow_patterns)
     except Exception:  # not cached (or not a valid id)
         return None
     return path if path.is_dir() and any(path.iterdir()) else None
+
+
+def _snapshot_download(
+    repo_id: str,
+    revision: str | None,
+    *,
+    local_only: bool,
+    allow_patterns: Sequence[str] | None = None,
+    ignore_patterns: Sequence[str] | None = None,
+) -> Path:
+    """``snapshot_download`` as a Path; empty pattern lists mean no filter, as None does."""
+    from huggingface_hub import snapshot_download
+
+    return Path(
+        snapshot_download(
+            repo_id,
+            revision=revision,
+            local_files_only=local_only,
+            allow_patterns=list(allow_patterns) if allow_patterns else None,
+            ignore_patterns=list(ignore_patterns) if ignore_patterns else None,
+        )
+    )
 
 
 def hub_snapshot(
@@ -176,17 +189,14 @@ def hub_snapshot(
 ) -> Path:
     """A repository's snapshot folder: the local cache, else (when allowed) a download. ``complete``
     says whether a snapshot has the files needed; an incomplete one counts as missing."""
-    from huggingface_hub import snapshot_download
 
     def fetch(local_only: bool) -> Path:
-        folder = Path(
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                local_files_only=local_only,
-                allow_patterns=list(allow_patterns) if allow_patterns else None,
-                ignore_patterns=list(ignore_patterns) if ignore_patterns else None,
-            )
+        folder = _snapshot_download(
+            repo_id,
+            revision,
+            local_only=local_only,
+            allow_patterns=allow_patterns,
+            ignore_patterns=ignore_patterns,
         )
         if not complete(folder):
             raise FileNotFoundError(f"the snapshot of {repo_id} lacks files this model needs")

@@ -89,24 +89,26 @@ class GeneratorEntry:
 
 
 @dataclass(frozen=True)
-class TaskEntry:
-    """A task YAML file found in a registered task folder."""
+class _FileEntry:
+    """A YAML file found in a registered task folder: it is its own implementation, so an entry
+    names the file instead of a ``"module:attribute"`` target."""
 
     name: str
     path: Path
     summary: str = ""
-    version: str = ""
     plugin: str = ""
 
 
 @dataclass(frozen=True)
-class RunConfigEntry:
-    """A run file (models, tasks, options) found in a registered task folder: ``run --config NAME``."""
+class TaskEntry(_FileEntry):
+    """A task YAML file found in a registered task folder."""
 
-    name: str
-    path: Path
-    summary: str = ""
-    plugin: str = ""
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class RunConfigEntry(_FileEntry):
+    """A run file (models, tasks, options) found in a registered task folder: ``run --config NAME``."""
 
 
 E = TypeVar("E", ModelEntry, MetricEntry, GeneratorEntry, TaskEntry, RunConfigEntry)

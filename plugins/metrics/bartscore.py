@@ -16,32 +16,30 @@ values are reported as defined, never rescaled.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from vlmbench.api import Arg, SampleMetric
+from vlmbench_plugins.metrics.memo import ProcessMemo
 
 DEFAULT_MODEL = "facebook/bart-large-cnn"
 
-_models: dict[tuple[str, str], tuple[Any, Any]] = {}
-_lock = threading.Lock()
+_models: ProcessMemo[tuple[Any, Any]] = ProcessMemo()
 
 
 def load_bart(path: str, device: str) -> tuple[Any, Any]:
     """(model, tokenizer) for ``path`` on ``device``, loaded once per process."""
-    with _lock:
-        found = _models.get((path, device))
-        if found is None:
-            from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            model = AutoModelForSeq2SeqLM.from_pretrained(path, local_files_only=True).to(device).eval()
-            found = (model, tokenizer)
-            _models[(path, device)] = found
-        return found
+    def load() -> tuple[Any, Any]:
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForSeq2SeqLM.from_pretrained(path, local_files_only=True).to(device).eval()
+        return model, tokenizer
+
+    return _models.get((path, device), load)
 
 
 class BartScore(SampleMetric):
@@ -85,22 +83,14 @@ class BartScore(SampleMetric):
         order = sorted(range(len(sources)), key=lambda i: (len(sources[i]) + len(targets[i]), i))
         size, max_length = self.options["batch_size"], self.options["max_length"]
         device = model.device
+
+        def encode(texts: list[str]) -> Any:
+            return tok(texts, max_length=max_length, truncation=True, padding=True, return_tensors="pt")
+
         for begin in range(0, len(order), size):
             idx = order[begin : begin + size]
-            src = tok(
-                [sources[i] for i in idx],
-                max_length=max_length,
-                truncation=True,
-                padding=True,
-                return_tensors="pt",
-            )
-            tgt = tok(
-                [targets[i] for i in idx],
-                max_length=max_length,
-                truncation=True,
-                padding=True,
-                return_tensors="pt",
-            )
+            src = encode([sources[i] for i in idx])
+            tgt = encode([targets[i] for i in idx])
             labels = tgt["input_ids"].to(device)
             mask = tgt["attention_mask"].to(device)
             decoder_input = labels.new_full(labels.shape, pad)

@@ -29,16 +29,15 @@ memory for that call.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from vlmbench.api import Arg, ArgError, AssetMissingError, SampleMetric
+from vlmbench_plugins.metrics.memo import ProcessMemo
 
-_scorers: dict[tuple, tuple[Any, tuple[str, ...]]] = {}
-_lock = threading.Lock()
+_scorers: ProcessMemo[tuple[Any, tuple[str, ...]]] = ProcessMemo()
 
 #: What vlmbench does that plain bert-score (with transformers 5) does not, by the name used in the hash.
 REPAIRS = {
@@ -138,12 +137,9 @@ class BertScore(SampleMetric):
             self._device(),
             o["use_fast_tokenizer"],
         )
-        with _lock:
-            made = _scorers.get(key)
-            if made is None:
-                made = _make_scorer(str(self._resolved.path), layers, o, baseline, self._device())
-                _scorers[key] = made
-        self._scorer, self._repairs = made
+        self._scorer, self._repairs = _scorers.get(
+            key, lambda: _make_scorer(str(self._resolved.path), layers, o, baseline, self._device())
+        )
         self._hash = f"{plain_hash}+vlmbench({','.join(self._repairs)})"
         self._plain_hash = plain_hash
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vlmbench.api import Arg, SampleMetric, vqa_normalize
+from vlmbench_plugins.metrics.wordnet_reader import load_wordnet_reader
 
 
 class _CachedSynsets:
@@ -57,16 +58,8 @@ class Meteor(SampleMetric):
     def setup(self) -> None:
         if self._wordnet is not None:
             return
-        from vlmbench.api import find_wordnet, load_wordnet
-
-        location = find_wordnet()
-        reader = load_wordnet(location)
+        reader, self._wordnet_source = load_wordnet_reader()
         self._wordnet = _cached.setdefault(id(reader), _CachedSynsets(reader))
-        self._wordnet_source = {
-            "source": location.source,
-            "path": str(location.root),
-            "version": reader.get_version(),
-        }
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
         from nltk.translate.meteor_score import meteor_score

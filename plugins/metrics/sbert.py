@@ -9,31 +9,30 @@ once per run (answers repeat massively), in batches of ``batch_size``; the model
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from vlmbench.api import Arg, SampleMetric
+from vlmbench_plugins.metrics.memo import ProcessMemo
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-_models: dict[tuple[str, str], Any] = {}
-_lock = threading.Lock()
+_models: ProcessMemo[Any] = ProcessMemo()
 
 
 def load_sentence_model(path: str, device: str) -> Any:
     """A SentenceTransformer for ``path`` on ``device``, loaded once per process."""
-    with _lock:
-        model = _models.get((path, device))
-        if model is None:
-            from sentence_transformers import SentenceTransformer
 
-            model = SentenceTransformer(path, device=device, local_files_only=True)
-            model.eval()
-            _models[(path, device)] = model
+    def load() -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(path, device=device, local_files_only=True)
+        model.eval()
         return model
+
+    return _models.get((path, device), load)
 
 
 class SbertCosine(SampleMetric):

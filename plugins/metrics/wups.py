@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from vlmbench.api import Arg, ArgError, SampleMetric, vqa_normalize
+from vlmbench_plugins.metrics.wordnet_reader import load_wordnet_reader
 
 THRESHOLDS = (0.0, 0.9)
 _INF = math.inf
@@ -216,16 +217,8 @@ class Wups(SampleMetric):
     def setup(self) -> None:
         if self._scorer is not None:
             return
-        from vlmbench.api import find_wordnet, load_wordnet
-
-        location = find_wordnet()
-        wordnet = load_wordnet(location)
+        wordnet, self._wordnet_source = load_wordnet_reader()
         self._scorer = scorer_for(wordnet)
-        self._wordnet_source = {
-            "source": location.source,
-            "path": str(location.root),
-            "version": wordnet.get_version(),
-        }
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
         if self._scorer is None:

@@ -2,81 +2,54 @@
 
 from vlmbench.api import hookimpl
 
+# One row per model: registered name, implementation ("module:Class" below this package), default
+# checkpoint (None: the model has no weights) and that checkpoint's size for listings. A table, so that
+# every model is registered the same way and adding one is a line here and a summary below.
+_MODELS = (
+    ("blip", "blip.vqa:BlipVQA", "Salesforce/blip-vqa-base", "385M"),
+    ("lora-blip", "blip.lora:LoraBlip", "base model named by the adapter", "385M + adapter"),
+    ("blip2", "blip2:Blip2", "Salesforce/blip2-opt-2.7b", "3.9B"),
+    ("qwen2.5-vl", "qwen2_5_vl:Qwen25VL", "Qwen/Qwen2.5-VL-3B-Instruct", "3.8B"),
+    ("smolvlm", "smolvlm:SmolVLM", "HuggingFaceTB/SmolVLM-500M-Instruct", "507M"),
+    ("clip", "clip:ClipRanker", "ViT-B-32 (openai)", "151M"),
+    ("prior", "prior:PriorModel", None, "0"),
+    ("vilbert", "vilbert.plugin:VilbertModel", "multi_task_model.bin", "268M"),
+    ("ofa", "ofa.plugin:OFAModel", "OFA-Sys/ofa-base", "182M"),
+)
+
+# What `vlmbench list` says of each model.
+_SUMMARIES = {
+    "blip": "BLIP fine-tuned for VQA: image-grounded question encoder + answer decoder",
+    "lora-blip": "BLIP VQA with a LoRA adapter (e.g. from `vlmbench finetune`); adapter=DIR required",
+    "blip2": "BLIP-2: frozen ViT-g image encoder, Q-Former and OPT-2.7B language model",
+    "qwen2.5-vl": "Qwen2.5-VL instruct chat model with native-resolution vision",
+    "smolvlm": "SmolVLM instruct chat model (Idefics3 architecture) with image splitting",
+    "clip": "CLIP zero-shot answer ranking with open_clip: prompt-ensembled image-text similarity",
+    "prior": "Blind baseline: most frequent answer among the most similar training questions (no image, no weights)",
+    "vilbert": "ViLBERT 12-in-1 VQA head (closed vocabulary of 3129 answers); grid features are an approximation",
+    "ofa": "OFA (One For All) encoder-decoder: beam-search answers, Trie-constrained or all-candidate ranking",
+}
+
+# Where a model departs from the common case: CLIP can only rank (it has no decoder), and the LoRA
+# variant uses BLIP's prompt template.
+_OVERRIDES: dict[str, dict[str, object]] = {
+    "clip": {"request_types": ("rank",)},
+    "lora-blip": {"family": "blip"},
+}
+
 
 @hookimpl
 def register_models(register):
-    register(
-        "blip",
-        "vlmbench_plugins.models.blip.vqa:BlipVQA",
-        summary="BLIP fine-tuned for VQA: image-grounded question encoder + answer decoder",
-        default_checkpoint="Salesforce/blip-vqa-base",
-        request_types=("generate", "rank"),
-        parameters="385M",
-    )
-    register(
-        "lora-blip",
-        "vlmbench_plugins.models.blip.lora:LoraBlip",
-        summary="BLIP VQA with a LoRA adapter (e.g. from `vlmbench finetune`); adapter=DIR required",
-        default_checkpoint="base model named by the adapter",
-        request_types=("generate", "rank"),
-        parameters="385M + adapter",
-        family="blip",
-    )
-    register(
-        "blip2",
-        "vlmbench_plugins.models.blip2:Blip2",
-        summary="BLIP-2: frozen ViT-g image encoder, Q-Former and OPT-2.7B language model",
-        default_checkpoint="Salesforce/blip2-opt-2.7b",
-        request_types=("generate", "rank"),
-        parameters="3.9B",
-    )
-    register(
-        "qwen2.5-vl",
-        "vlmbench_plugins.models.qwen2_5_vl:Qwen25VL",
-        summary="Qwen2.5-VL instruct chat model with native-resolution vision",
-        default_checkpoint="Qwen/Qwen2.5-VL-3B-Instruct",
-        request_types=("generate", "rank"),
-        parameters="3.8B",
-    )
-    register(
-        "smolvlm",
-        "vlmbench_plugins.models.smolvlm:SmolVLM",
-        summary="SmolVLM instruct chat model (Idefics3 architecture) with image splitting",
-        default_checkpoint="HuggingFaceTB/SmolVLM-500M-Instruct",
-        request_types=("generate", "rank"),
-        parameters="507M",
-    )
-    register(
-        "clip",
-        "vlmbench_plugins.models.clip:ClipRanker",
-        summary="CLIP zero-shot answer ranking with open_clip: prompt-ensembled image-text similarity",
-        default_checkpoint="ViT-B-32 (openai)",
-        request_types=("rank",),
-        parameters="151M",
-    )
-    register(
-        "prior",
-        "vlmbench_plugins.models.prior:PriorModel",
-        summary="Blind baseline: most frequent answer among the most similar training questions (no image, no weights)",
-        request_types=("generate", "rank"),
-        parameters="0",
-    )
-    register(
-        "vilbert",
-        "vlmbench_plugins.models.vilbert.plugin:VilbertModel",
-        summary="ViLBERT 12-in-1 VQA head (closed vocabulary of 3129 answers); grid features are an approximation",
-        default_checkpoint="multi_task_model.bin",
-        request_types=("generate", "rank"),
-        parameters="268M",
-    )
-    register(
-        "ofa",
-        "vlmbench_plugins.models.ofa.plugin:OFAModel",
-        summary="OFA (One For All) encoder-decoder: beam-search answers, Trie-constrained or all-candidate ranking",
-        default_checkpoint="OFA-Sys/ofa-base",
-        request_types=("generate", "rank"),
-        parameters="182M",
-    )
+    for name, target, checkpoint, parameters in _MODELS:
+        meta = {"request_types": ("generate", "rank"), **_OVERRIDES.get(name, {})}
+        register(
+            name,
+            f"vlmbench_plugins.models.{target}",
+            summary=_SUMMARIES[name],
+            default_checkpoint=checkpoint,
+            parameters=parameters,
+            **meta,
+        )
 
 
 @hookimpl

@@ -76,16 +76,10 @@ class ClipRanker(Model):
     default_prompt = "{question}"
     version = "1"
 
-    def __init__(
-        self,
-        entry: ModelEntry,
-        args: dict[str, Any],
-        *,
-        device: str = "cpu",
-        dtype: str = "auto",
-        seed: int = 0,
-    ):
-        super().__init__(entry, args, device=device, dtype=resolve_dtype(dtype, device), seed=seed)
+    def __init__(self, entry: ModelEntry, args: dict[str, Any], **options: Any) -> None:
+        # device, dtype and seed are Model's, with its defaults; "auto" and aliases become a dtype name.
+        super().__init__(entry, args, **options)
+        self.dtype = resolve_dtype(self.dtype, self.device)
         self.templates = self._read_templates()
         pretrained = args["pretrained"]
         path = Path(pretrained).expanduser()

@@ -8,7 +8,6 @@ import json
 import re
 import xml.etree.ElementTree as ET
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
@@ -21,20 +20,14 @@ from vlmbench.model import Model
 from vlmbench.plugins import load_plugins
 from vlmbench.runner import evaluate
 
-from vlmbench_testing import make_images, write_task
-
-COLOURS = {"red": (220, 30, 30), "green": (40, 160, 60), "blue": (40, 80, 210), "yellow": (240, 220, 40)}
+from vlmbench_testing import closest_colour, make_images, write_task
 
 
 class LooksAtColour(Model):
     """Names the image's closest colour for every question: right on colour questions only."""
 
     def generate(self, batch, generation):
-        out = []
-        for r in batch.requests:
-            px = np.asarray(r.image).reshape(-1, 3).mean(0)
-            out.append(min(COLOURS, key=lambda n: ((px - COLOURS[n]) ** 2).sum()))
-        return out
+        return [closest_colour(r.image) for r in batch.requests]
 
     def describe(self):
         return {**super().describe(), "parameters": 2_000_000}
@@ -56,8 +49,7 @@ class RanksColours(Model):
     def rank(self, batch):
         out = []
         for r in batch.requests:
-            px = np.asarray(r.image).reshape(-1, 3).mean(0)
-            best = min(COLOURS, key=lambda n: ((px - COLOURS[n]) ** 2).sum())
+            best = closest_colour(r.image)
             out.append([float(c == best) for c in r.candidates])
         return out
 

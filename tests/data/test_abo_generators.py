@@ -20,6 +20,11 @@ from .abo_testkit import ScriptedModel, ScriptedPlugin, real_records
 # -- parsing replies -------------------------------------------------------------------------------
 
 
+def _triple(question: str, answer: str, difficulty: str) -> dict:
+    """A parsed item as ``parse_reply`` returns it (the difficulty still as written)."""
+    return {"question": question, "answer": answer, "difficulty": difficulty}
+
+
 def test_parse_json_shapes():
     expected = [{"question": "What colour?", "answer": "Red", "difficulty": 0}]
     assert parse_reply(json.dumps(expected)) == (expected, {})
@@ -27,21 +32,15 @@ def test_parse_json_shapes():
     assert parse_reply(json.dumps({"questions": expected}))[0] == expected
     assert parse_reply("Here you go: " + json.dumps(expected))[0] == expected
     upper = [{"Question": "What colour?", "Answer": "Red", "Level": "0"}]
-    assert parse_reply(json.dumps(upper))[0] == [
-        {"question": "What colour?", "answer": "Red", "difficulty": "0"}
-    ]
+    assert parse_reply(json.dumps(upper))[0] == [_triple("What colour?", "Red", "0")]
     triples, problems = parse_reply(json.dumps([*expected, {"question": "no answer"}, "text"]))
     assert triples == expected and problems == {"unparsed_fragment": 2}
 
 
 def test_parse_the_studys_delimited_format():
     text = "What colour is the sofa? # Grey # 0 % What is the frame made of? # Wood # 2 %"
-    triples, problems = parse_reply(text)
-    assert triples == [
-        {"question": "What colour is the sofa?", "answer": "Grey", "difficulty": "0"},
-        {"question": "What is the frame made of?", "answer": "Wood", "difficulty": "2"},
-    ]
-    assert problems == {}
+    sofa = _triple("What colour is the sofa?", "Grey", "0")
+    assert parse_reply(text) == ([sofa, _triple("What is the frame made of?", "Wood", "2")], {})
     numbered = "1. Question: What colour? # Answer: Red # Difficulty: 1\nnonsense\n2) What shape? | Round | 0\nThat is all."
     triples, problems = parse_reply(numbered)
     assert [(t["question"], t["answer"], parse_difficulty(t["difficulty"])) for t in triples] == [
@@ -55,8 +54,8 @@ def test_parse_csv_rows_with_quotes_and_header():
     text = 'question,answer,difficulty\n"How tall is it, in inches?",12,3\nWhat colour?,Red,0'
     triples, _ = parse_reply(text)
     assert triples == [
-        {"question": "How tall is it, in inches?", "answer": "12", "difficulty": "3"},
-        {"question": "What colour?", "answer": "Red", "difficulty": "0"},
+        _triple("How tall is it, in inches?", "12", "3"),
+        _triple("What colour?", "Red", "0"),
     ]
     unquoted, _ = parse_reply("How tall is it, in inches?,12,3")
     assert unquoted[0]["question"] == "How tall is it, in inches?" and unquoted[0]["answer"] == "12"
@@ -65,7 +64,7 @@ def test_parse_csv_rows_with_quotes_and_header():
 def test_parse_the_studys_csv_rows_question_difficulty_answer():
     # The paper's reply format: no header, the difficulty in the middle.
     assert parse_reply("What is the color of the headboard?,0,Gray") == (
-        [{"question": "What is the color of the headboard?", "answer": "Gray", "difficulty": "0"}],
+        [_triple("What is the color of the headboard?", "Gray", "0")],
         {},
     )
     reply = (

@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 from PIL import Image, ImageDraw
 
-from vlmbench_testing import COLOURS
+from vlmbench_testing import COLOURS, image_colours, sample_row
 
 TESTS = Path(__file__).resolve().parent.parent
 if str(TESTS) not in sys.path:
@@ -51,9 +51,7 @@ def make_task(folder: Path, n_images: int = 6) -> TinyTask:
     """A task in the seed study's CSV format on generated PNG and JPEG images."""
     images = folder / "images"
     rows = []
-    names = list(COLOURS)
-    for i in range(n_images):
-        colour = names[i % len(names)]
+    for i, colour in enumerate(image_colours(n_images)):
         rel = f"{i:02x}/item{i}.{'png' if i % 2 else 'jpg'}"
         (images / rel).parent.mkdir(parents=True, exist_ok=True)
         image = Image.new("RGB", (40 + 12 * i, 36 + 6 * i), COLOURS[colour])
@@ -61,15 +59,7 @@ def make_task(folder: Path, n_images: int = 6) -> TinyTask:
         image.save(images / rel)
         for j in range(2):
             question, answer, difficulty = QUESTIONS[(i + j) % len(QUESTIONS)]
-            rows.append(
-                {
-                    "image_id": f"item{i}",
-                    "path": rel,
-                    "question": question,
-                    "answer": answer or colour,
-                    "difficulty": difficulty,
-                }
-            )
+            rows.append(sample_row(f"item{i}", rel, question, answer or colour, difficulty))
     with open(folder / "data.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -110,13 +110,9 @@ def test_broken_checkpoint_folders_are_skipped_with_their_reason(checkpoints, tm
         assert "pretrained=PATH" in reasons[str(path)], (fault, reasons[str(path)])
     results_files = [json.loads(p.read_text()) for p in tmp_path.glob("runs*/*/*/results.json")]
     assert len(results_files) == len(bad) and all(r["status"] == "skipped" for r in results_files)
-    for fault in bad:
-        reliability.record(
-            GROUP,
-            f"checkpoint folder: {fault}",
-            1,
-            "model skipped with the reason (exit 4 when no model ran)",
-        )
+    reliability.record_each(
+        GROUP, bad, "model skipped with the reason (exit 4 when no model ran)", prefix="checkpoint folder: "
+    )
 
 
 def test_hostile_and_foreign_checkpoints_are_refused(checkpoints, tmp_path, reliability):
@@ -143,8 +139,7 @@ def test_hostile_and_foreign_checkpoints_are_refused(checkpoints, tmp_path, reli
         assert cases[name][1] in line, (name, line)
     assert "refusing to load" in _error(results["pickle weights that would run a command"])
     assert not marker.exists()
-    for name in cases:
-        reliability.record(GROUP, name, 1, "one Error: line before any answer, exit 2; nothing executed")
+    reliability.record_each(GROUP, cases, "one Error: line before any answer, exit 2; nothing executed")
 
 
 def test_refusals_of_other_hostile_checkpoints(checkpoints, tmp_path, reliability):
@@ -179,8 +174,9 @@ def test_refusals_of_other_hostile_checkpoints(checkpoints, tmp_path, reliabilit
         with pytest.raises(error, match=text):
             model.load()
         assert not marker.exists()
-    for name in cases:
-        reliability.record(GROUP, f"checkpoint folder: {name}", 1, "refused or skipped with a clear reason")
+    reliability.record_each(
+        GROUP, cases, "refused or skipped with a clear reason", prefix="checkpoint folder: "
+    )
 
 
 # -- ViLBERT region features ---------------------------------------------------------------------------

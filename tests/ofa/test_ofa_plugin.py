@@ -108,20 +108,21 @@ def test_check_parity_command_passes_on_the_shipped_fixture():
         assert f"index buffer {name} " in result.output
 
 
+def _nudge(fixture: dict, part: str, key: str, index: tuple[int, int], delta: float) -> None:
+    """Change one element of the tensor ``fixture[part][key]`` by ``delta``, on copies."""
+    tensors = dict(fixture[part])
+    changed = tensors[key].clone()
+    changed[index] += delta
+    tensors[key] = changed
+    fixture[part] = tensors
+
+
 def _perturbed(tmp_path: Path, *, weight: bool, buffer: bool) -> Path:
     fixture = torch.load(FIXTURE, weights_only=True)
     if weight:
-        state = dict(fixture["state_dict"])
-        changed = state["decoder.layers.0.fc1.weight"].clone()
-        changed[3, 7] += 0.05
-        state["decoder.layers.0.fc1.weight"] = changed
-        fixture["state_dict"] = state
+        _nudge(fixture, "state_dict", "decoder.layers.0.fc1.weight", (3, 7), 0.05)
     if buffer:
-        slices = dict(fixture["buffer_slices"])
-        table = slices["image_rp_bucket[:300,:300]"].clone()
-        table[10, 20] += 1
-        slices["image_rp_bucket[:300,:300]"] = table
-        fixture["buffer_slices"] = slices
+        _nudge(fixture, "buffer_slices", "image_rp_bucket[:300,:300]", (10, 20), 1)
     path = tmp_path / "perturbed.pt"
     torch.save(fixture, path)
     return path

@@ -92,16 +92,10 @@ class HFModel(LikelihoodRanking, Model):
             merged.update(base.__dict__.get("args", {}))
         cls.args = merged
 
-    def __init__(
-        self,
-        entry: ModelEntry,
-        args: dict[str, Any],
-        *,
-        device: str = "cpu",
-        dtype: str = "auto",
-        seed: int = 0,
-    ):
-        super().__init__(entry, args, device=device, dtype=resolve_dtype(dtype, device), seed=seed)
+    def __init__(self, entry: ModelEntry, args: dict[str, Any], **options: Any) -> None:
+        # device, dtype and seed are Model's, with its defaults; "auto" and aliases become a dtype name.
+        super().__init__(entry, args, **options)
+        self.dtype = resolve_dtype(self.dtype, self.device)
         checkpoint = args.get("pretrained") or entry.default_checkpoint
         if not checkpoint:
             raise ArgError(

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vlmbench_plugins.models.key_listing import listed_section
+
 from .config import RESNET_LAYERS, OFAConfig
 from .modeling import INDEX_BUFFERS, OFAModel
 
@@ -83,22 +85,14 @@ class StateDictDiff:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def render(self, limit: int = 20) -> str:
-        lines: list[str] = []
-
-        def section(title: str, items: list[str]) -> None:
-            if not items:
-                return
-            lines.append(f"{title} ({len(items)}):")
-            lines.extend(f"  {item}" for item in items[:limit])
-            if len(items) > limit:
-                lines.append(f"  ... and {len(items) - limit} more")
-
-        section("missing from checkpoint", self.missing)
-        section("unexpected in checkpoint", self.unexpected)
-        section(
-            "shape mismatches",
-            [f"{key}: checkpoint {list(got)} vs model {list(want)}" for key, got, want in self.mismatched],
-        )
+        shapes = [
+            f"{key}: checkpoint {list(got)} vs model {list(want)}" for key, got, want in self.mismatched
+        ]
+        lines = [
+            *listed_section("missing from checkpoint", self.missing, limit),
+            *listed_section("unexpected in checkpoint", self.unexpected, limit),
+            *listed_section("shape mismatches", shapes, limit),
+        ]
         return "\n".join(lines) if lines else "state dict matches"
 
 
@@ -456,12 +450,6 @@ def load_ofa(
     return LoadedOFA(model.eval(), raw.source_format, raw.metadata)
 
 
-def load_ofa_model(
-    path: str | Path,
-    config: OFAConfig | None = None,
-    *,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-) -> OFAModel:
-    """:func:`load_ofa` without the provenance."""
-    return load_ofa(path, config, device=device, dtype=dtype).model
+def load_ofa_model(path: str | Path, config: OFAConfig | None = None, **options: Any) -> OFAModel:
+    """:func:`load_ofa` (the same ``device`` and ``dtype`` options) without the provenance."""
+    return load_ofa(path, config, **options).model

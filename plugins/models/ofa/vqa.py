@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -244,15 +245,11 @@ class OFAForVQA:
         )
 
     def generate(
-        self,
-        images: Images | VQAInputs,
-        questions: Sequence[str] | None = None,
-        max_new_tokens: int = 5,
-        num_beams: int = 5,
-        length_penalty: float = 0.0,
+        self, images: Images | VQAInputs, questions: Sequence[str] | None = None, **search: Any
     ) -> list[str]:
-        """Free-form answers (best beam, decoded and stripped)."""
-        hypotheses = self.generate_hypotheses(images, questions, max_new_tokens, num_beams, length_penalty)
+        """Free-form answers (best beam, decoded and stripped). ``search``: the options of
+        :meth:`generate_hypotheses` (``max_new_tokens``, ``num_beams``, ...)."""
+        hypotheses = self.generate_hypotheses(images, questions, **search)
         return [self.decode_tokens(row[0].tokens) for row in hypotheses]
 
     def _candidates(self, candidates: Candidates | None, rows: int) -> list[Sequence[str]]:
@@ -311,11 +308,11 @@ class OFAForVQA:
         images: Images | VQAInputs,
         questions: Sequence[str] | None = None,
         candidates: Candidates | None = None,
-        num_beams: int = 5,
-        max_new_tokens: int | None = None,
+        **search: Any,
     ) -> list[str]:
-        """Beam search that can only produce one of the candidates; returns the candidate text."""
-        scored = self.constrained_scores(images, questions, candidates, num_beams, max_new_tokens)
+        """Beam search that can only produce one of the candidates; returns the candidate text.
+        ``search``: the options of :meth:`constrained_scores` (``num_beams``, ``max_new_tokens``)."""
+        scored = self.constrained_scores(images, questions, candidates, **search)
         per_row = self._candidates(candidates, len(scored))
         # A beam that finished no candidate (every path blocked) falls back to the first candidate.
         return [row[next(iter(found), 0)] for row, found in zip(per_row, scored, strict=True)]

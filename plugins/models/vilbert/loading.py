@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from vlmbench.api import PicklableError
+from vlmbench_plugins.models.key_listing import listed_section
 
 from .config import VilbertConfig, coerce_config
 from .modeling import VARIANTS, build_model
@@ -74,12 +75,7 @@ class StateDictDiff:
             ),
         ]  # fmt: skip
         for title, rows, keys in sections:
-            if not rows:
-                continue
-            lines.append(f"{title} ({len(rows)}):")
-            lines.extend(f"  {row}" for row in rows[:limit])
-            if len(rows) > limit:
-                lines.append(f"  ... and {len(rows) - limit} more; by module: {_module_counts(keys)}")
+            lines += listed_section(title, rows, limit, more=f"; by module: {_module_counts(keys)}")
         return "\n".join(lines)
 
 

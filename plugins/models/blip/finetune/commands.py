@@ -7,6 +7,7 @@ load when a command runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,135 +18,81 @@ from vlmbench_plugins.models.blip.finetune.presets import PRESETS
 _PRESET_HELP = "; ".join(f"{p.name} = {p.study_name}" for p in PRESETS.values())
 
 
+def _option(*decls: str, default: Any, help: str, **kwargs: Any) -> Callable[[Callable], Callable]:
+    """A click option whose default --help shows: the defaults are the study's settings, so a reader
+    of --help sees what a plain run does. Click takes the type from the default (int, float, bool)
+    unless ``type`` is given."""
+    return click.option(*decls, default=default, show_default=True, help=help, **kwargs)
+
+
+def _choice(
+    name: str, choices: Sequence[str], help: str, default: str | None = None
+) -> Callable[[Callable], Callable]:
+    """An option taking one of ``choices``; the default (shown) is the first unless ``default`` says."""
+    return _option(name, default=default or choices[0], help=help, type=click.Choice(list(choices)))
+
+
+def _output_dir_option(help: str) -> Callable[[Callable], Callable]:
+    """``--output-dir``, required by both commands; only what goes into the folder differs."""
+    return click.option(
+        "--output-dir", "-o", type=click.Path(file_okay=False, path_type=Path), required=True, help=help
+    )
+
+
 @click.command("finetune")
-@click.option(
-    "--model",
-    "-m",
-    default="blip",
-    show_default=True,
-    help="Base model plugin to fine-tune (a BLIP VQA plugin).",
-)
+@_option("--model", "-m", default="blip", help="Base model plugin to fine-tune (a BLIP VQA plugin).")
 @click.option(
     "--task",
     "-t",
     required=True,
     help="Task whose train split is learned and whose val split is validated on (name or YAML path).",
 )
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Folder for checkpoints, logs and the adapters best/ and last/.",
-)
+@_output_dir_option("Folder for checkpoints, logs and the adapters best/ and last/.")
 @click.option("--name", help="Run name shown in leaderboards [default: the output folder's name].")
 @click.option("--pretrained", help="Base checkpoint: Hub id or local directory [default: the plugin's].")
 @click.option("--revision", help="Hub revision of the base checkpoint.")
 @click.option("--local-files-only", is_flag=True, help="Never download the base checkpoint.")
 @click.option("--train-split", help="Split to train on [default: the task's train_split].")
-@click.option(
-    "--val-split",
-    default="val",
-    show_default=True,
-    help="Split validated on after every epoch; an empty string for none.",
-)
+@_option("--val-split", default="val", help="Split validated on after every epoch; an empty string for none.")
 @click.option("--train-limit", type=int, help="Train on the first N samples of the train split only.")
 @click.option("--val-limit", type=int, help="Validate on the first N samples of the val split only.")
-@click.option("--rank", "-r", type=int, default=16, show_default=True, help="LoRA rank r.")
+@_option("--rank", "-r", default=16, help="LoRA rank r.")
 @click.option("--alpha", type=float, help="LoRA alpha (scaling alpha/r) [default: 2 x rank].")
-@click.option("--dropout", type=float, default=0.05, show_default=True, help="Dropout on the LoRA input.")
-@click.option(
+@_option("--dropout", default=0.05, help="Dropout on the LoRA input.")
+@_choice(
     "--targets",
-    type=click.Choice(list(PRESETS)),
+    list(PRESETS),
+    f"Modules to adapt, named as in the study ({_PRESET_HELP}); see docs/finetune.md.",
     default="query_value",
-    show_default=True,
-    help=f"Modules to adapt, named as in the study ({_PRESET_HELP}); see docs/finetune.md.",
 )
 @click.option(
     "--target-pattern", help="A regular expression over full module names to adapt instead of --targets."
 )
-@click.option(
-    "--learning-rate",
-    "--lr",
-    "learning_rate",
-    type=float,
-    default=2e-4,
-    show_default=True,
-    help="Peak learning rate of AdamW.",
-)
-@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="AdamW weight decay.")
-@click.option(
-    "--lr-scheduler",
-    type=click.Choice(["linear", "cosine", "constant"]),
-    default="linear",
-    show_default=True,
-    help="Learning-rate schedule after warm-up.",
-)
-@click.option(
-    "--warmup-ratio",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Share of the optimizer steps spent warming up linearly from 0.",
-)
+@_option("--learning-rate", "--lr", "learning_rate", default=2e-4, help="Peak learning rate of AdamW.")
+@_option("--weight-decay", default=0.0, help="AdamW weight decay.")
+@_choice("--lr-scheduler", ["linear", "cosine", "constant"], "Learning-rate schedule after warm-up.")
+@_option("--warmup-ratio", default=0.0, help="Share of the optimizer steps spent warming up linearly from 0.")
 @click.option("--warmup-steps", type=int, help="Warm-up steps (instead of --warmup-ratio).")
-@click.option("--epochs", type=int, default=5, show_default=True, help="Passes over the train split.")
+@_option("--epochs", default=5, help="Passes over the train split.")
 @click.option("--max-steps", type=int, help="Stop after this many optimizer steps in all.")
-@click.option(
+@_option(
     "--batch-size",
     "-b",
-    type=int,
     default=16,
-    show_default=True,
     help="Samples per batch and process (the effective batch is this x processes x --grad-accum).",
 )
 @click.option("--eval-batch-size", type=int, help="Batch size of validation [default: --batch-size].")
-@click.option(
-    "--grad-accum",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Batches whose gradients are accumulated per optimizer step.",
+@_option("--grad-accum", default=1, help="Batches whose gradients are accumulated per optimizer step.")
+@_option("--max-grad-norm", default=1.0, help="Clip the gradient norm to this (0: no clipping).")
+@_option("--label-smoothing", default=0.0, help="Label smoothing of the answer cross-entropy.")
+@_option(
+    "--max-answer-tokens", default=16, help="Answers are cut to this many tokens (with start and end tokens)."
 )
-@click.option(
-    "--max-grad-norm",
-    type=float,
-    default=1.0,
-    show_default=True,
-    help="Clip the gradient norm to this (0: no clipping).",
-)
-@click.option(
-    "--label-smoothing",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Label smoothing of the answer cross-entropy.",
-)
-@click.option(
-    "--max-answer-tokens",
-    type=int,
-    default=16,
-    show_default=True,
-    help="Answers are cut to this many tokens (with start and end tokens).",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed of the LoRA initialisation, the data order and dropout.",
-)
-@click.option(
-    "--mixed-precision",
-    type=click.Choice(["no", "bf16", "fp16"]),
-    default="no",
-    show_default=True,
-    help="Autocast precision (accelerate); bf16 on recent GPUs.",
-)
-@click.option(
+@_option("--seed", default=0, help="Seed of the LoRA initialisation, the data order and dropout.")
+@_choice("--mixed-precision", ["no", "bf16", "fp16"], "Autocast precision (accelerate); bf16 on recent GPUs.")
+@_option(
     "--dtype",
     default="auto",
-    show_default=True,
     help="Dtype of the base weights: auto (float32; with k-bit quantisation on a GPU the "
     "mixed-precision type), float32, bfloat16, float16.",
 )
@@ -156,48 +103,30 @@ _PRESET_HELP = "; ".join(f"{p.name} = {p.study_name}" for p in PRESETS.values())
     is_flag=True,
     help="Recompute activations in the backward pass (less memory, slower).",
 )
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="auto (the GPU accelerate assigns, else the CPU) or cpu.",
-)
-@click.option(
+@_option("--device", default="auto", help="auto (the GPU accelerate assigns, else the CPU) or cpu.")
+@_option(
     "--save-every-steps",
-    type=int,
     default=0,
-    show_default=True,
     help="Also checkpoint every N optimizer steps (a checkpoint is always taken after each epoch).",
 )
-@click.option(
-    "--keep-checkpoints", type=int, default=2, show_default=True, help="Checkpoints kept (the newest)."
-)
-@click.option(
+@_option("--keep-checkpoints", default=2, help="Checkpoints kept (the newest).")
+@_option(
     "--eval-before-training/--no-eval-before-training",
     default=True,
-    show_default=True,
     help="Validate the untrained adapter first (the starting point of the curves).",
 )
-@click.option(
+@_option(
     "--early-stopping-patience",
-    type=int,
     default=0,
-    show_default=True,
     help="Stop after this many validations without improvement (0: never).",
 )
-@click.option(
+@_choice(
     "--monitor",
-    type=click.Choice(["val_em", "val_loss"]),
-    default="val_em",
-    show_default=True,
-    help="Validation metric that picks the best adapter and drives early stopping.",
+    ["val_em", "val_loss"],
+    "Validation metric that picks the best adapter and drives early stopping.",
 )
-@click.option(
-    "--min-delta",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Smallest change of the monitored metric that counts as an improvement.",
+@_option(
+    "--min-delta", default=0.0, help="Smallest change of the monitored metric that counts as an improvement."
 )
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in --output-dir.")
 @click.option(
@@ -205,16 +134,8 @@ _PRESET_HELP = "; ".join(f"{p.name} = {p.study_name}" for p in PRESETS.values())
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Continue from this checkpoint folder (OUT/checkpoints/step-N).",
 )
-@click.option(
-    "--num-workers", type=int, default=2, show_default=True, help="DataLoader workers decoding images."
-)
-@click.option(
-    "--log-every",
-    type=int,
-    default=10,
-    show_default=True,
-    help="Log the training loss every N optimizer steps.",
-)
+@_option("--num-workers", default=2, help="DataLoader workers decoding images.")
+@_option("--log-every", default=10, help="Log the training loss every N optimizer steps.")
 def finetune_command(**options: Any) -> None:
     """Fine-tune BLIP with LoRA on a task's train split (PEFT + accelerate).
 
@@ -263,13 +184,7 @@ def _config_options(options: dict[str, Any]) -> dict[str, Any]:
 )
 @click.option("--task", "-t", help="Task (overrides the sweep file's).")
 @click.option("--model", "-m", help="Base model plugin (overrides the sweep file's) [default: blip].")
-@click.option(
-    "--output-dir",
-    "-o",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Each run trains into OUTPUT_DIR/<name>/; evaluations go to OUTPUT_DIR/eval/.",
-)
+@_output_dir_option("Each run trains into OUTPUT_DIR/<name>/; evaluations go to OUTPUT_DIR/eval/.")
 @click.option(
     "--set",
     "settings",
@@ -285,11 +200,10 @@ def _config_options(options: dict[str, Any]) -> dict[str, Any]:
     help="Train every combination, e.g. --grid rank=8,16,32 --grid targets=query_value,query_key_value.",
 )
 @click.option("--only", multiple=True, help="Train and evaluate only the runs with these names.")
-@click.option(
+@_option(
     "--eval/--no-eval",
     "do_eval",
     default=True,
-    show_default=True,
     help="Evaluate the base model and every adapter on the task's test split.",
 )
 @click.option("--eval-batch-size", type=int, help="Batch size of the evaluation.")
