@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from vlmbench.cli import cli
 from vlmbench_plugins.datasets.abo.prepare import PrepareOptions, prepare
 from vlmbench_plugins.models.blip.finetune.sweep import STUDY_RUNS
 
@@ -149,9 +151,9 @@ def test_study_mistakes_are_one_line_before_any_model_work(study_setup, tmp_path
         (["--task", "abo_singel_word"], "did you mean 'abo_single_word'"),
         (["-c", "nothere"], "unknown run configuration 'nothere'"),
     ]
-    for extra, message in cases:
-        res = run_cli(["study", "-c", str(run_file), "-o", str(out), *extra], cwd=tmp_path)
-        assert res.returncode == 2, (extra, res.stderr)
+    for extra, message in cases:  # in-process: the same command group `vlmbench` runs
+        res = CliRunner().invoke(cli, ["study", "-c", str(run_file), "-o", str(out), *extra])
+        assert res.exit_code == 2, (extra, res.output)
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], (extra, lines)
         assert not (out / "models").exists() or not any((out / "models").iterdir())
