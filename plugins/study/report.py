@@ -42,7 +42,18 @@ def write_report(plan: StudyPlan, result: StudyResult) -> Path:
         leaderboard_markdown(rows, columns=columns) if rows else "No model was run.\n",
     ]
     parts += [f"- {label}: not run: {reason}" for label, reason in result.skipped]
-    parts += ["", "## By difficulty", "", difficulty_markdown(rows, columns=columns) if rows else "–\n"]
+    # Average Mark has no per-level value (one weight per level): columns no level has are left out.
+    levels = [
+        c
+        for c in columns
+        if any(c in (e.get("metrics") or {}) for r in rows for e in r.by_difficulty.values())
+    ]
+    parts += ["", "## By difficulty", "", difficulty_markdown(rows, columns=levels) if rows else "–\n"]
+    if "average_mark" in columns and "average_mark" not in levels:
+        parts += [
+            "Average Mark has no per-level value: within a level it equals Exact Match (docs/metrics.md).",
+            "",
+        ]
     parts += ["## LoRA configurations", "", _lora_section(result), "## 8-bit quantisation", ""]
     quant_md, quant = _quantization_section(result.quantization)
     parts += [quant_md, "## Figures", "", _figures_section(result, out)]
