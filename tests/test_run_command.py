@@ -169,3 +169,18 @@ def test_output_shows_progress_results_and_real_warnings_only(tmp_path, quiet):
     assert "kernels-community" not in res.stderr and "Traceback" not in res.stderr
     if quiet:
         assert "Loading weights" not in res.stderr and "%|" not in res.stderr
+
+
+def test_vlmbench_warnings_are_one_plain_line(tmp_path):
+    """A warning of vlmbench's own (here: no sample has a difficulty weight for Average Mark) reads as
+    one `warning:` line, not as a Python warning with a source path and code line."""
+    preds = tmp_path / "preds.csv"
+    preds.write_text("question,answer,prediction\nwhat colour?,red,red\nwhat material?,wood,metal\n")
+    res = run_cli(["score", str(preds), "--prediction-column", "prediction", "--reference-column", "answer",
+                   "--metrics", "exact_match,average_mark", "-o", str(tmp_path / "out")])  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    warned = [line for line in res.stderr.splitlines() if "left out" in line]
+    assert warned == [
+        "warning: average_mark: 2 of 2 samples left out (no difficulty weight: 2 at level unknown)"
+    ]
+    assert "UserWarning" not in res.stderr and ".py:" not in res.stderr

@@ -37,6 +37,21 @@ class _Once(logging.Filter):
         return True
 
 
+# vlmbench's own warnings (e.g. samples left out of Average Mark) are messages for the user, shown as one
+# line; where in vlmbench they were raised means nothing to a user.
+_OURS = tuple(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep + name + os.sep
+    for name in ("vlmbench", "plugins", "vlmbench_plugins")
+)
+_library_format = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    if category is UserWarning and os.path.abspath(filename).startswith(_OURS):
+        return f"warning: {message}\n"
+    return _library_format(message, category, filename, lineno, line)
+
+
 def tame_library_output(quiet: bool = False) -> None:
     """Configure library logging and warnings for the command line (call before heavy imports).
 
@@ -50,6 +65,7 @@ def tame_library_output(quiet: bool = False) -> None:
     # A deprecation inside a library, raised at every evaluation step, is one message, not hundreds.
     warnings.filterwarnings("once", category=FutureWarning)
     warnings.filterwarnings("once", category=DeprecationWarning)
+    warnings.formatwarning = _format_warning
     if quiet:
         for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
             os.environ.setdefault(variable, "1")
