@@ -156,6 +156,10 @@ def _nltk_data_url() -> str:
     return Downloader.DEFAULT_URL
 
 
+# The files nltk's WordNet reader reads whole, front to back, when it starts.
+_POS_INDEXES = frozenset(f"index.{pos}" for pos in ("noun", "verb", "adj", "adv"))
+
+
 def load_wordnet(location: WordNetLocation | None = None):
     """An nltk ``WordNetCorpusReader`` over ``location`` (default: :func:`find_wordnet`), one per process."""
     location = location or find_wordnet()
@@ -171,12 +175,22 @@ def load_wordnet(location: WordNetLocation | None = None):
 def _open_reader(location: WordNetLocation):
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
+    from nltk.data import FileSystemPathPointer
 
     class _Reader(WordNetCorpusReader):
         # nltk maps every other WordNet version onto 3.0 through index.sense at start-up; vlmbench reads
         # English 3.0 only (no Open Multilingual Wordnet), so that mapping is never needed.
         def map_wn(self, version: str = "wordnet"):
             return None
+
+        def open(self, file: str):
+            # nltk's seekable stream decodes line by line in Python, which makes reading the 180,000
+            # lines of the four part-of-speech indexes at start-up take seconds. Those are only read
+            # front to back, once, so a plain text file reads them; every other file (data files are
+            # read by offset) keeps nltk's stream.
+            if file in _POS_INDEXES and isinstance(self._root, FileSystemPathPointer):
+                return open(os.path.join(self._root.path, file), encoding="utf8")
+            return super().open(file)
 
     # nltk only reads files under its data roots.
     if location.data_dir not in nltk.data.path:
