@@ -15,8 +15,8 @@ What is here:
   and the answer normalisation they share (:func:`vqa_normalize`)
 - QA generators: :class:`Generator`, :class:`GenerationResult`, :class:`Job`, :class:`QAItem`, and
   :class:`Listing`, what a generator may rely on in the record a dataset plugin passes it
-- options: :class:`Arg` (typed, with bounds and choices), :func:`parse_kv`, and :func:`split_scoped`
-  for ``NAME:k=v,...`` values that address one of several plugins
+- options: :class:`Arg` (typed, with bounds and choices), :func:`parse_kv`, :func:`parse_batch_size`,
+  and :func:`split_scoped` for ``NAME:k=v,...`` values that address one of several plugins
 - errors: :class:`VlmbenchError` and its kinds; raise :class:`AssetMissingError` for weights or data
   that are not there, :class:`SampleError` for one request a model cannot answer
 - devices and assets: :func:`resolve_device`, :func:`resolve_dtype`, :func:`torch_dtype`, the
@@ -27,9 +27,10 @@ What is here:
   task) and :func:`run_plan`, with :class:`RunConfig`; tasks (:func:`resolve_task`,
   :class:`Task`, :func:`load_split`), answer filters, safe image reading and the artifact writers
   (atomic; :func:`write_json`, :func:`write_jsonl`, :func:`write_text`, :func:`load_results`; a run's
-  results file is named :data:`RESULTS_FILE`), run files (:func:`load_run_file`), and tables and
-  figures of runs: :func:`collect_runs`, :func:`leaderboard_row`, :func:`leaderboard_markdown` (with
-  :data:`STUDY_COLUMNS`, the study's column order), :func:`difficulty_markdown`,
+  results file is named :data:`RESULTS_FILE`), run files (:func:`find_run_file`,
+  :func:`load_run_file`), and tables and figures of runs: :func:`collect_runs`, :func:`leaderboard_row`, :func:`leaderboard_markdown` (with
+  :data:`STUDY_COLUMNS`, the study's column order, and :func:`study_order`), the metric columns of
+  rows (:func:`metric_columns`, :func:`difficulty_columns`), :func:`difficulty_markdown`,
   :func:`write_leaderboard` and :func:`render_figures`; for reports, :func:`now` and
   :func:`command_line` as results.json records them, and vlmbench's :data:`VERSION`
 """
@@ -71,7 +72,13 @@ from vlmbench.hf import (
 from vlmbench.hookspecs import hookimpl
 from vlmbench.hub import cached_commit, download_blocker, hub_file, hub_snapshot, is_hub_id, offline_first
 from vlmbench.images import ImageProblem, confined_path, decode_image, read_image_file
-from vlmbench.leaderboard import STUDY_COLUMNS, difficulty_markdown
+from vlmbench.leaderboard import (
+    STUDY_COLUMNS,
+    difficulty_columns,
+    difficulty_markdown,
+    metric_columns,
+    study_order,
+)
 from vlmbench.leaderboard import collect as collect_runs
 from vlmbench.leaderboard import row_from_results as leaderboard_row
 from vlmbench.leaderboard import to_markdown as leaderboard_markdown
@@ -85,7 +92,7 @@ from vlmbench.plugins import Plugins, load_plugins
 from vlmbench.provenance import command_line, now
 from vlmbench.registry import GeneratorEntry, MetricEntry, ModelEntry
 from vlmbench.request import Batch, Request
-from vlmbench.runconfig import ModelChoice, load_run_file
+from vlmbench.runconfig import ModelChoice, find_run_file, load_run_file, parse_batch_size
 from vlmbench.runner import RunResult, evaluate, run_plan
 from vlmbench.spec import GenerationSpec
 from vlmbench.task import Task, resolve_task
@@ -147,10 +154,12 @@ __all__ = [
     "count_parameters",
     "decode_image",
     "did_you_mean",
+    "difficulty_columns",
     "difficulty_markdown",
     "download_blocker",
     "evaluate",
     "file_sha256",
+    "find_run_file",
     "find_wordnet",
     "hookimpl",
     "hub_file",
@@ -165,8 +174,10 @@ __all__ = [
     "load_run_file",
     "load_split",
     "load_wordnet",
+    "metric_columns",
     "now",
     "offline_first",
+    "parse_batch_size",
     "parse_kv",
     "plan_run",
     "read_image_file",
@@ -178,6 +189,7 @@ __all__ = [
     "resolve_task",
     "run_plan",
     "split_scoped",
+    "study_order",
     "torch_dtype",
     "tree_sha256",
     "unknown_message",

@@ -137,6 +137,12 @@ def _in_order(names: list[str]) -> list[str]:
     return first + [c for c in names if c not in first]
 
 
+def study_order(names: Sequence[str]) -> list[str]:
+    """``names`` with the study's columns first, in the study's order (:data:`STUDY_COLUMNS`), then
+    the others as given."""
+    return [c for c in STUDY_COLUMNS if c in names] + [c for c in names if c not in STUDY_COLUMNS]
+
+
 def metric_columns(rows: Sequence[Row]) -> list[str]:
     """Every metric of the rows: Exact Match and Average Mark first, the rest in order of appearance."""
     cols: list[str] = []

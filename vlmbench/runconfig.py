@@ -81,6 +81,16 @@ def split_tasks(values: Sequence[str]) -> list[str]:
     return tasks
 
 
+def parse_batch_size(value: str | int) -> int | str:
+    """``--batch-size``: a positive number, or ``auto`` (the largest that fits on a GPU)."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) < 1:
+        raise VlmbenchError(f"--batch-size must be a positive number or 'auto', got {value!r}")
+    return int(text)
+
+
 def parse_limit(value: str | float | int | None) -> int | float | None:
     """``--limit N`` (the first N samples) or ``--limit 0.1`` (that fraction of them, rounded up)."""
     if value is None or value == "":
@@ -187,6 +197,15 @@ def _text(value: Any) -> str:
             f"model argument value {text!r} contains a comma, which the k=v,... form cannot carry"
         )
     return text
+
+
+def find_run_file(value: str, plugins: Any) -> Path:
+    """The run file ``value`` names: a YAML path, or a bundled run configuration's name
+    (``vlmbench list configs``; an unknown name is an error with did-you-mean)."""
+    path = Path(value).expanduser()
+    if path.is_file() or value.endswith((".yaml", ".yml")):
+        return path
+    return plugins.run_configs.get(value).path
 
 
 def load_run_file(path: str | Path) -> RunFile:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from vlmbench.api import EXIT_NOTHING_EVALUATED, ArgError
+from vlmbench.api import EXIT_NOTHING_EVALUATED, parse_batch_size
 
 
 @click.command("study")
@@ -65,7 +65,7 @@ def study_command(config, task, output_dir, model_args, lora, lora_base, lora_se
     from vlmbench_plugins.study.recipe import StudyOptions, plan_study, run_study
 
     run = {"device": device, "dtype": dtype, "limit": limit, "metrics": _split(metrics), "num_workers": num_workers,
-           "batch_size": _batch_size(batch_size), "cache": False if no_cache else cache}  # fmt: skip
+           "batch_size": None if batch_size is None else parse_batch_size(batch_size), "cache": False if no_cache else cache}  # fmt: skip
     run = {k: v for k, v in run.items() if v is not None}
     if quiet:
         run["progress"] = False
@@ -83,11 +83,3 @@ def study_command(config, task, output_dir, model_args, lora, lora_base, lora_se
 
 def _split(value: str | None) -> list[str] | None:
     return [m.strip() for m in value.split(",") if m.strip()] if value else None
-
-
-def _batch_size(value: str | None) -> int | str | None:
-    if value is None or value.strip().lower() == "auto":
-        return None if value is None else "auto"
-    if not value.strip().isdigit() or int(value) < 1:
-        raise ArgError(f"--batch-size must be a positive number or 'auto', got {value!r}")
-    return int(value)

@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vlmbench.api import (
     ArgError,
     AssetMissingError,
@@ -34,6 +32,7 @@ from vlmbench.api import (
     Task,
     UnsupportedTask,
     VlmbenchError,
+    find_run_file,
     leaderboard_row,
     load_run_file,
     parse_kv,
@@ -91,7 +90,7 @@ class StudyResult:
 
 def plan_study(options: StudyOptions, plugins: Any) -> StudyPlan:
     """Resolve and check everything before any model work."""
-    run_file = _run_file(options.config, plugins)
+    run_file = find_run_file(options.config, plugins)
     spec = load_run_file(run_file)
     task_name = options.task or _single_task(spec.tasks, run_file)
     task = resolve_task(task_name, plugins)
@@ -112,13 +111,6 @@ def plan_study(options: StudyOptions, plugins: Any) -> StudyPlan:
     if options.quantization and not options.lora:
         plugins.models.get(options.lora_base)  # the model quantised instead of the best adapter
     return StudyPlan(options, task, out, plans, skipped, sweep, run_file)
-
-
-def _run_file(value: str, plugins: Any) -> Path:
-    path = Path(value).expanduser()
-    if path.is_file() or value.endswith((".yaml", ".yml")):
-        return path
-    return plugins.run_configs.get(value).path
 
 
 def _file_options(file_options: Any) -> dict[str, Any]:
@@ -155,14 +147,10 @@ def _with_model_args(choices: list[ModelChoice], values: list[str]) -> list[Mode
 
 
 def _plan_sweep(options: StudyOptions, task: Task, out: Path, run: dict[str, Any], plugins: Any) -> Any:
-    from vlmbench_plugins.models.blip.finetune.sweep import load_sweep
+    from vlmbench_plugins.models.blip.finetune.sweep import load_sweep, parse_settings
 
     spec = load_sweep(None, task=task.name, model=options.lora_base)
-    for item in options.lora_settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ArgError(f"--lora-set expects KEY=VALUE, got {item!r}")
-        spec.defaults[key.strip()] = yaml.safe_load(value)
+    spec.defaults.update(parse_settings(options.lora_settings, "--lora-set"))
     for key in ("batch_size", "limit", "device", "dtype", "num_workers", "metrics"):
         if run.get(key) is not None:
             spec.evaluate[key] = run[key]

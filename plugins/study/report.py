@@ -15,13 +15,17 @@ from vlmbench.api import (
     STUDY_COLUMNS,
     VERSION,
     command_line,
+    difficulty_columns,
     difficulty_markdown,
     leaderboard_markdown,
     load_results,
+    metric_columns,
     now,
+    study_order,
     write_json,
     write_text,
 )
+from vlmbench_plugins.models.blip.finetune.sweep import format_number
 from vlmbench_plugins.study.recipe import FIGURES, StudyPlan, StudyResult
 
 
@@ -30,7 +34,7 @@ def write_report(plan: StudyPlan, result: StudyResult) -> Path:
     out = plan.output_dir
     made = {"created": now(), "version": VERSION, "command": command_line()}
     rows = [row for row, _ in result.models]
-    columns = study_columns(rows)
+    columns = study_order(metric_columns(rows))
     parts = [
         f"# The study on {plan.task.name}",
         "",
@@ -42,12 +46,8 @@ def write_report(plan: StudyPlan, result: StudyResult) -> Path:
         leaderboard_markdown(rows, columns=columns) if rows else "No model was run.\n",
     ]
     parts += [f"- {label}: not run: {reason}" for label, reason in result.skipped]
-    # Average Mark has no per-level value (one weight per level): columns no level has are left out.
-    levels = [
-        c
-        for c in columns
-        if any(c in (e.get("metrics") or {}) for r in rows for e in r.by_difficulty.values())
-    ]
+    # Average Mark has no per-level value (one weight per level), so the levels have their own columns.
+    levels = study_order(difficulty_columns(rows))
     parts += ["", "## By difficulty", "", difficulty_markdown(rows, columns=levels) if rows else "–\n"]
     if "average_mark" in columns and "average_mark" not in levels:
         parts += [
@@ -74,14 +74,6 @@ def write_report(plan: StudyPlan, result: StudyResult) -> Path:
         "report": str(report),
     })  # fmt: skip
     return report
-
-
-def study_columns(rows: list[Any]) -> list[str]:
-    """The metric columns in the study's order, then any other metric the runs hold."""
-    found: list[str] = []
-    for row in rows:
-        found += [m for m in row.metrics if m not in found]
-    return [c for c in STUDY_COLUMNS if c in found] + [c for c in found if c not in STUDY_COLUMNS]
 
 
 def _lora_section(result: StudyResult) -> str:
@@ -115,10 +107,10 @@ def _quantization_section(info: dict[str, Any] | None) -> tuple[str, dict[str, A
         cells = [
             info["chosen"],
             name,
-            _num(model.get("memory_footprint_mb"), 2),
-            _num(model.get("parameters")),
+            format_number(model.get("memory_footprint_mb"), 2),
+            format_number(model.get("parameters")),
         ]
-        lines.append("| " + " | ".join(cells + [_num(values[m]) for m in metrics]) + " |")
+        lines.append("| " + " | ".join(cells + [format_number(values[m]) for m in metrics]) + " |")
     delta = ["change", "8-bit − full", _delta(data["rows"], "memory_footprint_mb", 2), "–"]
     for m in metrics:
         a, b = data["rows"]["full precision"]["metrics"][m], data["rows"]["8-bit"]["metrics"][m]
@@ -131,14 +123,6 @@ def _quantization_section(info: dict[str, Any] | None) -> tuple[str, dict[str, A
 def _delta(rows: dict[str, Any], key: str, digits: int) -> str:
     a, b = rows["full precision"][key], rows["8-bit"][key]
     return "–" if a is None or b is None else f"{b - a:+.{digits}f}"
-
-
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def _figures_section(result: StudyResult, out: Path) -> str:

@@ -105,13 +105,20 @@ def run(ctx, **options):
     4 nothing was evaluated (every model skipped), or --fail-on-skip and something was skipped;
     130 / 143 stopped by Ctrl-C / SIGTERM after storing the answers so far (run again to resume).
     """
-    from vlmbench.runconfig import bind_model_args, load_run_file, parse_gen_kwargs, split_tasks
+    from vlmbench.runconfig import (
+        bind_model_args,
+        find_run_file,
+        load_run_file,
+        parse_batch_size,
+        parse_gen_kwargs,
+        split_tasks,
+    )
 
     plugins = load_plugins()
     choices = bind_model_args(ctx.meta.get("vlmbench.model_events", []))
     tasks = split_tasks(options["tasks"])
     if options["config_file"]:
-        run_file = load_run_file(_run_file_path(options["config_file"], plugins))
+        run_file = load_run_file(find_run_file(options["config_file"], plugins))
         choices = run_file.model_choices() + choices
         tasks = split_tasks(run_file.tasks) + [t for t in tasks if t not in run_file.tasks]
         _apply_file_options(ctx, options, run_file.options)
@@ -123,7 +130,7 @@ def run(ctx, **options):
         raise VlmbenchError("no task to run: give --task NAME (see `vlmbench list tasks`) or --config FILE")
     config = dict(
         limit=options["limit"],
-        batch_size=_batch_size(options["batch_size"]),
+        batch_size=parse_batch_size(options["batch_size"]),
         device=options["device"],
         dtype=options["dtype"],
         seed=options["seed"],
@@ -148,22 +155,6 @@ def run(ctx, **options):
     if options["fail_on_skip"] and outcome.skipped:
         click.secho(f"--fail-on-skip: {', '.join(outcome.skipped)} skipped", fg="red", err=True)
         ctx.exit(EXIT_NOTHING_EVALUATED)
-
-
-def _batch_size(value: str | int) -> int | str:
-    text = str(value).strip().lower()
-    if text == "auto":
-        return "auto"
-    if not text.isdigit() or int(text) < 1:
-        raise VlmbenchError(f"--batch-size must be a positive number or 'auto', got {value!r}")
-    return int(text)
-
-
-def _run_file_path(value: str, plugins) -> Path:
-    path = Path(value).expanduser()
-    if path.is_file() or value.endswith((".yaml", ".yml")):
-        return path
-    return plugins.run_configs.get(value).path
 
 
 def _apply_file_options(ctx: click.Context, options: dict, file_options) -> None:

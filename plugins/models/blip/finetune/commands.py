@@ -230,14 +230,10 @@ def sweep_command(config_file, task, model, output_dir, settings, grid, only, do
     import yaml
 
     from vlmbench.api import ArgError
-    from vlmbench_plugins.models.blip.finetune.sweep import load_sweep, run_sweep
+    from vlmbench_plugins.models.blip.finetune.sweep import load_sweep, parse_settings, run_sweep
 
     spec = load_sweep(config_file, task=task, model=model)
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ArgError(f"--set expects KEY=VALUE, got {item!r}")
-        spec.defaults[key.strip()] = yaml.safe_load(value)
+    spec.defaults.update(parse_settings(settings))
     for item in grid:
         key, sep, values = item.partition("=")
         if not sep:

@@ -39,7 +39,15 @@ from typing import Any
 
 import yaml
 
-from vlmbench.api import STUDY_COLUMNS, SpecError, VlmbenchError, unknown_message, write_json, write_text
+from vlmbench.api import (
+    ArgError,
+    SpecError,
+    VlmbenchError,
+    study_order,
+    unknown_message,
+    write_json,
+    write_text,
+)
 from vlmbench_plugins.models.blip.finetune.checkpoints import ADAPTER_INFO, CONFIG_FILE, STATE_FILE
 from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig, incompatible_changes
 
@@ -103,6 +111,18 @@ class SweepSpec:
             name=run["name"],
             **{k: v for k, v in options.items() if k != "name"},
         )
+
+
+def parse_settings(items: list[str] | tuple[str, ...], option: str = "--set") -> dict[str, Any]:
+    """Fine-tuning options given as ``KEY=VALUE`` on a command line, each value read as YAML (so
+    ``3`` is a number and ``true`` a flag); ``option`` names the flag in errors."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ArgError(f"{option} expects KEY=VALUE, got {item!r}")
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
 
 
 def run_name(options: dict[str, Any], own: dict[str, Any] | None = None) -> str:
@@ -334,7 +354,7 @@ def sweep_table(summaries: list[dict[str, Any]], base: dict[str, Any] | None) ->
     found: list[str] = []
     for s in summaries:
         found += [k for k in s.get("test") or {} if k not in found]
-    metrics = [c for c in STUDY_COLUMNS if c in found] + [c for c in found if c not in STUDY_COLUMNS]
+    metrics = study_order(found)
     header = [
         "run",
         "rank",
@@ -349,23 +369,34 @@ def sweep_table(summaries: list[dict[str, Any]], base: dict[str, Any] | None) ->
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     if base is not None:
-        cells = ["base model", "–", "–", *(_num(base.get(m)) for m in metrics), "–", "–", "0", "–", "–", "–"]
+        cells = [
+            "base model",
+            "–",
+            "–",
+            *(format_number(base.get(m)) for m in metrics),
+            "–",
+            "–",
+            "0",
+            "–",
+            "–",
+            "–",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     for s in summaries:
         test = s.get("test") or {}
         cells = [s["name"], str(s["rank"]), str(s["targets"])]
         for m in metrics:
             value = test.get(m)
-            text = _num(value)
+            text = format_number(value)
             if value is not None and base is not None and base.get(m) is not None:
                 text += f" ({value - base[m]:+.4f})"
             cells.append(text)
         val = s.get("best_val")
         cells += [
             f"{s['alpha']:g}",
-            _num(s.get("modules")),
-            _num(s.get("trainable_parameters")),
-            _num(s.get("steps")),
+            format_number(s.get("modules")),
+            format_number(s.get("trainable_parameters")),
+            format_number(s.get("steps")),
             str(s.get("status") or "–"),
             f"{s.get('monitor')} {val:.4f}" if val is not None else "–",
         ]
@@ -374,9 +405,10 @@ def sweep_table(summaries: list[dict[str, Any]], base: dict[str, Any] | None) ->
     return "\n".join(lines) + "\n"
 
 
-def _num(value: Any) -> str:
+def format_number(value: Any, digits: int = 4) -> str:
+    """A table cell: ``–`` for nothing, floats to ``digits`` decimals, integers with thousands commas."""
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.{digits}f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
