@@ -13,7 +13,7 @@ the list), with default torch threads and default DataLoader workers:
   the plugin (for Qwen2.5-VL the same chat conversation), call the processor, ``generate`` and decode
   to text; rows in file order;
 - ``bare, sorted``: the same loop with rows in vlmbench's batch order (longest prompt first, stable;
-  ``vlmbench.loader.batch_order``): the same batches, hence the same padding, as vlmbench. Its answers
+  ``vlmbench.evaluation.loader.batch_order``): the same batches, hence the same padding, as vlmbench. Its answers
   are the reference for agreement (bfloat16 results depend on the padding of the batch).
 
 Reported per process: whole-process seconds and their ratio (bare ÷ vlmbench: 1.00 means as fast as

@@ -61,10 +61,10 @@ def load_answers(folder: Path | None, n_synthetic: int = 80336) -> tuple[list[st
 
 
 def score_through_vlmbench(names_options, preds, refs, device):
-    from vlmbench.metric import MetricContext
-    from vlmbench.plugins import load_plugins
-    from vlmbench.scoring import build_metrics, score
-    from vlmbench.spec import MetricSpec
+    from vlmbench.plugin.loading import load_plugins
+    from vlmbench.plugin.metric import MetricContext
+    from vlmbench.scoring.scorer import build_metrics, score
+    from vlmbench.tasks.spec import MetricSpec
 
     context = MetricContext({}, 0, device)
     metrics = build_metrics([MetricSpec(n, o) for n, o in names_options], load_plugins(), context)
@@ -77,7 +77,7 @@ def score_through_vlmbench(names_options, preds, refs, device):
 
 
 def bench_wups(preds, refs, naive_limit, rows, figures):
-    from vlmbench.assets import find_wordnet, load_wordnet
+    from vlmbench.scoring.assets import find_wordnet, load_wordnet
 
     t0 = time.perf_counter()
     wn = load_wordnet(find_wordnet())
@@ -154,7 +154,7 @@ def bench_sbert(preds, refs, device, repeats, rows, figures):
 
 
 def bench_bertscore(preds, refs, model, layers, device, rows, figures):
-    from vlmbench.assets import resolve_model
+    from vlmbench.scoring.assets import resolve_model
 
     folder = str(resolve_model(model, purpose="BERTScore").path)
     options = {"model": folder, "num_layers": layers, "rescale": False, "device": device}

@@ -89,11 +89,10 @@ def measure(variant: str, args: argparse.Namespace, out_dir: Path, isolated: boo
     """Evaluate one variant and measure it (in the current process)."""
     import torch
 
-    from vlmbench.args import parse_kv
-    from vlmbench.plugins import load_plugins
-    from vlmbench.registry import load_target
-    from vlmbench.runner import evaluate, resolve_device
-    from vlmbench.task import resolve_task
+    from vlmbench.evaluation.runner import evaluate, resolve_device
+    from vlmbench.plugin.args import parse_kv
+    from vlmbench.plugin.loading import load_plugins, resolve_task
+    from vlmbench.plugin.registry import load_target
 
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)  # per-matmul cast notes
     if args.threads:
@@ -160,7 +159,7 @@ def _warm_up(entry: Any) -> None:
     import transformers
     from transformers import BitsAndBytesConfig  # noqa: F401
 
-    from vlmbench.registry import load_target
+    from vlmbench.plugin.registry import load_target
 
     cls = load_target(entry.target)
     getattr(transformers, getattr(cls, "model_class", "AutoModel"), None)

@@ -2,7 +2,7 @@
 
 Builds the tiny checkpoints of the test suite (``tests/tiny_models.py``), a task of generated
 256x256 product-like images (the size of the resized ABO images) and runs each plugin through
-``vlmbench.runner.evaluate`` (the code path of ``vlmbench run``) for generate and rank requests at
+``vlmbench.evaluation.runner.evaluate`` (the code path of ``vlmbench run``) for generate and rank requests at
 a few batch sizes. Prints a Markdown table of samples per second, measured over the model loop
 (image decoding in DataLoader workers, preprocessing, model calls, storing), weights loading excluded.
 
@@ -73,7 +73,7 @@ def make_task(folder: Path, n: int) -> dict[str, Path]:
 
 
 def measure(model: str, task: Path, ckpt: Path, batch_size: int, workers: int, out: Path) -> float:
-    from vlmbench.runner import evaluate
+    from vlmbench.evaluation.runner import evaluate
 
     result = evaluate(
         model,
@@ -150,8 +150,8 @@ def run(args: argparse.Namespace, root: Path) -> None:
 
 
 def _parameters(model: str, ckpt: Path) -> int:
-    from vlmbench.plugins import load_plugins
-    from vlmbench.registry import load_target
+    from vlmbench.plugin.loading import load_plugins
+    from vlmbench.plugin.registry import load_target
 
     entry = load_plugins().models.get(model)
     instance = load_target(entry.target).create(entry, {"pretrained": str(ckpt)})

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from vlmbench.api import Arg, ArgError, Model, SampleMetric, hookimpl, load_plugins
-from vlmbench.args import validate
 from vlmbench.errors import VlmbenchError
+from vlmbench.plugin.args import validate
 
 from vlmbench_testing import REPO
 
@@ -132,7 +132,7 @@ def test_the_registry_checks_what_plugins_declare():
     try:
         with pytest.raises(VlmbenchError, match="registered for 'generate' requests, but .* has no generate"):
             plugins.create_model("claims-generate")
-        with pytest.raises(VlmbenchError, match="is not a subclass of vlmbench.model.Model"):
+        with pytest.raises(VlmbenchError, match="is not a subclass of vlmbench.plugin.model.Model"):
             plugins.create_model("not-a-model")
         with pytest.raises(
             VlmbenchError, match="registered as corpus-level, but .* is a sample-level metric"

@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from vlmbench.dataset import ImageSource, load_split
 from vlmbench.errors import AssetMissingError, DataError
-from vlmbench.images import ImageProblem, decode_image
-from vlmbench.spec import Columns, DatasetSpec
+from vlmbench.tasks.dataset import ImageSource, load_split
+from vlmbench.tasks.images import ImageProblem, decode_image
+from vlmbench.tasks.spec import Columns, DatasetSpec
 
 from vlmbench_testing import SHARED, make_images
 

@@ -1,7 +1,7 @@
 import pytest
 
-from vlmbench.filters import apply_filters
-from vlmbench.normalize import vqa_normalize
+from vlmbench.tasks.filters import apply_filters
+from vlmbench.tasks.normalize import vqa_normalize
 
 DEFAULT_CHAIN = ["strip", "remove_answer_prefix", "first_word", "strip_punctuation"]
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from vlmbench.errors import UnknownNameError, VlmbenchError
-from vlmbench.hookspecs import hookimpl
-from vlmbench.plugins import load_plugins
+from vlmbench.plugin.hookspecs import hookimpl
+from vlmbench.plugin.loading import load_plugins
 
 from vlmbench_testing import REPO, run_cli
 

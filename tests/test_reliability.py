@@ -25,12 +25,12 @@ import torch
 from PIL import Image
 
 from vlmbench.errors import SpecError, VlmbenchError
-from vlmbench.hookspecs import hookimpl
-from vlmbench.metric import SampleMetric
-from vlmbench.model import Model
-from vlmbench.plugins import load_plugins
-from vlmbench.runner import evaluate
-from vlmbench.spec import load_spec
+from vlmbench.evaluation.runner import evaluate
+from vlmbench.plugin.hookspecs import hookimpl
+from vlmbench.plugin.loading import load_plugins
+from vlmbench.plugin.metric import SampleMetric
+from vlmbench.plugin.model import Model
+from vlmbench.tasks.spec import load_spec
 
 from vlmbench_testing import REPO, colour_rows, make_images, run_cli, write_task
 
@@ -835,7 +835,7 @@ def test_hostile_archives_and_pickles_are_refused(tmp_path, reliability):
 
 
 def test_remote_code_is_off_unless_asked(reliability):
-    from vlmbench.registry import load_target
+    from vlmbench.plugin.registry import load_target
 
     plugins = load_plugins()
     hf_models = []

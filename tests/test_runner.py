@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 
 from vlmbench.errors import ArgError, DataError, UnknownNameError, VlmbenchError
-from vlmbench.hookspecs import hookimpl
-from vlmbench.model import Model
-from vlmbench.plugins import load_plugins
-from vlmbench.runner import evaluate
+from vlmbench.evaluation.runner import evaluate
+from vlmbench.plugin.hookspecs import hookimpl
+from vlmbench.plugin.loading import load_plugins
+from vlmbench.plugin.model import Model
 
 from vlmbench_testing import closest_colour, colour_rows, make_images, sample_row, write_task
 

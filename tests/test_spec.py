@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from vlmbench.errors import SpecError
-from vlmbench.spec import load_spec
+from vlmbench.tasks.spec import load_spec
 
 
 def _write(tmp_path: Path, data) -> Path:
@@ -111,8 +111,8 @@ def test_invalid_yaml_and_not_a_mapping(tmp_path):
 
 
 def test_bundled_task_files_validate():
-    from vlmbench.plugins import load_plugins
-    from vlmbench.runconfig import load_run_file
+    from vlmbench.evaluation.config import load_run_file
+    from vlmbench.plugin.loading import load_plugins
 
     root = Path(__file__).resolve().parent.parent / "tasks"
     for path in root.glob("*.yaml"):

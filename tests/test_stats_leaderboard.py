@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from vlmbench import leaderboard
-from vlmbench.artifacts import write_json
-from vlmbench.stats import mean_with_ci, statistic_with_ci
+from vlmbench.analysis import leaderboard
+from vlmbench.artifacts.run_files import write_json
+from vlmbench.scoring.stats import mean_with_ci, statistic_with_ci
 
 
 def test_bootstrap_is_seeded_and_brackets_the_mean():

@@ -9,12 +9,12 @@ import os
 import pytest
 import torch
 
-from vlmbench.hookspecs import hookimpl
-from vlmbench.loader import MAX_DEFAULT_WORKERS, available_cores, default_workers
-from vlmbench.model import Model
-from vlmbench.plugins import load_plugins
-from vlmbench.registry import ModelEntry
-from vlmbench.runner import RunConfig, evaluate
+from vlmbench.evaluation.loader import MAX_DEFAULT_WORKERS, available_cores, default_workers
+from vlmbench.evaluation.runner import RunConfig, evaluate
+from vlmbench.plugin.hookspecs import hookimpl
+from vlmbench.plugin.loading import load_plugins
+from vlmbench.plugin.model import Model
+from vlmbench.plugin.registry import ModelEntry
 
 from vlmbench_testing import colour_rows, make_images, write_task
 
@@ -177,8 +177,8 @@ def _raw_answers(run_dir) -> list[str]:
 
 
 def test_a_decoder_vlm_builds_its_candidate_tables_while_loading(tiny_checkpoint, one_torch_thread):
-    from vlmbench.registry import load_target
-    from vlmbench.request import Request
+    from vlmbench.plugin.registry import load_target
+    from vlmbench.plugin.request import Request
 
     entry = load_plugins().models.get("qwen2.5-vl")
     model = load_target(entry.target).create(entry, {"pretrained": str(tiny_checkpoint("qwen2.5-vl"))})

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vlmbench.hookspecs import hookimpl
-from vlmbench.plugins import load_plugins
+from vlmbench.plugin.hookspecs import hookimpl
+from vlmbench.plugin.loading import load_plugins
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "evaluate", "hookimpl", "load_plugins"]
 
 if TYPE_CHECKING:
-    from vlmbench.runner import evaluate
+    from vlmbench.evaluation.runner import evaluate
 
 
 def __getattr__(name: str) -> Any:
     if name == "evaluate":
-        from vlmbench.runner import evaluate
+        from vlmbench.evaluation.runner import evaluate
 
         return evaluate
     raise AttributeError(f"module 'vlmbench' has no attribute {name!r}")

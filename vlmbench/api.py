@@ -7,7 +7,7 @@ behind these names can change without breaking them::
 
 What is here:
 
-- hooks: :func:`hookimpl` (see :mod:`vlmbench.hookspecs` for the hooks themselves)
+- hooks: :func:`hookimpl` (see :mod:`vlmbench.plugin.hookspecs` for the hooks themselves)
 - models: :class:`Model`; for ``transformers`` models :class:`HFModel`, :class:`DecoderVLM`,
   :class:`ChatVLM` and the likelihood-ranking pieces; what a model receives: :class:`Request`,
   :class:`Batch`, :class:`GenerationSpec`, :class:`Sample`
@@ -36,11 +36,21 @@ What is here:
 """
 
 from vlmbench import __version__ as VERSION
-from vlmbench.args import Arg, parse_kv, split_scoped
-from vlmbench.artifacts import RESULTS as RESULTS_FILE
-from vlmbench.artifacts import load_results, write_json, write_jsonl, write_text
-from vlmbench.assets import find_wordnet, load_wordnet, resolve_model
-from vlmbench.dataset import ImageSource, Sample, load_split
+from vlmbench.analysis.leaderboard import (
+    STUDY_COLUMNS,
+    difficulty_columns,
+    difficulty_markdown,
+    metric_columns,
+    study_order,
+)
+from vlmbench.analysis.leaderboard import collect as collect_runs
+from vlmbench.analysis.leaderboard import row_from_results as leaderboard_row
+from vlmbench.analysis.leaderboard import to_markdown as leaderboard_markdown
+from vlmbench.analysis.leaderboard import write as write_leaderboard
+from vlmbench.analysis.plot import render_tasks as render_figures
+from vlmbench.artifacts.provenance import command_line, now
+from vlmbench.artifacts.run_files import RESULTS as RESULTS_FILE
+from vlmbench.artifacts.run_files import load_results, write_json, write_jsonl, write_text
 from vlmbench.devices import resolve_device, resolve_dtype, torch_dtype
 from vlmbench.errors import (
     EXIT_NOTHING_EVALUATED,
@@ -55,8 +65,9 @@ from vlmbench.errors import (
     did_you_mean,
     unknown_message,
 )
-from vlmbench.filters import apply_filters
-from vlmbench.generator import GenerationResult, Generator, Job, Listing, QAItem, SecretMask, items_from_reply
+from vlmbench.evaluation.config import ModelChoice, find_run_file, load_run_file, parse_batch_size
+from vlmbench.evaluation.plan import RunConfig, RunPlan, plan_run
+from vlmbench.evaluation.runner import RunResult, evaluate, run_plan
 from vlmbench.hashing import file_sha256, json_digest, remembered, tree_sha256
 from vlmbench.hf import (
     HF_ARGS,
@@ -69,33 +80,30 @@ from vlmbench.hf import (
     cache_of,
     count_parameters,
 )
-from vlmbench.hookspecs import hookimpl
 from vlmbench.hub import cached_commit, download_blocker, hub_file, hub_snapshot, is_hub_id, offline_first
-from vlmbench.images import ImageProblem, confined_path, decode_image, read_image_file
-from vlmbench.leaderboard import (
-    STUDY_COLUMNS,
-    difficulty_columns,
-    difficulty_markdown,
-    metric_columns,
-    study_order,
+from vlmbench.plugin.args import Arg, parse_kv, split_scoped
+from vlmbench.plugin.generator import (
+    GenerationResult,
+    Generator,
+    Job,
+    Listing,
+    QAItem,
+    SecretMask,
+    items_from_reply,
 )
-from vlmbench.leaderboard import collect as collect_runs
-from vlmbench.leaderboard import row_from_results as leaderboard_row
-from vlmbench.leaderboard import to_markdown as leaderboard_markdown
-from vlmbench.leaderboard import write as write_leaderboard
-from vlmbench.metric import CorpusMetric, Metric, MetricContext, SampleMetric, ScoreTable
-from vlmbench.model import Model
-from vlmbench.normalize import vqa_normalize
-from vlmbench.plan import RunConfig, RunPlan, plan_run
-from vlmbench.plots import render_tasks as render_figures
-from vlmbench.plugins import Plugins, load_plugins
-from vlmbench.provenance import command_line, now
-from vlmbench.registry import GeneratorEntry, MetricEntry, ModelEntry
-from vlmbench.request import Batch, Request
-from vlmbench.runconfig import ModelChoice, find_run_file, load_run_file, parse_batch_size
-from vlmbench.runner import RunResult, evaluate, run_plan
-from vlmbench.spec import GenerationSpec
-from vlmbench.task import Task, resolve_task
+from vlmbench.plugin.hookspecs import hookimpl
+from vlmbench.plugin.loading import Plugins, load_plugins, resolve_task
+from vlmbench.plugin.metric import CorpusMetric, Metric, MetricContext, SampleMetric, ScoreTable
+from vlmbench.plugin.model import Model
+from vlmbench.plugin.registry import GeneratorEntry, MetricEntry, ModelEntry
+from vlmbench.plugin.request import Batch, Request
+from vlmbench.scoring.assets import find_wordnet, load_wordnet, resolve_model
+from vlmbench.tasks.dataset import ImageSource, Sample, load_split
+from vlmbench.tasks.filters import apply_filters
+from vlmbench.tasks.images import ImageProblem, confined_path, decode_image, read_image_file
+from vlmbench.tasks.normalize import vqa_normalize
+from vlmbench.tasks.spec import GenerationSpec
+from vlmbench.tasks.task import Task
 
 __all__ = [
     "EXIT_NOTHING_EVALUATED",

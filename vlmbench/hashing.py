@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vlmbench.assets import cache_dir
+from vlmbench.cache import cache_dir
 
 
 def json_digest(obj: Any, length: int | None = 16) -> str:

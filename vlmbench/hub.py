@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
-from vlmbench.args import TRUE_WORDS
 from vlmbench.errors import AssetMissingError, first_line
 
 T = TypeVar("T")
@@ -29,10 +28,14 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 OFFLINE_VARIABLES = ("VLMBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
+# How the Hugging Face libraries read a yes/no environment variable.
+_TRUE = {"1", "true", "yes", "on"}
+
+
 def is_offline() -> bool:
     """Whether the user asked for no downloads (any of ``VLMBENCH_OFFLINE``, ``HF_HUB_OFFLINE``,
     ``TRANSFORMERS_OFFLINE`` set to 1/true/yes/on)."""
-    return any(os.environ.get(v, "").strip().lower() in TRUE_WORDS for v in OFFLINE_VARIABLES)
+    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in OFFLINE_VARIABLES)
 
 
 @functools.lru_cache(maxsize=16)

@@ -12,13 +12,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from vlmbench import compare, plots
+from vlmbench.analysis import compare, figure_data, plot
 from vlmbench.cli import cli
 from vlmbench.errors import VlmbenchError
-from vlmbench.hookspecs import hookimpl
-from vlmbench.model import Model
-from vlmbench.plugins import load_plugins
-from vlmbench.runner import evaluate
+from vlmbench.evaluation.runner import evaluate
+from vlmbench.plugin.hookspecs import hookimpl
+from vlmbench.plugin.loading import load_plugins
+from vlmbench.plugin.model import Model
 
 from vlmbench_testing import closest_colour, make_images, write_task
 
@@ -192,13 +192,13 @@ def test_plot_writes_figures_and_report(runs, tmp_path):
 
 def test_plot_library_options_and_errors(runs, tmp_path):
     root, dirs = runs
-    report = plots.render(root / "runs", tmp_path / "p", metric="average_mark", metrics=["exact_match"])
+    report = plot.render(root / "runs", tmp_path / "p", metric="average_mark", metrics=["exact_match"])
     assert [f.name for f in report.figures] == [
         "metrics_vs_parameters",
         "difficulty_average_mark",
         "confusions",
     ]
-    _, found, _ = plots.collect_runs(root / "runs")
+    _, found, _ = figure_data.collect_runs(root / "runs")
     assert [r.label for r in found] == [
         "prior",
         "looks-at-colour",
@@ -230,16 +230,19 @@ def test_plot_library_options_and_errors(runs, tmp_path):
     ok = runner.invoke(cli, ["plot", str(other), "-o", str(tmp_path / "one"), "--task", "another"])
     assert ok.exit_code == 0 and (tmp_path / "one" / "report.html").is_file(), ok.output
     with pytest.raises(VlmbenchError, match="choose one with --task"):
-        plots.render(other, tmp_path / "lib")  # the one-task library call still asks
+        plot.render(other, tmp_path / "lib")  # the one-task library call still asks
     bad_metric = runner.invoke(cli, ["plot", str(other), "-o", str(tmp_path / "b"), "--metric", "wups"])
     assert bad_metric.exit_code == 2 and "in the runs of task 'another'" in bad_metric.output
     assert not (tmp_path / "b").exists()  # every task is checked before anything is drawn
 
 
 def test_metric_families_and_titles():
-    run = plots.PlotRun("m", 1, {"metrics": {k: {} for k in ("wups_0.9", "exact_match", "sbert", "bertscore_f1", "wups_0.0", "em2")}}, None)  # fmt: skip
-    assert plots.metrics_in([run], plots.CORE_METRICS) == ["exact_match", "wups_0.0", "wups_0.9"]
-    assert plots.metrics_in([run], plots.SEMANTIC_METRICS) == ["bertscore_f1", "sbert"]  # the study's order
-    assert plots._metric_title("wups_0.9") == "WUPS@0.9"
-    assert plots._metric_title("bertscore_f1") == "BERTScore F1"
-    assert plots._metric_title("wups_weighted") == "Weighted WUPS"
+    run = figure_data.PlotRun("m", 1, {"metrics": {k: {} for k in ("wups_0.9", "exact_match", "sbert", "bertscore_f1", "wups_0.0", "em2")}}, None)  # fmt: skip
+    assert figure_data.metrics_in([run], figure_data.CORE_METRICS) == ["exact_match", "wups_0.0", "wups_0.9"]
+    assert figure_data.metrics_in([run], figure_data.SEMANTIC_METRICS) == [
+        "bertscore_f1",
+        "sbert",
+    ]  # the study's order
+    assert figure_data.metric_title("wups_0.9") == "WUPS@0.9"
+    assert figure_data.metric_title("bertscore_f1") == "BERTScore F1"
+    assert figure_data.metric_title("wups_weighted") == "Weighted WUPS"

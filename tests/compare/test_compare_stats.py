@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from compare_helpers import TASK, WEIGHTS, Sample, samples, write_run
 
-from vlmbench import compare
+from vlmbench.analysis import compare
 from vlmbench.cli import cli
 from vlmbench.errors import VlmbenchError
 

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from study_runs import MODELS, write_study_runs
 
 import vlmbench
-from vlmbench import figures
+from vlmbench.analysis import figures
+from vlmbench.analysis.display import shorten
 from vlmbench.cli import cli
-from vlmbench.display import shorten
 
 FIGURES = ("metrics_vs_parameters", "semantic_vs_parameters", "difficulty_exact_match", "confusions")
 

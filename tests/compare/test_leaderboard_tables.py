@@ -10,7 +10,7 @@ import json
 from click.testing import CliRunner
 from study_runs import MODELS, STUDY_METRICS, write_study_runs
 
-from vlmbench import leaderboard
+from vlmbench.analysis import leaderboard
 from vlmbench.cli import cli
 
 LONG_REASON = (

@@ -276,9 +276,9 @@ class GeminiServer(_Server):
 
 # -- a model plugin that writes questions (for the `local` generator) ------------------------------
 
-from vlmbench.args import Arg  # noqa: E402
-from vlmbench.hookspecs import hookimpl  # noqa: E402
-from vlmbench.model import Model  # noqa: E402
+from vlmbench.plugin.args import Arg  # noqa: E402
+from vlmbench.plugin.hookspecs import hookimpl  # noqa: E402
+from vlmbench.plugin.model import Model  # noqa: E402
 
 
 class ScriptedModel(Model):

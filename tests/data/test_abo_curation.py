@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from vlmbench.errors import VlmbenchError
-from vlmbench.generator import QAItem
+from vlmbench.plugin.generator import QAItem
 from vlmbench_plugins.datasets.abo import curation, splits
 from vlmbench_plugins.datasets.abo.curation import Candidate, ValidationConfig, validate
 

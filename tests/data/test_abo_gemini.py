@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from vlmbench.cli import cli
 from vlmbench.errors import AssetMissingError
-from vlmbench.generator import Job
+from vlmbench.plugin.generator import Job
 from vlmbench_plugins.datasets.abo import reader
 from vlmbench_plugins.datasets.abo.prepare import PrepareOptions, create_generator, prepare
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from vlmbench.errors import ArgError, UnknownNameError, VlmbenchError
-from vlmbench.generator import GenerationResult, Job, QAItem, parse_difficulty, parse_reply
-from vlmbench.plugins import load_plugins
+from vlmbench.plugin.generator import GenerationResult, Job, QAItem, parse_difficulty, parse_reply
+from vlmbench.plugin.loading import load_plugins
 from vlmbench_plugins.datasets.abo import reader
 from vlmbench_plugins.datasets.abo.prepare import create_generator
 from vlmbench_plugins.generators import attributes

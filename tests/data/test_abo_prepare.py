@@ -14,8 +14,7 @@ from PIL import Image
 
 from vlmbench.cli import cli
 from vlmbench.errors import AssetMissingError, UnknownNameError, VlmbenchError
-from vlmbench.plugins import load_plugins
-from vlmbench.task import resolve_task
+from vlmbench.plugin.loading import load_plugins, resolve_task
 from vlmbench_plugins.datasets.abo.curation import ValidationConfig
 from vlmbench_plugins.datasets.abo.prepare import PrepareOptions, prepare
 

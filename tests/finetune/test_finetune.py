@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from vlmbench.errors import VlmbenchError
-from vlmbench.request import Batch, Request
+from vlmbench.plugin.request import Batch, Request
 from vlmbench_plugins.models.blip.finetune.checkpoints import latest_checkpoint
 from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig
 from vlmbench_plugins.models.blip.finetune.data import epoch_batches
@@ -40,8 +40,8 @@ def _adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _create(name: str, **args):
-    from vlmbench.plugins import load_plugins
-    from vlmbench.registry import load_target
+    from vlmbench.plugin.loading import load_plugins
+    from vlmbench.plugin.registry import load_target
 
     entry = load_plugins().models.get(name)
     given = {k: str(v) for k, v in args.items() if v is not None}
@@ -49,9 +49,9 @@ def _create(name: str, **args):
 
 
 def _requests(task, split: str) -> list[Request]:
-    from vlmbench.dataset import load_split
-    from vlmbench.images import decode_image
-    from vlmbench.task import resolve_task
+    from vlmbench.plugin.loading import resolve_task
+    from vlmbench.tasks.dataset import load_split
+    from vlmbench.tasks.images import decode_image
 
     spec = resolve_task(task.yaml).spec
     loaded, source = load_split(spec.dataset, split)
@@ -111,7 +111,7 @@ def test_output_folder_holds_the_adapters(trained, tiny_blip):
 
 @pytest.mark.filterwarnings("ignore")
 def test_adapter_reloads_through_lora_blip_with_the_same_answers(trained, squares64):
-    from vlmbench.spec import GenerationSpec
+    from vlmbench.tasks.spec import GenerationSpec
 
     requests = _requests(squares64, "val")
     spec = GenerationSpec(max_new_tokens=4)
@@ -256,7 +256,7 @@ def test_qlora_trains_on_quantised_base_weights(bits, squares, tiny_blip, tmp_pa
     reloaded = _create("lora-blip", adapter=result.last_adapter, **{f"load_in_{bits}": True})
     reloaded.load()
     requests = _requests(squares, "val")[:4]
-    from vlmbench.spec import GenerationSpec
+    from vlmbench.tasks.spec import GenerationSpec
 
     spec = GenerationSpec(max_new_tokens=4)
     assert reloaded.generate(Batch(requests, reloaded.prepare(requests)), spec) == result.plugin.generate(

@@ -81,10 +81,8 @@ def test_listed_with_the_other_models():
     assert result.exit_code == 0 and "lora-blip" in result.output
 
 
-def test_old_and_new_import_paths():
+def test_the_blip_package_paths():
     from vlmbench_plugins.models.blip import BlipVQA
-    from vlmbench_plugins.models.blip.lora import LoraBlip
     from vlmbench_plugins.models.blip.vqa import BlipVQA as Moved
-    from vlmbench_plugins.models.lora_blip import LoraBlip as Shimmed
 
-    assert BlipVQA is Moved and Shimmed is LoraBlip
+    assert BlipVQA is Moved

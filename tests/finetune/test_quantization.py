@@ -10,8 +10,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from vlmbench import hf
-from vlmbench.request import Batch, Request
-from vlmbench.spec import GenerationSpec
+from vlmbench.plugin.request import Batch, Request
+from vlmbench.tasks.spec import GenerationSpec
 
 from .conftest import TESTS
 from .test_finetune import _create

@@ -19,7 +19,7 @@ def wordnet_cache(tmp_path_factory):
     The system WordNet is preferred (it exercises the copy + lexnames + index.sense build); nltk's own
     data is the fallback. Without either, WordNet tests are skipped.
     """
-    from vlmbench.assets import find_wordnet
+    from vlmbench.scoring.assets import find_wordnet
 
     cache = tmp_path_factory.mktemp("vlmbench-cache")
     try:
@@ -53,6 +53,6 @@ def wordnet_env(monkeypatch, wordnet_cache):
 @pytest.fixture(scope="session")
 def wordnet_reader(wordnet_cache):
     """The nltk WordNet reader the metrics use."""
-    from vlmbench.assets import load_wordnet
+    from vlmbench.scoring.assets import load_wordnet
 
     return load_wordnet(wordnet_cache[1])

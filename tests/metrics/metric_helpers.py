@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from vlmbench.metric import MetricContext
-from vlmbench.plugins import load_plugins
-from vlmbench.registry import load_target
+from vlmbench.plugin.loading import load_plugins
+from vlmbench.plugin.metric import MetricContext
+from vlmbench.plugin.registry import load_target
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from metric_helpers import HAS_MINILM, SHARED, SYSTEM_WORDNET
 
-from vlmbench import assets
 from vlmbench.errors import AssetMissingError
+from vlmbench.scoring import assets
 
 
 def test_wordnet_is_built_from_the_system_files(wordnet_cache, wordnet_reader):

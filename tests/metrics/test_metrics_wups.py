@@ -10,9 +10,9 @@ from metric_helpers import make_metric
 from wups_reference import reference_wups
 
 from vlmbench.errors import ArgError
-from vlmbench.normalize import vqa_normalize
-from vlmbench.scoring import build_metrics, score
-from vlmbench.spec import MetricSpec
+from vlmbench.scoring.scorer import build_metrics, score
+from vlmbench.tasks.normalize import vqa_normalize
+from vlmbench.tasks.spec import MetricSpec
 
 # pred, gt, WUPS@0.0, WUPS@0.9 (reference mode). Fractions are the exact values behind the 4-decimal
 # table of the metric notes: crimson/red 16/17, plastic/rubber 3/7.
@@ -228,8 +228,8 @@ def test_mode_is_recorded_and_checked(wordnet_env):
 
 
 def test_through_scoring_unique_pairs_and_aggregates(wordnet_env):
-    from vlmbench.metric import MetricContext
-    from vlmbench.plugins import load_plugins
+    from vlmbench.plugin.loading import load_plugins
+    from vlmbench.plugin.metric import MetricContext
 
     answers = ["red", "pink", "red", "sofa", "wooden", "pink"]
     refs = [["red"], ["red"], ["red"], ["couch"], ["wood"], ["red"]]

@@ -126,8 +126,8 @@ def run_model(
 
 def create_model(name: str, **args: object):
     """A model plugin instance as the runner creates it (weights not loaded yet)."""
-    from vlmbench.plugins import load_plugins
-    from vlmbench.registry import load_target
+    from vlmbench.plugin.loading import load_plugins
+    from vlmbench.plugin.registry import load_target
 
     entry = load_plugins().models.get(name)
     given = {k: str(v) for k, v in args.items() if v is not None}
@@ -136,7 +136,7 @@ def create_model(name: str, **args: object):
 
 def sample_requests(kind: str, template: str, candidates: tuple[str, ...] = ()) -> list:
     """Three requests with different images and question lengths."""
-    from vlmbench.request import Request
+    from vlmbench.plugin.request import Request
 
     out = []
     for i, (question, _, _) in enumerate(QUESTIONS[:3]):

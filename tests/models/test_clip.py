@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vlmbench.errors import ArgError
-from vlmbench.request import Batch
+from vlmbench.plugin.request import Batch
 
 from .conftest import create_model, run_model, sample_requests
 

@@ -9,9 +9,9 @@ import pytest
 import tiny_models
 
 from vlmbench import hf
-from vlmbench.args import Arg
 from vlmbench.errors import ArgError
-from vlmbench.spec import GenerationSpec
+from vlmbench.plugin.args import Arg
+from vlmbench.tasks.spec import GenerationSpec
 
 from .conftest import GENERATIVE, create_model, run_model
 
@@ -243,8 +243,8 @@ class _ThirdPartyVLM(hf.HFModel):
 
 
 def test_a_third_party_subclass_gets_the_standard_machinery(tiny_checkpoint):
-    from vlmbench.registry import ModelEntry
-    from vlmbench.request import Batch
+    from vlmbench.plugin.registry import ModelEntry
+    from vlmbench.plugin.request import Batch
 
     from .conftest import sample_requests
 

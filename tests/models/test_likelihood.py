@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmbench.request import Batch
+from vlmbench.plugin.request import Batch
 
 from .conftest import create_model, sample_requests
 

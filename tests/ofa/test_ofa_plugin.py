@@ -17,8 +17,7 @@ from safetensors.torch import save_file
 from vlmbench import hashing
 from vlmbench.cli import cli
 from vlmbench.errors import ArgError
-from vlmbench.plugins import load_plugins
-from vlmbench.task import resolve_task
+from vlmbench.plugin.loading import load_plugins, resolve_task
 from vlmbench_plugins.models.ofa import checkpoint as ofa_checkpoint
 from vlmbench_plugins.models.ofa import plugin as ofa_plugin
 from vlmbench_plugins.models.ofa.modeling import OFAModel

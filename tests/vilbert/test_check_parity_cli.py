@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from vlmbench.cli import cli
-from vlmbench.plugins import load_plugins
+from vlmbench.plugin.loading import load_plugins
 
 from .conftest import ALT_FIXTURE, TINY_FIXTURE
 from .test_parity import MULTITASK_OUTPUTS

@@ -21,10 +21,9 @@ from PIL import Image
 
 from vlmbench.cli import cli
 from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
-from vlmbench.normalize import vqa_normalize
-from vlmbench.plugins import load_plugins
-from vlmbench.runner import evaluate
-from vlmbench.task import resolve_task
+from vlmbench.evaluation.runner import evaluate
+from vlmbench.plugin.loading import load_plugins, resolve_task
+from vlmbench.tasks.normalize import vqa_normalize
 from vlmbench_plugins.models.vilbert import plugin as vilbert_plugin
 from vlmbench_plugins.models.vilbert.config import VilbertConfig
 from vlmbench_plugins.models.vilbert.features import (

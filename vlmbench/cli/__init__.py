@@ -11,7 +11,7 @@ import sys
 from vlmbench.cli import analysis, listing  # noqa: F401  (they register their commands)
 from vlmbench.cli.app import _warn_broken, cli
 from vlmbench.cli.run import EXIT_NOTHING_EVALUATED, run
-from vlmbench.plugins import load_plugins
+from vlmbench.plugin.loading import load_plugins
 
 __all__ = ["EXIT_NOTHING_EVALUATED", "cli", "main", "run"]
 

@@ -8,7 +8,7 @@ import click
 
 from vlmbench.cli.app import _warn_unreadable, cli
 from vlmbench.errors import VlmbenchError
-from vlmbench.plugins import load_plugins
+from vlmbench.plugin.loading import load_plugins
 
 
 @cli.command("leaderboard")
@@ -45,7 +45,7 @@ def leaderboard_(runs_dir, sort_by, task, fmt, columns, by_difficulty, write):
       vlmbench leaderboard runs/ --columns study            # the study's model table
       vlmbench leaderboard runs/ --by-difficulty --columns average_mark,exact_match
     """
-    from vlmbench import leaderboard
+    from vlmbench.analysis import leaderboard
 
     unreadable: list = []
     try:
@@ -100,7 +100,7 @@ def compare_(runs, metrics, fmt, output, top, bootstrap_samples, seed, allow_tas
       vlmbench compare runs/TASK/MODEL-1a2b3c4d runs/TASK/MODEL-5e6f7a8b \\
           --fail-on-regression exact_match:0.01
     """
-    from vlmbench import compare
+    from vlmbench.analysis import compare
 
     if top < 0:
         raise VlmbenchError("--top must be 0 or more")
@@ -115,7 +115,7 @@ def compare_(runs, metrics, fmt, output, top, bootstrap_samples, seed, allow_tas
     failures = compare.regressions(report, parsed)
     text = compare.RENDERERS[fmt](report, top=top or None)
     if output:
-        from vlmbench.artifacts import write_text
+        from vlmbench.artifacts.run_files import write_text
 
         write_text(output, text)
         click.echo(f"wrote {output}", err=True)
@@ -162,12 +162,12 @@ def plot_(runs_dir, output_dir, task, metric, vs_metrics, top):
     report.html embeds every figure together with the leaderboard, and says when, by which version
     and by which command it and each run were made.
     """
-    from vlmbench import plots
+    from vlmbench.analysis import plot
 
     names = [m.strip() for m in vs_metrics.split(",") if m.strip()] if vs_metrics else None
     unreadable: list = []
     try:
-        reports = plots.render_tasks(
+        reports = plot.render_tasks(
             runs_dir, output_dir, task=task, metric=metric, metrics=names, top=top, unreadable=unreadable
         )
     finally:
@@ -255,15 +255,15 @@ def score_(
       vlmbench score predictions.csv --prediction-column generated_answer \\
           --reference-column answer --name my-model --metrics exact_match,wups,meteor
     """
-    from vlmbench import leaderboard
-    from vlmbench.rescore import Columns, parse_metric_args, rescore
-    from vlmbench.spec import MetricSpec
+    from vlmbench.analysis import leaderboard
+    from vlmbench.scoring.rescore import Columns, parse_metric_args, rescore
+    from vlmbench.tasks.spec import MetricSpec
 
     plugins = load_plugins()
     options = parse_metric_args(metric_args)
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
     if names is None:
-        from vlmbench.rescore import DEFAULT_METRICS
+        from vlmbench.scoring.rescore import DEFAULT_METRICS
 
         names = list(DEFAULT_METRICS)
     for metric in [*names, *options]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from vlmbench.errors import Interrupted, VlmbenchError
-from vlmbench.plugins import load_plugins
+from vlmbench.plugin.loading import load_plugins
 
 
 class _Group(click.Group):

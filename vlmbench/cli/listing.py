@@ -6,7 +6,7 @@ import click
 
 from vlmbench.cli.app import _warn_broken, cli
 from vlmbench.errors import VlmbenchError
-from vlmbench.plugins import load_plugins
+from vlmbench.plugin.loading import load_plugins
 
 
 @cli.command("list")

@@ -9,7 +9,7 @@ import click
 
 from vlmbench.cli.app import cli
 from vlmbench.errors import EXIT_NOTHING_EVALUATED, VlmbenchError
-from vlmbench.plugins import load_plugins
+from vlmbench.plugin.loading import load_plugins
 
 # What lm-evaluation-harness and lmms-eval users type, accepted as hidden spellings of our options.
 _RUN_ALIASES = {
@@ -105,7 +105,7 @@ def run(ctx, **options):
     4 nothing was evaluated (every model skipped), or --fail-on-skip and something was skipped;
     130 / 143 stopped by Ctrl-C / SIGTERM after storing the answers so far (run again to resume).
     """
-    from vlmbench.runconfig import (
+    from vlmbench.evaluation.config import (
         bind_model_args,
         find_run_file,
         load_run_file,
@@ -185,10 +185,10 @@ class _RunOutcome:
 def _run_all(plugins, choices, tasks, config) -> _RunOutcome:
     """Plan every (task, model) first — so that a mistake in any of them stops the run before any model
     work — then run them in order and print one leaderboard per task."""
-    from vlmbench import leaderboard
+    from vlmbench.analysis import leaderboard
     from vlmbench.errors import UnsupportedTask
-    from vlmbench.runner import RunConfig, plan_run, run_plan
-    from vlmbench.task import resolve_task
+    from vlmbench.evaluation.runner import RunConfig, plan_run, run_plan
+    from vlmbench.plugin.loading import resolve_task
 
     outcome = _RunOutcome()
     plans = []

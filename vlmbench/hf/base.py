@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from vlmbench.args import Arg
 from vlmbench.devices import resolve_dtype
 from vlmbench.errors import ArgError, AssetMissingError, SampleError, VlmbenchError, first_line
 from vlmbench.hashing import tree_sha256
@@ -26,10 +25,11 @@ from vlmbench.hf.checkpoints import check_family, load_failure
 from vlmbench.hf.likelihood import LikelihoodRanking
 from vlmbench.hf.weights import count_parameters, dtype_kwarg, keep_cpu_4bit_layout
 from vlmbench.hub import cached_commit, is_hub_id, offline_first
-from vlmbench.model import Model, short_path_tag
-from vlmbench.registry import ModelEntry
-from vlmbench.request import Batch, Request
-from vlmbench.spec import GenerationSpec
+from vlmbench.plugin.args import Arg
+from vlmbench.plugin.model import Model, short_path_tag
+from vlmbench.plugin.registry import ModelEntry
+from vlmbench.plugin.request import Batch, Request
+from vlmbench.tasks.spec import GenerationSpec
 
 T = TypeVar("T")
 

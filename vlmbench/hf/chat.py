@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from vlmbench.args import Arg
 from vlmbench.hf.decoder import DecoderVLM
-from vlmbench.request import Request
+from vlmbench.plugin.args import Arg
+from vlmbench.plugin.request import Request
 
 SYSTEM_PROMPT = "You answer questions about product images with exactly one word."
 

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 from vlmbench.hf.base import HFModel
 from vlmbench.hf.likelihood import LIKELIHOOD_ARGS, CandidateTokens
-from vlmbench.request import Batch, Request
-from vlmbench.spec import GenerationSpec
+from vlmbench.plugin.request import Batch, Request
+from vlmbench.tasks.spec import GenerationSpec
 
 
 class DecoderVLM(HFModel):

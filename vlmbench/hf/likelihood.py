@@ -12,8 +12,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from vlmbench.args import Arg
 from vlmbench.errors import VlmbenchError
+from vlmbench.plugin.args import Arg
 
 #: Options of likelihood ranking, for plugins that answer ``rank`` requests by scoring candidates.
 LIKELIHOOD_ARGS: dict[str, Arg] = {

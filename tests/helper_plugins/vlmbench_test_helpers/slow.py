@@ -8,9 +8,9 @@ import os
 import time
 
 from vlmbench import hookimpl
-from vlmbench.args import Arg
 from vlmbench.errors import AssetMissingError
-from vlmbench.model import Model
+from vlmbench.plugin.args import Arg
+from vlmbench.plugin.model import Model
 
 
 class SlowEcho(Model):

@@ -1,0 +1,247 @@
+"""A comparison report (:func:`vlmbench.analysis.compare.compare_runs`) as Markdown, a self-contained HTML page
+or JSON. Every value that comes from the runs (labels, questions, answers) is escaped."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from vlmbench.analysis.display import visible
+from vlmbench.analysis.html import Cell, esc, page, table
+
+_FLIP_KINDS = (("right_to_wrong", "Right → wrong"), ("wrong_to_right", "Wrong → right"))
+_FLIP_HEADER = ["sample", "difficulty", "question", "reference", "baseline answer", "run answer"]
+_METRIC_HEADER = ["metric", "baseline", "run", "Δ", "95% CI", "verdict"]
+
+
+# -- text of numbers and sentences, shared by both formats ------------------------------------------
+def _num(x: float | None, digits: int = 4, signed: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _ci_text(ci: list[float] | None) -> str:
+    return "–" if not ci else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+
+
+def _p_text(p: float | None) -> str:
+    if p is None:
+        return "–"
+    return f"{p:.3g}" if p >= 1e-4 else f"{p:.2e}"
+
+
+def _delta_text(m: dict | None) -> str:
+    return "–" if m is None else f"{_num(m['delta'], signed=True)} {_ci_text(m['ci95'])}"
+
+
+def _limit(items: list, top: int | None) -> list:
+    return items if not top else items[:top]
+
+
+def _refs(refs: list[str]) -> str:
+    return " / ".join(refs)
+
+
+def _mcnemar_sentence(m: dict) -> str:
+    return (
+        f"{m['right_to_wrong']} right→wrong, {m['wrong_to_right']} wrong→right "
+        f"({m['both_right']} both right, {m['both_wrong']} both wrong); "
+        f"McNemar exact p = {_p_text(m['p_value'])}"
+    )
+
+
+def _intro(report: dict) -> str:
+    s = report["settings"]
+    return (
+        "Deltas are run − baseline on the samples both answered; 95% intervals from a paired bootstrap "
+        f"({s['bootstrap_samples']} resamples, seed {s['seed']})."
+    )
+
+
+def _samples_sentence(comp: dict) -> str:
+    run, smp = comp["run"], comp["samples"]
+    return (
+        f"{smp['paired']} paired samples ({run['label']} answered {smp['run_ok']}, "
+        f"baseline {smp['baseline_ok']}; {smp['only_baseline']} only in the baseline, "
+        f"{smp['only_run']} only in the run)."
+    )
+
+
+def _difficulty_columns(comp: dict) -> list[str]:
+    cols: list[str] = []
+    for entry in comp["by_difficulty"].values():
+        for name in entry["metrics"]:
+            if name not in cols:
+                cols.append(name)
+    return cols
+
+
+def _difficulty_table(comp: dict) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Header and rows of the per-difficulty table: (text, is a number) cells."""
+    cols = _difficulty_columns(comp)
+    header = ["difficulty", "n", *(f"Δ {c} [95% CI]" for c in cols)]
+    if comp["mcnemar"]:
+        header += ["right→wrong", "wrong→right", "McNemar p"]
+    rows = []
+    for level, entry in comp["by_difficulty"].items():
+        cells = [(level, False), (str(entry["n"]), True)]
+        cells += [(_delta_text(entry["metrics"].get(c)), True) for c in cols]
+        if comp["mcnemar"]:
+            mc = entry["mcnemar"]
+            cells += [(str(mc["right_to_wrong"]), True), (str(mc["wrong_to_right"]), True),
+                      (_p_text(mc["p_value"]), True)]  # fmt: skip
+        rows.append(cells)
+    return header, rows
+
+
+def _flip_cells(f: dict) -> list[Any]:
+    return [
+        f["sample_id"],
+        f["difficulty"],
+        f["question"],
+        _refs(f["references"]),
+        f["answer_baseline"],
+        f["answer_run"],
+    ]
+
+
+def _flip_title(title: str, flips: list, shown: list) -> str:
+    more = f", first {len(shown)} shown" if len(shown) < len(flips) else ""
+    return f"{title} ({len(flips)}{more})"
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+def _md(text: Any) -> str:
+    """A Markdown table cell: pipes escaped, line breaks flattened, control characters as escapes."""
+    return visible(text).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _md_row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def to_markdown(report: dict, top: int | None = 20) -> str:
+    task = report["task"]
+    lines = [
+        f"# Comparison on {_md(task['name'])} (version {_md(task['version'])}, hash {_md(task['hash'])})",
+        "",
+        f"Baseline: **{_md(report['baseline']['label'])}** ({_md(report['baseline']['path'])}). {_intro(report)}",
+    ]
+    for comp in report["comparisons"]:
+        lines += _md_comparison(comp, top)
+    return "\n".join(lines) + "\n"
+
+
+def _md_comparison(comp: dict, top: int | None) -> list[str]:
+    run, smp = comp["run"], comp["samples"]
+    lines = ["", f"## {_md(run['label'])} vs {_md(comp['baseline']['label'])}", ""]
+    if comp["task_mismatch"]:
+        lines.append(
+            f"**Warning: different tasks, compared on request** ({_md('; '.join(comp['task_mismatch']))})."
+        )
+        if smp["reference_mismatches"]:
+            lines.append(f"{smp['reference_mismatches']} paired samples have different references.")
+        lines.append("")
+    lines.append(f"{_md(_samples_sentence(comp))} Run folder: {_md(run['path'])}.")
+    lines += ["", _md_row(_METRIC_HEADER), "|---|---|---|---|---|---|"]
+    for name, m in comp["metrics"].items():
+        arrow = "↑" if m["higher_is_better"] else "↓"
+        lines.append(_md_row([f"{_md(name)} {arrow}", _num(m["a"]), _num(m["b"]), _num(m["delta"], signed=True),
+                              _ci_text(m["ci95"]), m["verdict"]]))  # fmt: skip
+    lines += [
+        "\nNote: " + _md(f"{name}: {m['note']}") for name, m in comp["metrics"].items() if m.get("note")
+    ]
+    if comp["mcnemar"]:
+        lines += ["", f"Exact Match: {_mcnemar_sentence(comp['mcnemar'])}."]
+    if comp["by_difficulty"]:
+        header, rows = _difficulty_table(comp)
+        lines += ["", "### By difficulty", "", _md_row(header), "|" + "---|" * len(header)]
+        lines += [_md_row([_md(text) for text, _ in cells]) for cells in rows]
+    if comp["mcnemar"]:
+        for key, title in _FLIP_KINDS:
+            flips = comp["flips"][key]
+            shown = _limit(flips, top)
+            lines += ["", f"### {_flip_title(title, flips, shown)}", ""]
+            if not flips:
+                lines.append("None.")
+                continue
+            lines += [_md_row(_FLIP_HEADER), "|---|---|---|---|---|---|"]
+            lines += [_md_row([_md(c) for c in _flip_cells(f)]) for f in shown]
+    return lines
+
+
+# -- HTML -----------------------------------------------------------------------------------------
+def to_html(report: dict, top: int | None = 20) -> str:
+    """A self-contained HTML page (inline CSS, no scripts); every value from the runs is escaped."""
+    task = report["task"]
+    parts = [
+        f'<p class="muted">Task version {esc(task["version"])}, hash {esc(task["hash"])}. '
+        f"Baseline: <b>{esc(report['baseline']['label'])}</b> ({esc(report['baseline']['path'])}). "
+        f"{esc(_intro(report))}</p>",
+    ]
+    for comp in report["comparisons"]:
+        parts += _html_comparison(comp, top)
+    return page(f"Comparison on {task['name']}", parts)
+
+
+def _html_comparison(comp: dict, top: int | None) -> list[str]:
+    run, smp = comp["run"], comp["samples"]
+    parts = [f"<h2>{esc(run['label'])} vs {esc(comp['baseline']['label'])}</h2>"]
+    if comp["task_mismatch"]:
+        extra = (
+            f" {smp['reference_mismatches']} paired samples have different references."
+            if smp["reference_mismatches"]
+            else ""
+        )
+        parts.append(
+            f'<p class="warning">Different tasks, compared on request: {esc("; ".join(comp["task_mismatch"]))}.{esc(extra)}</p>'
+        )
+    parts.append(f'<p>{esc(_samples_sentence(comp))} <span class="muted">{esc(run["path"])}</span></p>')
+    rows: list[list[Cell]] = []
+    for name, m in comp["metrics"].items():
+        arrow = "↑" if m["higher_is_better"] else "↓"
+        cls = m["verdict"] if m["verdict"] in ("better", "worse") else ""
+        rows.append([(f"{esc(name)} {arrow}", ""), (_num(m["a"]), "num"), (_num(m["b"]), "num"),
+                     (_num(m["delta"], signed=True), "num"), (_ci_text(m["ci95"]), "num"), (esc(m["verdict"]), cls)])  # fmt: skip
+    parts.append(table(_METRIC_HEADER, rows))
+    parts += [
+        f'<p class="muted">{esc(name)}: {esc(m["note"])}</p>'
+        for name, m in comp["metrics"].items()
+        if m.get("note")
+    ]
+    if comp["mcnemar"]:
+        parts.append(f"<p>Exact Match: {esc(_mcnemar_sentence(comp['mcnemar']))}.</p>")
+    if comp["by_difficulty"]:
+        header, cells = _difficulty_table(comp)
+        parts += [
+            "<h3>By difficulty</h3>",
+            table(header, [[(esc(t), "num" if n else "") for t, n in row] for row in cells]),
+        ]
+    if comp["mcnemar"]:
+        for key, title in _FLIP_KINDS:
+            flips = comp["flips"][key]
+            shown = _limit(flips, top)
+            parts.append(f"<h3>{esc(_flip_title(title, flips, shown))}</h3>")
+            if not flips:
+                parts.append("<p>None.</p>")
+                continue
+            flip_rows = [
+                [(esc(c), "num" if i == 1 else "") for i, c in enumerate(_flip_cells(f))] for f in shown
+            ]
+            parts.append(table(_FLIP_HEADER, flip_rows))
+    return parts
+
+
+# -- JSON -----------------------------------------------------------------------------------------
+def to_json(report: dict, top: int | None = None) -> str:
+    """The report as JSON; ``top`` limits the flipped-sample lists (their counts stay in ``mcnemar``)."""
+    if top:
+        report = json.loads(json.dumps(report))
+        for comp in report["comparisons"]:
+            for key in comp["flips"]:
+                comp["flips"][key] = comp["flips"][key][:top]
+    return json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+RENDERERS = {"markdown": to_markdown, "html": to_html, "json": to_json}

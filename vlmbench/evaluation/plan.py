@@ -1,0 +1,248 @@
+"""Planning a run: everything that can be checked without a model, before any model work.
+
+:func:`plan_run` resolves the task and the model (arguments validated), the metrics (options
+validated), the device, the generation settings, the requests and the run's identity (cache key and
+folder), checks that the output folder can be written and that no larger or different result would be
+replaced. A mistake costs seconds, not an evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmbench import schema
+from vlmbench.artifacts import run_files
+from vlmbench.artifacts.run_files import safe_name
+from vlmbench.cache import cache_dir
+from vlmbench.devices import resolve_device
+from vlmbench.errors import DataError, UnsupportedTask, VlmbenchError
+from vlmbench.evaluation.config import limited_count, parse_limit
+from vlmbench.evaluation.loader import DEFAULT_WORKER_TIMEOUT
+from vlmbench.evaluation.store import RunKey
+from vlmbench.hashing import json_digest
+from vlmbench.plugin.loading import Plugins, load_plugins, resolve_task
+from vlmbench.plugin.metric import Metric, MetricContext
+from vlmbench.plugin.model import Model
+from vlmbench.plugin.request import Request
+from vlmbench.scoring.scorer import build_metrics
+from vlmbench.tasks.dataset import Sample
+from vlmbench.tasks.spec import GenerationSpec, MetricSpec
+from vlmbench.tasks.task import Task
+
+MAX_SEED = 2**32 - 1
+# The first batch size tried by --batch-size auto on a GPU; out-of-memory errors halve it.
+AUTO_BATCH_START = 128
+
+
+def default_cache_path() -> Path:
+    return cache_dir() / "predictions.sqlite"
+
+
+@dataclass
+class RunConfig:
+    """Options of one run (the CLI's flags). ``cache=None`` means the default cache file,
+    ``cache=False`` keeps predictions in memory only."""
+
+    batch_size: int | str = 8  # "auto": the largest that fits on a GPU (found by halving on OOM)
+    limit: int | float | None = None  # a number of samples, or a fraction of them below 1
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    num_workers: int | None = None  # None: one per core the model leaves free, at most 4 (see loader)
+    output_dir: Path = Path("runs")
+    cache: Path | bool | None = None
+    metrics: list[str] | None = None
+    on_bad_sample: str = "skip"
+    progress: bool = True
+    worker_timeout: float = DEFAULT_WORKER_TIMEOUT
+    gen_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides the task's generation settings
+    label: str | None = None  # how the model is shown in tables and figures (default: its own label)
+    replace: bool = False  # allow replacing a stored result of other data or more samples
+
+    def __post_init__(self) -> None:
+        if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise VlmbenchError(f"batch size must be a positive number or 'auto', got {self.batch_size!r}")
+        self.limit = parse_limit(self.limit)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise VlmbenchError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise VlmbenchError("--num-workers must be 0 or more")
+        if self.on_bad_sample not in ("skip", "stop"):
+            raise VlmbenchError("on_bad_sample must be 'skip' or 'stop'")
+        if self.worker_timeout <= 0:
+            raise VlmbenchError("worker_timeout must be positive")
+        self.output_dir = Path(self.output_dir)
+
+    @property
+    def cache_path(self) -> Path | None:
+        if self.cache is False:
+            return None
+        if self.cache in (None, True):
+            return default_cache_path()
+        return Path(self.cache)
+
+
+@dataclass
+class RunPlan:
+    """Everything decided before a model is loaded."""
+
+    cfg: RunConfig
+    task: Task
+    model: Model
+    metrics: list[Metric]
+    samples: list[Sample]
+    requests: list[Request]
+    key: RunKey
+    run_dir: Path
+    device: str
+    generation: GenerationSpec
+    batch_size: int
+    label: str
+    notes: list[str] = field(default_factory=list)  # how this run differs from a plain one, for tables
+    skipped: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+
+def plan_run(
+    model: str,
+    task: str | Path | Task,
+    cfg: RunConfig,
+    *,
+    model_args: str | dict[str, Any] | None = None,
+    plugins: Plugins | None = None,
+) -> RunPlan:
+    plugins = plugins or load_plugins()
+    task = task if isinstance(task, Task) else resolve_task(task, plugins)
+    entry = plugins.models.get(model)
+    cls = plugins.models.load(model)
+    kind, notes = _request_type(entry, task)
+    _seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    instance = plugins.create_model(model, model_args, device=device, dtype=cfg.dtype, seed=cfg.seed)
+    metric_specs = [MetricSpec(m) for m in cfg.metrics] if cfg.metrics else task.spec.metrics
+    context = MetricContext(difficulty_weights=task.spec.difficulty_weights, seed=cfg.seed, device=device)
+    metrics = build_metrics(metric_specs, plugins, context)  # option errors surface before any model work
+    generation = _generation(task, cfg.gen_kwargs)
+
+    skipped: Counter[str] = Counter()
+    examples: list[str] = []
+    for problem in task.row_problems:
+        if cfg.on_bad_sample == "stop":
+            raise DataError(problem.message)
+        skipped[problem.reason] += 1
+        examples.append(problem.message)
+    samples = task.samples[: limited_count(len(task.samples), cfg.limit)]
+    if not samples:
+        raise DataError(f"task {task.name!r} has no samples to evaluate")
+    template = task.spec.prompt_template(entry.family, cls.default_prompt)
+    requests = [_request(task, template, s, kind) for s in samples]
+    settings = {"kind": kind, "prompt_template": template}
+    if kind == "generate":
+        settings["generation"] = generation.as_kwargs()
+    key = RunKey(instance.fingerprint(), task.hash, json_digest(settings))
+    run_dir = cfg.output_dir / safe_name(task.name) / _run_folder(instance, key, task, cfg, generation)
+    run_files.ensure_output_dir(cfg.output_dir)
+    _check_not_replacing(run_dir, task, len(samples), cfg.replace)
+    if cfg.limit is not None:
+        notes.append(f"limited to {len(samples)} of {len(task.samples)} samples (--limit {cfg.limit})")
+    if cfg.gen_kwargs:
+        notes.append("generation: " + ", ".join(f"{k}={v}" for k, v in sorted(cfg.gen_kwargs.items())))
+    return RunPlan(
+        cfg, task, instance, metrics, samples, requests, key, run_dir, device, generation,
+        _batch_size(cfg.batch_size, device), cfg.label or instance.label(), notes, skipped, examples,
+    )  # fmt: skip
+
+
+def _request_type(entry, task: Task) -> tuple[str, list[str]]:
+    """What this model is asked: the task's request type, or — for a model that can only rank, on a
+    ``generate`` task — ranking of the task's candidate answers (how contrastive image-text models answer)."""
+    kind = task.spec.request_type
+    if kind in entry.request_types:
+        return kind, []
+    if kind == "generate" and "rank" in entry.request_types:
+        source = task.candidate_spec.source.replace("_", " ")
+        return "rank", [f"answers by ranking candidates ({source}), as it cannot generate"]
+    raise UnsupportedTask(
+        f"model {entry.name!r} cannot answer {kind!r} requests (it supports {', '.join(entry.request_types)}); "
+        f"task {task.name!r} asks for {kind!r}"
+    )
+
+
+def _generation(task: Task, overrides: dict[str, Any]) -> GenerationSpec:
+    if not overrides:
+        return task.spec.generation
+    merged = {**dataclasses.asdict(task.spec.generation), **overrides}
+    return schema.build(GenerationSpec, merged, where="", source="--gen_kwargs")
+
+
+def _batch_size(requested: int | str, device: str) -> int:
+    # "auto" starts large on a GPU and lets the loop halve it on out-of-memory errors; a CPU run gets
+    # no such signal before swapping, so it keeps the usual size.
+    if requested == "auto":
+        return AUTO_BATCH_START if device.startswith("cuda") else 8
+    return int(requested)
+
+
+def _run_folder(model: Model, key: RunKey, task: Task, cfg: RunConfig, generation: GenerationSpec) -> str:
+    """``MODEL-FINGERPRINT``, plus what makes this run differ from a plain one of the same model: a
+    limit (``-limit50``) or generation settings other than the task's (``-gen1a2b3c``)."""
+    folder = f"{safe_name(model.name)}-{key.model_fp[:8]}"
+    if generation != task.spec.generation:
+        folder += f"-gen{json_digest(generation.as_kwargs(), 6)}"
+    if cfg.limit is not None:
+        folder += f"-limit{cfg.limit}"
+    return folder
+
+
+def _check_not_replacing(run_dir: Path, task: Task, n_samples: int, allowed: bool) -> None:
+    """A stored result of more samples or of other data is never replaced silently."""
+    path = run_dir / run_files.RESULTS
+    if allowed or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        old_task = old["task"] if old.get("status") == "ok" else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # unreadable: nothing of value to keep
+    if not isinstance(old_task, dict):
+        return
+    if old_task.get("hash") != task.hash or int(old_task.get("n_samples") or 0) > n_samples:
+        raise VlmbenchError(
+            f"{run_dir} holds the result of {old_task.get('n_samples')} samples of task {old_task.get('name')!r} "
+            f"(hash {old_task.get('hash')}); this run has {n_samples} samples (hash {task.hash}). "
+            "Choose another --output-dir, or pass --replace to replace it"
+        )
+
+
+def _request(task: Task, template: str, sample: Sample, kind: str) -> Request:
+    candidates = task.candidates_for(sample) if kind == "rank" else ()
+    if kind == "rank" and not candidates:
+        raise DataError(f"task {task.name!r}: no candidate answers for rank requests")
+    return Request(
+        sample_id=sample.id,
+        kind=kind,
+        prompt=task.render_prompt(template, sample, candidates),
+        question=sample.question,
+        image_ref=sample.image,
+        image_id=sample.image_id,
+        candidates=candidates,
+    )
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
