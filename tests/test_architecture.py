@@ -1,5 +1,6 @@
-"""The rules that keep the code base easy to change: one public surface for plugins, a core that names
-no model or dataset, the registry's checks of what plugins declare, small units."""
+"""The rules that keep the code base easy to change: the core grouped in stages that import only
+downwards, one public surface for plugins, a core that names no model or dataset, the registry's checks
+of what plugins declare, small units. docs/architecture.md states these rules; keep the two in step."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 
 
+# The core's stages, lowest first. A module imports from its own stage and the stages below it, never
+# from one above (lazy imports inside functions included). The base is vlmbench's top-level modules.
+STAGES = ("base", "tasks", "plugin", "hf", "artifacts", "scoring", "evaluation", "analysis", "cli")
+BASE_MODULES = {"cache", "console", "devices", "errors", "hashing", "hub", "schema"}
+# The public surfaces: they re-export from every stage, and nothing in the core imports them.
+FACADES = {"vlmbench", "vlmbench.api", "vlmbench.__main__"}
+
+
 def _python_files(folder: str):
     return sorted((REPO / folder).rglob("*.py"))
 
@@ -39,6 +48,111 @@ def _imports(path) -> list[str]:
                 [f"{node.module}.{a.name}" for a in node.names] if node.module == "vlmbench" else []
             )
     return found
+
+
+def _core_modules() -> dict[str, object]:
+    found = {}
+    for path in _python_files("vlmbench"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return "base" if len(parts) == 2 and parts[1] in BASE_MODULES else parts[1]
+
+
+def _core_imports(path) -> set[str]:
+    """The vlmbench modules ``path`` imports, anywhere in it (``from vlmbench.x import name`` counts as
+    ``vlmbench.x.name`` where that is a module)."""
+    modules = _core_modules()
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and (node.module or "").startswith("vlmbench")
+        ):
+            for alias in node.names:
+                name = f"{node.module}.{alias.name}"
+                found.add(name if name in modules or name == "vlmbench.__version__" else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name == "vlmbench" or a.name.startswith("vlmbench.")}
+    return found - {"vlmbench_plugins", "vlmbench_tasks"}
+
+
+def test_the_core_is_grouped_in_stages():
+    modules = _core_modules()
+    top_level = {m.split(".")[1] for m in modules if m.count(".") == 1 and m not in FACADES}
+    packages = {m.split(".")[1] for m in modules if m.count(".") >= 1 and modules[m].name == "__init__.py"}
+    # A new top-level module belongs in a stage; the base grows only on purpose (add it above).
+    assert top_level - packages == BASE_MODULES
+    assert packages == set(STAGES) - {"base"}
+
+
+def test_stages_import_only_downwards_and_never_the_facades():
+    modules = _core_modules()
+    upwards, facades = [], []
+    for module, path in modules.items():
+        if module in FACADES:
+            continue
+        for imported in sorted(_core_imports(path)):
+            if imported == "vlmbench.__version__":
+                continue  # the version string is the one thing every stage may read from the package
+            if imported in FACADES:
+                facades.append(f"{module} -> {imported}")
+            elif imported in modules and STAGES.index(_stage(imported)) > STAGES.index(_stage(module)):
+                upwards.append(f"{module} ({_stage(module)}) -> {imported} ({_stage(imported)})")
+    assert upwards == [] and facades == []
+
+
+def test_no_import_cycles_in_the_core():
+    modules = _core_modules()
+    graph = {
+        m: {i for i in _core_imports(p) if i in modules and i not in FACADES} - {m}
+        for m, p in modules.items()
+    }
+    cycles, state = [], {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join([*trail[trail.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = "done"
+
+    for module in sorted(graph):
+        if module not in state and module not in FACADES:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_every_module_says_what_it_holds_and_none_only_re_exports():
+    undocumented, re_exports = [], []
+    for folder in ("vlmbench", "plugins"):
+        for path in _python_files(folder):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            rel = str(path.relative_to(REPO))
+            if not ast.get_docstring(tree):
+                undocumented.append(rel)
+            body = [
+                n for n in tree.body[1:] if not (isinstance(n, ast.ImportFrom) and n.module == "__future__")
+            ]
+            only_imports = body and all(
+                isinstance(n, (ast.Import, ast.ImportFrom))
+                or (
+                    isinstance(n, ast.Assign)
+                    and [t.id for t in n.targets if isinstance(t, ast.Name)] == ["__all__"]
+                )
+                for n in body
+            )
+            if only_imports and path.name != "__init__.py" and rel != "vlmbench/api.py":
+                # a compatibility shim (the public API aside): import from where the code lives instead
+                re_exports.append(rel)
+    assert undocumented == [] and re_exports == []
 
 
 def test_built_in_plugins_import_only_the_public_api():

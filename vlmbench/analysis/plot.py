@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import vlmbench
+from vlmbench import __version__
 from vlmbench.analysis import leaderboard
 from vlmbench.analysis.figure_data import (
     CORE_METRICS,
@@ -104,7 +104,7 @@ def render_tasks(
         raise VlmbenchError(unknown_message("task (among the runs)", task, tasks))
     chosen = [task] if task is not None else tasks
     out = Path(output_dir) if output_dir is not None else Path(runs_dir) / "plots"
-    made = {"created": now(), "version": vlmbench.__version__, "command": command or command_line()}
+    made = {"created": now(), "version": __version__, "command": command or command_line()}
     plans = []
     for name in chosen:
         runs, notes = task_runs(loaded, name, unreadable)

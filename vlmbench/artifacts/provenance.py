@@ -11,7 +11,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import vlmbench
+from vlmbench import __version__
 
 LIBRARIES = (
     "torch", "torchvision", "transformers", "tokenizers", "peft", "bitsandbytes", "accelerate",
@@ -33,7 +33,7 @@ def library_versions() -> dict[str, str | None]:
 
 def git_revision() -> str | None:
     """The commit of the vlmbench source tree, when it is a git checkout (with ``+dirty`` if modified)."""
-    root = Path(vlmbench.__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # vlmbench/artifacts/provenance.py -> the source tree
     if not (root / ".git").exists():
         return None
     try:
@@ -89,7 +89,7 @@ def command_line() -> str:
 
 def provenance() -> dict:
     return {
-        "vlmbench_version": vlmbench.__version__,
+        "vlmbench_version": __version__,
         "git_revision": git_revision(),
         "created": now(),
         "command": command_line(),
