@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup system-deps demo test lint clean
+.PHONY: setup system-deps demo test test-fast lint clean
 
 $(BIN)/vlmbench: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,11 +24,17 @@ system-deps:
 demo: setup system-deps
 	$(BIN)/vlmbench run --model blip --model prior --task abo_sample --output-dir runs
 
+# The whole suite on every core (pytest-xdist), with the slowest tests listed. CI runs this.
 test: setup system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --durations=15
+
+# Day-to-day: everything but the tests marked slow (end-to-end runs, launches, kill-and-resume).
+test-fast: setup system-deps
+	$(BIN)/python -m pytest -n auto -m "not slow" --durations=15
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
