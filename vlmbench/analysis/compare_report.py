@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from vlmbench.analysis.display import visible
-from vlmbench.analysis.html import Cell, esc, page, table
+from vlmbench.analysis.html import render_page
 
 _FLIP_KINDS = (("right_to_wrong", "Right → wrong"), ("wrong_to_right", "Wrong → right"))
 _FLIP_HEADER = ["sample", "difficulty", "question", "reference", "baseline answer", "run answer"]
@@ -173,64 +173,60 @@ def _md_comparison(comp: dict, top: int | None) -> list[str]:
 
 # -- HTML -----------------------------------------------------------------------------------------
 def to_html(report: dict, top: int | None = 20) -> str:
-    """A self-contained HTML page (inline CSS, no scripts); every value from the runs is escaped."""
+    """A self-contained HTML page (inline CSS, no scripts); every value from the runs is escaped
+    (``templates/compare.html``, rendered by :mod:`vlmbench.analysis.html`)."""
     task = report["task"]
-    parts = [
-        f'<p class="muted">Task version {esc(task["version"])}, hash {esc(task["hash"])}. '
-        f"Baseline: <b>{esc(report['baseline']['label'])}</b> ({esc(report['baseline']['path'])}). "
-        f"{esc(_intro(report))}</p>",
-    ]
-    for comp in report["comparisons"]:
-        parts += _html_comparison(comp, top)
-    return page(f"Comparison on {task['name']}", parts)
+    return render_page(
+        "compare.html",
+        title=f"Comparison on {task['name']}",
+        task=task,
+        baseline=report["baseline"],
+        intro=_intro(report),
+        metric_header=_METRIC_HEADER,
+        flip_header=_FLIP_HEADER,
+        comparisons=[_html_comparison(comp, top) for comp in report["comparisons"]],
+    )
 
 
-def _html_comparison(comp: dict, top: int | None) -> list[str]:
+def _html_comparison(comp: dict, top: int | None) -> dict[str, Any]:
+    """One comparison as ``compare.html`` shows it: plain text, tables as rows of (text, CSS class) cells."""
     run, smp = comp["run"], comp["samples"]
-    parts = [f"<h2>{esc(run['label'])} vs {esc(comp['baseline']['label'])}</h2>"]
-    if comp["task_mismatch"]:
-        extra = (
-            f" {smp['reference_mismatches']} paired samples have different references."
-            if smp["reference_mismatches"]
-            else ""
-        )
-        parts.append(
-            f'<p class="warning">Different tasks, compared on request: {esc("; ".join(comp["task_mismatch"]))}.{esc(extra)}</p>'
-        )
-    parts.append(f'<p>{esc(_samples_sentence(comp))} <span class="muted">{esc(run["path"])}</span></p>')
-    rows: list[list[Cell]] = []
+    metrics = []
     for name, m in comp["metrics"].items():
         arrow = "↑" if m["higher_is_better"] else "↓"
         cls = m["verdict"] if m["verdict"] in ("better", "worse") else ""
-        rows.append([(f"{esc(name)} {arrow}", ""), (_num(m["a"]), "num"), (_num(m["b"]), "num"),
-                     (_num(m["delta"], signed=True), "num"), (_ci_text(m["ci95"]), "num"), (esc(m["verdict"]), cls)])  # fmt: skip
-    parts.append(table(_METRIC_HEADER, rows))
-    parts += [
-        f'<p class="muted">{esc(name)}: {esc(m["note"])}</p>'
-        for name, m in comp["metrics"].items()
-        if m.get("note")
-    ]
-    if comp["mcnemar"]:
-        parts.append(f"<p>Exact Match: {esc(_mcnemar_sentence(comp['mcnemar']))}.</p>")
+        metrics.append([(f"{name} {arrow}", ""), (_num(m["a"]), "num"), (_num(m["b"]), "num"),
+                        (_num(m["delta"], signed=True), "num"), (_ci_text(m["ci95"]), "num"), (m["verdict"], cls)])  # fmt: skip
+    by_difficulty = None
     if comp["by_difficulty"]:
         header, cells = _difficulty_table(comp)
-        parts += [
-            "<h3>By difficulty</h3>",
-            table(header, [[(esc(t), "num" if n else "") for t, n in row] for row in cells]),
-        ]
+        by_difficulty = {
+            "header": header,
+            "rows": [[(t, "num" if n else "") for t, n in row] for row in cells],
+        }
+    flips = []
     if comp["mcnemar"]:
         for key, title in _FLIP_KINDS:
-            flips = comp["flips"][key]
-            shown = _limit(flips, top)
-            parts.append(f"<h3>{esc(_flip_title(title, flips, shown))}</h3>")
-            if not flips:
-                parts.append("<p>None.</p>")
-                continue
-            flip_rows = [
-                [(esc(c), "num" if i == 1 else "") for i, c in enumerate(_flip_cells(f))] for f in shown
-            ]
-            parts.append(table(_FLIP_HEADER, flip_rows))
-    return parts
+            shown = _limit(comp["flips"][key], top)
+            rows = [[(c, "num" if i == 1 else "") for i, c in enumerate(_flip_cells(f))] for f in shown]
+            flips.append({"title": _flip_title(title, comp["flips"][key], shown), "rows": rows})
+    return {
+        "label": run["label"],
+        "baseline_label": comp["baseline"]["label"],
+        "task_mismatch": "; ".join(comp["task_mismatch"]),
+        "reference_mismatches": (
+            f" {smp['reference_mismatches']} paired samples have different references."
+            if comp["task_mismatch"] and smp["reference_mismatches"]
+            else ""
+        ),
+        "samples": _samples_sentence(comp),
+        "path": run["path"],
+        "metrics": metrics,
+        "notes": [f"{name}: {m['note']}" for name, m in comp["metrics"].items() if m.get("note")],
+        "mcnemar": _mcnemar_sentence(comp["mcnemar"]) if comp["mcnemar"] else "",
+        "by_difficulty": by_difficulty,
+        "flips": flips,
+    }
 
 
 # -- JSON -----------------------------------------------------------------------------------------

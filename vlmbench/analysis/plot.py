@@ -30,7 +30,7 @@ from vlmbench.analysis.figure_data import (
     tasks_of,
 )
 from vlmbench.analysis.figures import confusion_bars, difficulty_bars, metric_vs_parameters
-from vlmbench.analysis.html import Cell, bullets, esc, page, table
+from vlmbench.analysis.html import render_page
 from vlmbench.artifacts import run_files
 from vlmbench.artifacts.provenance import command_line, now
 from vlmbench.errors import VlmbenchError, unknown_message
@@ -214,27 +214,28 @@ def run_source(path: Path, data: dict) -> dict:
     }
 
 
-def leaderboard_html(runs_dir: str | Path, task: str, sort_by: str | None = None) -> str:
-    """The leaderboard of one task as an HTML table (the rows of :mod:`vlmbench.analysis.leaderboard`), its notes
-    numbered below it; files that cannot be read are left out (the plot command reports them)."""
+def _leaderboard(runs_dir: str | Path, task: str, sort_by: str | None = None) -> dict[str, Any]:
+    """The leaderboard of one task as report.html shows it (the rows of :mod:`vlmbench.analysis.leaderboard`),
+    its notes numbered below it; files that cannot be read are left out (the plot command reports them)."""
     rows = leaderboard.sort_rows(leaderboard.collect(runs_dir, task=task, unreadable=[]), sort_by)
     cols = leaderboard.metric_columns(rows)
     refs, notes = leaderboard.footnotes(rows)
-    cells: list[list[Cell]] = [
+    cells = [
         [
-            (esc(r.model), ""),
-            (esc(leaderboard.parameters_text(r)), "num"),
+            (r.model, ""),
+            (leaderboard.parameters_text(r), "num"),
             ("–" if r.n is None else str(r.n), "num"),
-            *((esc(leaderboard.format_cell(r.metrics.get(c))), "num") for c in cols),
+            *((leaderboard.format_cell(r.metrics.get(c)), "num") for c in cols),
             (" ".join(f"[{i}]" for i in ids), ""),
         ]
         for r, ids in zip(rows, refs, strict=True)
     ]
-    out = [
-        table(["model", "parameters", "n", *cols, "notes"], cells),
-        f'<p class="notes">{esc(leaderboard.CI_LINE)}</p>',
-    ]
-    return "\n".join(out + ([bullets(notes, ordered=True)] if notes else []))
+    return {
+        "header": ["model", "parameters", "n", *cols, "notes"],
+        "rows": cells,
+        "ci_line": leaderboard.CI_LINE,
+        "notes": notes,
+    }
 
 
 def _when(source: dict) -> str:
@@ -246,45 +247,43 @@ def _when(source: dict) -> str:
     return text
 
 
-def _runs_table(sources: Sequence[dict]) -> str:
-    rows: list[list[Cell]] = [
-        [
-            (esc(s["label"]) + ("" if s["status"] == "ok" else " (skipped)"), ""),
-            (esc(_when(s)), ""),
-            (esc(s["version"] or "unknown"), ""),
-            (f"<code>{esc(s['command'])}</code>" if s["command"] else "unknown", ""),
-            (esc(s["path"]), "muted"),
-        ]
-        for s in sources
-    ]
-    return table(["run", "date", "vlmbench", "command", "folder"], rows)
+def _run_row(source: dict) -> dict[str, Any]:
+    return {
+        "label": source["label"],
+        "skipped": source["status"] != "ok",
+        "when": _when(source),
+        "version": source["version"] or "unknown",
+        "command": source["command"],
+        "path": source["path"],
+    }
 
 
-def _figure(f) -> str:
-    data = base64.b64encode(f.png.read_bytes()).decode("ascii")
-    return (
-        f'<figure id="{esc(f.name)}"><h3>{esc(f.title)}</h3>'
-        f'<img src="data:image/png;base64,{data}" alt="{esc(f.title)}">'
-        f"<figcaption>{esc(f.caption)} "
-        f'Files: <a href="{esc(f.png.name)}">{esc(f.png.name)}</a>, '
-        f'<a href="{esc(f.svg.name)}">{esc(f.svg.name)}</a>.</figcaption></figure>'
-    )
+def _figure(f: Figure) -> dict[str, Any]:
+    return {
+        "name": f.name,
+        "title": f.title,
+        "caption": f.caption,
+        # embedded, so that the page shows its figures wherever it is copied to
+        "png_base64": base64.b64encode(f.png.read_bytes()).decode("ascii"),
+        "png": f.png.name,
+        "svg": f.svg.name,
+    }
 
 
 def to_html(report: PlotReport, runs_dir: str | Path) -> str:
     """``report.html``: how it was made, the leaderboard, every figure (PNG embedded as base64, linking
-    to its SVG next to it) and where each run came from."""
+    to its SVG next to it) and where each run came from (``templates/plot_report.html``)."""
     made = report.made or {}
-    parts = [
-        f'<p class="muted">Made {esc((made.get("created") or "").replace("T", " "))} by vlmbench '
-        f"{esc(made.get('version'))}: <code>{esc(made.get('command'))}</code></p>",
-        "<h2>Leaderboard</h2>",
-        leaderboard_html(runs_dir, report.task),
-    ]
-    if report.notes:
-        parts.append(bullets(report.notes))
-    parts.append("<h2>Figures</h2>")
-    parts += [_figure(f) for f in report.figures]
-    if report.sources:
-        parts += ["<h2>Runs</h2>", _runs_table(report.sources)]
-    return page(f"vlmbench report — {report.task}", parts)
+    return render_page(
+        "plot_report.html",
+        title=f"vlmbench report — {report.task}",
+        made={
+            "created": (made.get("created") or "").replace("T", " "),
+            "version": made.get("version"),
+            "command": made.get("command"),
+        },
+        leaderboard=_leaderboard(runs_dir, report.task),
+        notes=report.notes,
+        figures=[_figure(f) for f in report.figures],
+        runs=[_run_row(s) for s in report.sources],
+    )

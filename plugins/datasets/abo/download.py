@@ -14,8 +14,9 @@ checks each one, and unpacks it into ``dest`` so that ``dest/listings/metadata/l
   by the caller is checked too. A mismatch deletes the download and fails.
 - **Idempotent**: a state file (``.vlmbench-download.json``) records what was extracted; a re-run
   finds it and does nothing, without touching the network.
-- **Safe extraction**: only regular files and folders are unpacked; absolute paths, ``..``, links and
-  device entries are refused, and every target must resolve inside ``dest``.
+- **Safe extraction**: through tarfile's ``data`` extraction filter; only regular files and folders
+  are unpacked; absolute paths, ``..``, links and device entries are refused, and every target must
+  resolve inside ``dest``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
+import platform
 import tarfile
 import time
 import urllib.error
@@ -324,63 +325,79 @@ def _hash_file(path: Path, part_sizes: list[int], with_md5: bool, with_sha: bool
     }
 
 
-def _member_path(name: str) -> PurePosixPath:
-    while name.startswith("./"):
-        name = name[2:]
-    path = PurePosixPath(name)
-    if not name or path.is_absolute() or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise DownloadError(f"unsafe archive entry {name!r}: absolute path")
-    if ".." in path.parts or "\\" in name:
-        raise DownloadError(f"unsafe archive entry {name!r}: leaves the destination folder")
-    return path
-
-
 def safe_extract(archive: Path, dest: Path, *, progress: bool = True) -> int:
     """Unpack ``archive`` (a tar file) into ``dest``; returns the number of files written.
 
-    Entries are read in one streaming pass and written through temporary files, so an interrupted
-    extraction leaves whole files only. Anything other than regular files and folders, and any path
-    that would land outside ``dest``, stops the extraction with :class:`DownloadError`.
+    Entries are read in one streaming pass and extracted through tarfile's ``data`` filter, which refuses
+    entries that would land outside ``dest`` (absolute names, links pointing outside, folders in ``dest``
+    that are symlinks to elsewhere) and special files, and drops owners and unsafe permission bits. On
+    top of it (:func:`_checked_member`) only regular files and folders are unpacked, names holding
+    ``..`` are refused, and so is an absolute name the filter would turn into a relative one. Any
+    refused entry stops the extraction with :class:`DownloadError`. Files are written in place: an
+    interrupted extraction is simply done again by the next run, as the state file records an archive
+    as extracted only once it is complete.
     """
+    if not hasattr(tarfile, "data_filter"):
+        # Extraction filters came with Python 3.12 and the security releases 3.10.12 and 3.11.4. Without
+        # them this refuses rather than keeping a second, hand-written set of checks for old releases.
+        raise DownloadError(
+            f"{archive.name}: this Python ({platform.python_version()}) cannot unpack archives safely "
+            "(tarfile has no extraction filters); use Python 3.10.12, 3.11.4, 3.12 or newer"
+        )
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
     files = 0
     try:
         with (
             tarfile.open(archive, mode="r|*") as tar,
             _progress(archive.stat().st_size, 0, f"unpack {archive.name}", progress) as bar,
         ):
-            for member in tar:
-                files += _extract_member(tar, member, root, dest)
+
+            def admit(member: tarfile.TarInfo, dest_path: str | Path) -> tarfile.TarInfo:
+                nonlocal files
+                checked = _checked_member(member, dest_path, dest)
+                if checked.isreg():
+                    files += 1
                 bar.update(member.size)
+                return checked
+
+            tar.extractall(dest, filter=admit)
     except tarfile.TarError as exc:
         raise DownloadError(f"{archive.name}: not a readable tar archive ({exc})") from None
     return files
 
 
-def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, dest: Path) -> int:
-    """Write one entry below ``root``; returns 1 for a file written, 0 for a folder."""
-    rel = _member_path(member.name)
-    if not (member.isdir() or member.isreg()):
-        kind = "link" if (member.issym() or member.islnk()) else "special file"
-        raise DownloadError(f"unsafe archive entry {member.name!r}: {kind}s are not extracted")
-    target = (root / rel).resolve()
-    if not target.is_relative_to(root):
-        raise DownloadError(f"unsafe archive entry {member.name!r}: resolves outside {dest}")
-    if member.isdir():
-        target.mkdir(parents=True, exist_ok=True)
-        return 0
-    target.parent.mkdir(parents=True, exist_ok=True)
-    source = tar.extractfile(member)
-    if source is None:
-        return 0
-    tmp = target.with_name(f".{target.name}.tmp")
-    with source, open(tmp, "wb") as out:
-        shutil.copyfileobj(source, out, CHUNK)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-    return 1
+def _checked_member(member: tarfile.TarInfo, dest_path: str | Path, dest: Path) -> tarfile.TarInfo:
+    """``member`` as tarfile's data filter passes it, with the filter's refusals as :class:`DownloadError`
+    in this module's words; raises for links and special files as well."""
+    unsafe = f"unsafe archive entry {member.name!r}"
+    if ".." in PurePosixPath(member.name).parts:
+        # Refused even where it would come back inside `dest` ("a/../b"): the filter admits that, but
+        # tarfile then fails to create the folder "a/.." with a bare OSError; the ABO archives hold none.
+        raise DownloadError(f"{unsafe}: leaves the destination folder")
+    try:
+        checked = tarfile.data_filter(member, dest_path)
+    except tarfile.AbsolutePathError:
+        raise DownloadError(f"{unsafe}: absolute path") from None
+    except tarfile.OutsideDestinationError:
+        # with `..` ruled out above: a folder already in `dest` that is a symlink to elsewhere
+        raise DownloadError(f"{unsafe}: resolves outside {dest}") from None
+    except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
+        raise DownloadError(f"{unsafe}: links are not extracted") from None
+    except tarfile.SpecialFileError:
+        raise DownloadError(f"{unsafe}: special files are not extracted") from None
+    except tarfile.FilterError as exc:
+        raise DownloadError(f"{unsafe}: {exc}") from None
+    if checked.name != member.name:
+        # the filter strips a leading "/" and would unpack the entry inside `dest`; an archive that
+        # names absolute paths is not one of the published ABO archives, so it is refused instead
+        raise DownloadError(f"{unsafe}: absolute path")
+    if not (checked.isdir() or checked.isreg()):
+        # the filter admits links that stay inside `dest`; the ABO archives hold none, so none is made
+        kind = "link" if (checked.issym() or checked.islnk()) else "special file"
+        raise DownloadError(f"{unsafe}: {kind}s are not extracted")
+    # readable by everyone and never executable, whatever modes the archive recorded
+    return checked.replace(mode=0o644, deep=False) if checked.isreg() else checked
 
 
 def _read_state(dest: Path) -> dict[str, Any]:
