@@ -13,6 +13,18 @@ import pytest
 from vlmbench_testing import REPO, colour_rows, make_images, write_task
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # pytest-xdist hands tests to its workers in collection order: the slow end-to-end tests go first,
+    # the longest (``@pytest.mark.slow(seconds=N)``, N measured on 2 cores) before the rest, so that no
+    # worker picks up a minutes-long test while the others are finishing.
+    def expected(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("slow")
+        return -1.0 if mark is None else float(mark.kwargs.get("seconds", 0))
+
+    items.sort(key=expected, reverse=True)
+
+
 @pytest.fixture
 def tiny_task(tmp_path: Path) -> Path:
     """A 12-image, 24-question task with a difficulty mix, in a temporary folder."""
@@ -43,11 +55,21 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
-    """``tiny_checkpoint("blip")`` -> a directory with a tiny checkpoint (built on first use, once per session)."""
+    """``tiny_checkpoint("blip")`` -> a directory with a tiny checkpoint (built on first use, once per test
+    run). Under pytest-xdist each worker is a process with a session of its own: the checkpoints are built
+    once for all of them, in the folder their temporary folders share, one builder at a time."""
     import tiny_models
+    from filelock import FileLock
 
-    root = tmp_path_factory.mktemp("tiny-checkpoints")
-    return lambda name: tiny_models.build(name, root)
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "tiny-checkpoints"
+    root.mkdir(exist_ok=True)
+
+    def get(name: str) -> Path:
+        with FileLock(str(root / f"{name}.lock")):
+            return tiny_models.build(name, root)
+
+    return get
 
 
 @pytest.fixture(scope="session")
@@ -115,6 +137,14 @@ class _Reliability:
 
 
 _RELIABILITY = _Reliability()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Each pytest-xdist worker would write the rows it happened to collect over the others' rows.
+    if os.environ.get("VLMBENCH_RELIABILITY_REPORT") and config.getoption("numprocesses", default=None):
+        raise pytest.UsageError(
+            "VLMBENCH_RELIABILITY_REPORT collects the report in one process: run without -n"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -340,6 +340,7 @@ def _check(case: Case, folder: Path, images: Path) -> str | None:
     return None
 
 
+@pytest.mark.slow(seconds=80)
 def test_bad_inputs_give_one_error_line_or_a_counted_skip(tmp_path, images, reliability):
     assert len(CASES) >= 40 and len({c.name for c in CASES}) == len(CASES)
     with ThreadPoolExecutor(max_workers=4) as pool:

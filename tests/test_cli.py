@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from vlmbench_testing import REPO, run_cli
 
 
+@pytest.mark.slow(seconds=30)
 def test_prior_on_abo_sample_end_to_end(tmp_path):
     env = {"VLMBENCH_CACHE_DIR": str(tmp_path / "cache")}
     out = tmp_path / "runs"

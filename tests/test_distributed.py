@@ -51,6 +51,7 @@ ACCELERATE = [
 ]
 
 
+@pytest.mark.slow(seconds=30)
 @pytest.mark.parametrize("launcher", [TORCHRUN, ACCELERATE], ids=["torchrun", "accelerate"])
 def test_two_processes_equal_one(launcher, plugin_env, tmp_path):
     env = _env(plugin_env, tmp_path)
@@ -69,6 +70,7 @@ def test_two_processes_equal_one(launcher, plugin_env, tmp_path):
     assert not list((tmp_path / "cache").glob("*.shards"))
 
 
+@pytest.mark.slow
 def test_resume_across_world_sizes(plugin_env, tmp_path):
     """Half the samples computed by one process; two processes finish the rest and compute nothing twice."""
     env = _env(plugin_env, tmp_path)

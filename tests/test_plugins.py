@@ -120,6 +120,7 @@ def test_docs_plugin_example_matches_the_tested_package():
         assert source in doc, f"docs/plugins.md is out of date with tests/thirdparty_plugin/{rel}"
 
 
+@pytest.mark.slow
 def test_third_party_command_trains_what_its_model_loads(plugin_env, tmp_path):
     """A plugin's own command registered through the hook, as `vlmbench finetune` is: it learns a
     palette from a task's images, and the plugin's model answers with it."""

@@ -271,6 +271,7 @@ def test_bad_jsonl_and_duplicate_ids(tmp_path, plugins, reliability):
     )
 
 
+@pytest.mark.slow
 def test_invalid_task_files_and_arguments_fail_clearly(tmp_path, reliability):
     cases = {
         "invalid YAML": ("task: [x", "invalid YAML"),
@@ -331,6 +332,7 @@ def _wait_rows(db: Path, n: int, proc, timeout=120) -> None:
         time.sleep(0.03)
 
 
+@pytest.mark.slow
 def test_sigint_stops_after_the_batch_and_resumes(plugin_env, tmp_path, reliability):
     task = write_task(tmp_path / "t", colour_rows(make_images(tmp_path / "t" / "images", 16)))
     log = tmp_path / "calls.log"
@@ -356,6 +358,7 @@ def test_sigint_stops_after_the_batch_and_resumes(plugin_env, tmp_path, reliabil
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [1, 9, 21])
 def test_sigkill_at_any_point_loses_at_most_the_batch_in_flight(
     plugin_env, tmp_path, reliability, kill_after
@@ -413,6 +416,7 @@ def _default_workers_cmd(task, tmp_path):
             "--cache", str(tmp_path / "cache.sqlite"), "-o", str(tmp_path / "runs"), "-q", "--num-workers", "1"]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find worker processes")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_runs_leave_no_worker_behind(plugin_env, tmp_path, reliability, sig):
@@ -615,6 +619,7 @@ def test_damaged_cache_is_moved_aside(tmp_path, plugins, tiny_task, reliability,
     assert "warning: the prediction cache was damaged" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_file_that_is_not_a_vlmbench_cache_is_refused_untouched(tmp_path, tiny_task, reliability):
     other_db = tmp_path / "other.sqlite"
     with sqlite3.connect(other_db) as con:

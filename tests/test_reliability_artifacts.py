@@ -284,6 +284,7 @@ def test_plot_skips_a_run_whose_predictions_are_bad(tmp_path, good_run, reliabil
 # -- a bad file given directly: compare and score --------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("artifact", ["results.json", "predictions.jsonl"])
 def test_compare_and_score_name_a_bad_file(tmp_path, good_run, artifact, reliability):
     faults = RESULTS_FAULTS if artifact == "results.json" else PREDICTION_FAULTS
@@ -311,6 +312,7 @@ def test_compare_and_score_name_a_bad_file(tmp_path, good_run, artifact, reliabi
     )
 
 
+@pytest.mark.slow
 def test_score_counts_bad_rows_of_an_external_file(tmp_path, reliability):
     jsonl = tmp_path / "preds.jsonl"
     huge = "y" * (5 * 2**20)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from vlmbench_testing import colour_rows, make_images, write_task
 
 
@@ -21,6 +23,7 @@ def _rows_in_cache(db) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume(plugin_env, tmp_path):
     images = make_images(tmp_path / "t" / "images", 20)
     task = write_task(tmp_path / "t", colour_rows(images))  # 40 samples

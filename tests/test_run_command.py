@@ -21,6 +21,7 @@ def _run(*args: str, cwd: Path | None = None):
     return run_cli(["run", *args], cwd=cwd)
 
 
+@pytest.mark.slow
 def test_each_model_args_binds_to_the_model_before_it(tiny_task, tmp_path):
     res = _run("-m", "prior", "-a", "k=3", "-m", "prior", "-a", "k=7", "-t", str(tiny_task),
                "-o", str(tmp_path / "r"), "-q")  # fmt: skip
@@ -46,6 +47,7 @@ def test_each_model_args_binds_to_the_model_before_it(tiny_task, tmp_path):
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_two_checkpoints_of_one_model(tiny_checkpoint, tiny_task, tmp_path):
     first = tiny_checkpoint("blip")
     second = shutil.copytree(first, tmp_path / "blip-finetuned")
@@ -57,6 +59,7 @@ def test_two_checkpoints_of_one_model(tiny_checkpoint, tiny_task, tmp_path):
     assert {r["model"]["label"] for r in results} == {f"blip[{first.name}]", "blip[blip-finetuned]"}
 
 
+@pytest.mark.slow
 def test_a_limited_run_never_replaces_a_full_one(tiny_task, tmp_path):
     out = tmp_path / "r"
     assert _run("-m", "prior", "-t", str(tiny_task), "-o", str(out), "-q").returncode == 0
@@ -77,6 +80,7 @@ def test_a_limited_run_never_replaces_a_full_one(tiny_task, tmp_path):
     assert _run("-m", "prior", "-t", str(tiny_task), "-o", str(out), "-q", "--replace").returncode == 0
 
 
+@pytest.mark.slow
 def test_a_cached_rerun_keeps_what_the_model_reported(tiny_checkpoint, tiny_task, tmp_path):
     args = ["-m", "blip", "-a", f"pretrained={tiny_checkpoint('blip')}", "-t", str(tiny_task),
             "-o", str(tmp_path / "r"), "--cache", str(tmp_path / "c.sqlite"), "-q", "--limit", "6",
@@ -91,6 +95,7 @@ def test_a_cached_rerun_keeps_what_the_model_reported(tiny_checkpoint, tiny_task
     assert rerun["timing"]["cached_rerun"] is True
 
 
+@pytest.mark.slow
 def test_exit_status_when_nothing_or_not_everything_was_evaluated(tiny_task, tmp_path):
     missing = _run(
         "-m", "blip", "-a", "pretrained=owner/not-here", "-t", str(tiny_task), "-o", str(tmp_path / "r")
@@ -104,6 +109,7 @@ def test_exit_status_when_nothing_or_not_everything_was_evaluated(tiny_task, tmp
     assert strict.returncode == 4 and "--fail-on-skip" in strict.stderr
 
 
+@pytest.mark.slow
 def test_several_tasks_generation_settings_and_batch_size(tiny_task, tmp_path):
     other = write_task(
         tmp_path / "other", colour_rows(make_images(tmp_path / "other" / "images", 3)), name="other"
@@ -126,6 +132,7 @@ def test_several_tasks_generation_settings_and_batch_size(tiny_task, tmp_path):
     assert bad.returncode == 2 and "did you mean 'max_new_tokens'" in bad.stderr
 
 
+@pytest.mark.slow
 def test_run_file_lists_models_tasks_and_options(tiny_task, tmp_path):
     run_file = tmp_path / "study.yaml"
     run_file.write_text(yaml.safe_dump({
@@ -161,6 +168,7 @@ def test_run_help_explains_every_option():
     assert "Examples:" in res.stdout and "Exit status" in res.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quiet", [True, False])
 def test_output_shows_progress_results_and_real_warnings_only(tmp_path, quiet):
     res = _run("-m", "prior", "-t", "abo_sample", "--limit", "5", "-o", str(tmp_path / "r"), "--no-cache",

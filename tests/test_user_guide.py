@@ -388,6 +388,7 @@ def _metrics_summary(work: Path) -> tuple[set[str], dict[str, str]]:
     return ran, skipped
 
 
+@pytest.mark.slow(seconds=200)
 def test_the_guide_runs_as_written(guide_home: tuple[Path, dict[str, str]]):
     work, env = guide_home
     steps = plan(GUIDE.read_text(encoding="utf-8"), models=str(work.parent / "models")).steps

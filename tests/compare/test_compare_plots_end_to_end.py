@@ -190,6 +190,7 @@ def test_plot_writes_figures_and_report(runs, tmp_path):
     assert "answers by ranking candidates (task answers), as it cannot generate" in page
 
 
+@pytest.mark.slow
 def test_plot_library_options_and_errors(runs, tmp_path):
     root, dirs = runs
     report = plot.render(root / "runs", tmp_path / "p", metric="average_mark", metrics=["exact_match"])

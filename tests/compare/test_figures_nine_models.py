@@ -65,6 +65,7 @@ def _texts(fig):
     return [t for t in found if t.get_visible() and t.get_text().strip()]
 
 
+@pytest.mark.slow
 def test_nine_models_every_figure_written_without_warnings(drawn):
     _, out, result, saved, caught = drawn
     assert result.exit_code == 0, result.output
@@ -120,6 +121,7 @@ def test_report_says_when_and_how_it_and_each_run_were_made(drawn):
     assert "\x00" not in page
 
 
+@pytest.mark.slow
 def test_a_folder_of_several_tasks_gives_one_sub_folder_per_task(drawn, tmp_path):
     runs, *_ = drawn
     mixed = tmp_path / "runs"

@@ -144,6 +144,7 @@ def test_prepare_errors(abo_tree: Path, tmp_path: Path):
         prepare("abo_multi_word", abo_tree, tmp_path / "d", quiet())
 
 
+@pytest.mark.slow
 def test_cli_prepare_then_run_reads_the_prepared_data(abo_tree: Path, tmp_path: Path, monkeypatch):
     data = tmp_path / "data"
     monkeypatch.setenv("VLMBENCH_DATA_DIR", str(data))

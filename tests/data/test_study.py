@@ -55,6 +55,7 @@ def study_setup(tmp_path: Path, tiny_checkpoint) -> tuple[Path, Path]:
     return run_file, blip
 
 
+@pytest.mark.slow(seconds=60)
 def test_study_reproduces_every_table_from_the_runs(study_setup, tmp_path):
     run_file, blip = study_setup
     out = tmp_path / "study"

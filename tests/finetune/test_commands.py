@@ -64,6 +64,7 @@ def test_option_conflicts_and_resume(squares, tiny_blip, tmp_path):
     assert "resumed from" in resumed.output and "completed at step 4" in resumed.output
 
 
+@pytest.mark.slow
 def test_two_processes_under_accelerate_launch_train_like_one(squares, tiny_blip, tmp_path):
     """Two gloo processes with batches of 4 take the steps one process takes with batches of 8."""
     from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig
@@ -92,6 +93,7 @@ def test_two_processes_under_accelerate_launch_train_like_one(squares, tiny_blip
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_the_cpu(squares, tiny_blip, tmp_path):
     """Mixed precision through accelerate (its own process: accelerate fixes the precision once)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

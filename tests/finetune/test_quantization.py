@@ -101,6 +101,7 @@ def test_quantisation_benchmark_prints_its_table(bench, capsys):
     assert "tiny test BLIP" in out and "abo_sample (6 samples" in out
 
 
+@pytest.mark.slow(seconds=35)
 @pytest.mark.filterwarnings("ignore")
 def test_quantisation_benchmark_isolates_each_variant(bench, capsys, tmp_path):
     rows = bench.main(["--limit", "3", "--num-workers", "0", "--variants", "full,4bit",

@@ -70,8 +70,9 @@ def test_ensembling(tiny_checkpoint):
         return torch.tensor(model.rank(Batch(requests, model.collate(requests))))
 
     one = "a photo of {answer}."
+    # Equal up to float32 rounding: the embedding way normalises an already unit vector once more.
     assert torch.allclose(
-        scores(templates=one, ensemble="embedding"), scores(templates=one, ensemble="score")
+        scores(templates=one, ensemble="embedding"), scores(templates=one, ensemble="score"), atol=1e-5
     )
     two = "a photo of {answer}.|Question: {question} Answer: {answer}"
     by_embedding, by_score = (

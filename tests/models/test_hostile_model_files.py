@@ -60,6 +60,7 @@ def checkpoints(tiny_checkpoint) -> dict[str, Path]:
     return {name: tiny_checkpoint(name) for name in ("blip", "qwen2.5-vl", "smolvlm")}
 
 
+@pytest.mark.slow
 def test_broken_checkpoint_folders_are_skipped_with_their_reason(checkpoints, tmp_path, reliability):
     blip, qwen, smol = checkpoints["blip"], checkpoints["qwen2.5-vl"], checkpoints["smolvlm"]
     bad: dict[str, tuple[str, Path]] = {}  # fault -> (model, folder)
@@ -115,6 +116,7 @@ def test_broken_checkpoint_folders_are_skipped_with_their_reason(checkpoints, tm
     )
 
 
+@pytest.mark.slow
 def test_hostile_and_foreign_checkpoints_are_refused(checkpoints, tmp_path, reliability):
     marker = tmp_path / "executed"
     blip = checkpoints["blip"]
@@ -206,6 +208,7 @@ def _abo_ids() -> list[str]:
     return sorted({r["image_id"] for r in abo_rows()})
 
 
+@pytest.mark.slow
 def test_hostile_feature_file_is_refused(vilbert_release, tmp_path, reliability):
     marker = tmp_path / "executed"
     features = _features(tmp_path / "features", _abo_ids())
@@ -224,6 +227,7 @@ def test_hostile_feature_file_is_refused(vilbert_release, tmp_path, reliability)
                        "refused: its samples skipped as unreadable_features, naming the file; nothing executed")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_feature_ids_cannot_leave_the_features_folder(vilbert_release, tmp_path, reliability):
     features = _features(tmp_path / "features", ["inside"])
     _features(tmp_path, ["outside"])  # a valid file, one level up: it must not be read
