@@ -89,8 +89,11 @@ def test_two_processes_under_accelerate_launch_train_like_one(squares, tiny_blip
                                   epochs=1, batch_size=8, learning_rate=0.02, dropout=0.0, num_workers=0,
                                   device="cpu", val_split=None), log=lambda _t: None)  # fmt: skip
     a, b = _adapter_weights(one.last_adapter), _adapter_weights(tmp_path / "two" / "last")
+    # Two processes sum the gradients in another order than one: float32 rounding that Adam's update
+    # can lift to ~1e-5 where a gradient is near zero. Wrong averaging across ranks would move most
+    # weights by about the learning rate (0.02).
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
