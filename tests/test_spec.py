@@ -111,7 +111,7 @@ def test_invalid_yaml_and_not_a_mapping(tmp_path):
 
 
 def test_bundled_task_files_validate():
-    from vlmbench.evaluation.config import load_run_file
+    from vlmbench.evaluation.run_spec import load_run_file
     from vlmbench.plugin.loading import load_plugins
 
     root = Path(__file__).resolve().parent.parent / "tasks"

@@ -105,7 +105,7 @@ def run(ctx, **options):
     4 nothing was evaluated (every model skipped), or --fail-on-skip and something was skipped;
     130 / 143 stopped by Ctrl-C / SIGTERM after storing the answers so far (run again to resume).
     """
-    from vlmbench.evaluation.config import (
+    from vlmbench.evaluation.run_spec import (
         bind_model_args,
         find_run_file,
         load_run_file,
