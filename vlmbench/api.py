@@ -65,8 +65,8 @@ from vlmbench.errors import (
     did_you_mean,
     unknown_message,
 )
-from vlmbench.evaluation.run_spec import ModelChoice, find_run_file, load_run_file, parse_batch_size
 from vlmbench.evaluation.plan import RunConfig, RunPlan, plan_run
+from vlmbench.evaluation.run_spec import ModelChoice, find_run_file, load_run_file, parse_batch_size
 from vlmbench.evaluation.runner import RunResult, evaluate, run_plan
 from vlmbench.hashing import file_sha256, json_digest, remembered, tree_sha256
 from vlmbench.hf import (

@@ -24,8 +24,8 @@ from vlmbench.artifacts.run_files import safe_name
 from vlmbench.cache import cache_dir
 from vlmbench.devices import resolve_device
 from vlmbench.errors import DataError, UnsupportedTask, VlmbenchError
-from vlmbench.evaluation.run_spec import limited_count, parse_limit
 from vlmbench.evaluation.loader import DEFAULT_WORKER_TIMEOUT
+from vlmbench.evaluation.run_spec import limited_count, parse_limit
 from vlmbench.evaluation.store import RunKey
 from vlmbench.hashing import json_digest
 from vlmbench.plugin.loading import Plugins, load_plugins, resolve_task
