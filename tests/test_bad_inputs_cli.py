@@ -362,6 +362,7 @@ def test_bad_inputs_give_one_error_line_or_a_counted_skip(tmp_path, images, reli
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", ["--no-cache", "cache"])
 def test_a_full_disk_is_one_error_line(tmp_path, images, reliability, cache):
     """A file-size limit makes every write past it fail as a full disk would."""

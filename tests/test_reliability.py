@@ -751,6 +751,7 @@ def test_no_unsafe_loading_in_the_code(reliability):
     )
 
 
+@pytest.mark.slow
 def test_secrets_never_reach_logs_or_artifacts(plugin_env, tmp_path, tiny_task, reliability):
     secret = "sk-test-7f3a9c"
     env = {**os.environ, **plugin_env}
@@ -865,6 +866,7 @@ def test_remote_code_is_off_unless_asked(reliability):
 # -- concurrency --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_runs_share_an_output_folder_and_cache(plugin_env, tmp_path, reliability):
     task = write_task(tmp_path / "t", colour_rows(make_images(tmp_path / "t" / "images", 16)))
     env = {**os.environ, **plugin_env}

@@ -144,6 +144,7 @@ def test_compare_on_evaluated_runs(runs):
     assert res.exit_code == 3 and "regression: average_mark fell by" in res.output
 
 
+@pytest.mark.slow
 def test_plot_writes_figures_and_report(runs, tmp_path):
     root, _ = runs
     out = tmp_path / "plots"

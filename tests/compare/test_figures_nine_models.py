@@ -75,6 +75,7 @@ def test_nine_models_every_figure_written_without_warnings(drawn):
         assert ET.parse(out / f"{name}.svg").getroot().tag.endswith("svg")  # NUL bytes would break it
 
 
+@pytest.mark.slow
 def test_nine_models_no_text_leaves_a_figure_or_overlaps_another(drawn):
     *_, saved, _ = drawn
     for name, fig in saved.items():

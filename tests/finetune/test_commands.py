@@ -32,6 +32,7 @@ def test_every_option_is_explained(command):
     assert len(command.help) > 100
 
 
+@pytest.mark.slow
 def test_finetune_then_run_the_adapter(squares, tiny_blip, tmp_path):
     out = tmp_path / "colours"
     result = CliRunner().invoke(cli, _argv(squares, tiny_blip, out, "--epochs", "2", "--val-limit", "8",

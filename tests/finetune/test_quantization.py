@@ -86,6 +86,7 @@ def _benchmark_module(bench):
     """The benchmark module is importable as ``benchmarks_quantization`` in these tests."""
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore")
 def test_quantisation_benchmark_prints_its_table(bench, capsys):
     rows = bench.main(["--limit", "6", "--no-isolate", "--num-workers", "0", "--batch-size", "3"])

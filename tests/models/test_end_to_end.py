@@ -104,6 +104,7 @@ def test_dataloader_workers_give_the_same_answers(name, tiny_checkpoint, model_t
 ABO_SAMPLE = SAMPLE_TASK / "abo_sample.csv"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not ABO_SAMPLE.exists(), reason="the bundled abo_sample data is not in this checkout")
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_bundled_abo_sample(name, tiny_checkpoint, tmp_path):

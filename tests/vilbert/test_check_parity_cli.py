@@ -81,6 +81,7 @@ def test_a_file_that_is_not_a_fixture_is_a_clear_error(runner, tmp_path):
     assert runner.invoke(cli, ["check-parity", "vilbert", str(tmp_path / "absent.pt")]).exit_code == 2
 
 
+@pytest.mark.slow
 def test_installed_command_line(tmp_path):
     # through the console entry point: plugins add their commands before the CLI runs
     result = subprocess.run(
