@@ -7,9 +7,11 @@ hides the first kind and shows the second kind once; real warnings still reach t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 
 # Messages about optional speed-ups that are not installed: nothing for a user to do.
 _HIDDEN = ("bitsandbytes.backends.cpu.ops",)
@@ -69,3 +71,19 @@ def tame_library_output(quiet: bool = False) -> None:
     if quiet:
         for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
             os.environ.setdefault(variable, "1")
+
+
+@contextlib.contextmanager
+def library_bars_off() -> Iterator[None]:
+    """Turn off the progress bars of transformers and huggingface_hub (``Loading weights: 0/103``) while
+    a metric loads its encoder: scoring shows its own labelled line instead. Back on afterwards if they
+    were on. Imports transformers: for code that is about to use it anyway."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
