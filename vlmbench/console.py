@@ -54,13 +54,19 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return _library_format(message, category, filename, lineno, line)
 
 
+def hide_unactionable_messages() -> None:
+    """Silence library messages nobody can act on (an optional CPU kernel package that is not
+    installed): for the command line and for ``vlmbench.evaluate()`` alike."""
+    for name in _HIDDEN:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def tame_library_output(quiet: bool = False) -> None:
     """Configure library logging and warnings for the command line (call before heavy imports).
 
     ``quiet`` also turns off the progress bars of Hugging Face libraries (weight loading, downloads,
     dataset preparation), as ``--quiet`` turns off vlmbench's own."""
-    for name in _HIDDEN:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    hide_unactionable_messages()
     once = _Once()
     for name in _ONCE:
         logging.getLogger(name).addFilter(once)

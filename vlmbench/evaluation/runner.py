@@ -18,6 +18,7 @@ from typing import Any
 
 from vlmbench.artifacts import run_files
 from vlmbench.artifacts.provenance import provenance
+from vlmbench.console import hide_unactionable_messages
 from vlmbench.devices import resolve_device
 from vlmbench.errors import (
     AssetMissingError,
@@ -99,6 +100,7 @@ def evaluate(
 def run_plan(plan: RunPlan) -> RunResult:
     """Execute a plan and report it; a model whose weights are missing or that fails on every request
     is reported as skipped (a result with its reason), never as an error of the whole run."""
+    hide_unactionable_messages()
     dist = dist_info()
     try:
         outcome = execute(plan, dist)

@@ -78,13 +78,13 @@ def _state(path: str) -> list[Any] | None:
     return [st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns]
 
 
-def _search_key(cache: Path | None) -> str:
+def _search_key() -> str:
     """A digest of everything WordNet's search looks at (see the module docstring)."""
     try:
         nltk_version = metadata.version("nltk")
     except metadata.PackageNotFoundError:
         nltk_version = None
-    roots = [*nltk_data_paths(), str((cache or cache_dir()) / "nltk_data")]
+    roots = [*nltk_data_paths(), str(cache_dir() / "nltk_data")]
     facts: list[Any] = [nltk_version]
     for root in roots:
         corpus = os.path.join(root, "corpora", "wordnet")
@@ -96,8 +96,8 @@ def _search_key(cache: Path | None) -> str:
     return json_digest(facts, length=None)
 
 
-def _memo_path(cache: Path | None) -> Path:
-    return (cache or cache_dir()) / _MEMO_NAME
+def _memo_path() -> Path:
+    return cache_dir() / _MEMO_NAME
 
 
 def _read_memo(path: Path) -> dict[str, str]:
@@ -117,11 +117,12 @@ def location_path(root: Any) -> str:
     return str(getattr(root, "path", None) or root)
 
 
-def remember_wordnet(root: Any, cache: Path | None = None) -> None:
-    """Record where the real search found WordNet, under the key of what it looked at."""
-    path = _memo_path(cache)
+def remember_wordnet(root: Any) -> None:
+    """Record where the default search (nltk's paths, then vlmbench's cache) found WordNet, under the
+    key of what it looked at."""
+    path = _memo_path()
     memo = _read_memo(path)
-    key = _search_key(cache)
+    key = _search_key()
     found = location_path(root)
     if memo.get(key) == found:
         return
@@ -137,10 +138,10 @@ def remember_wordnet(root: Any, cache: Path | None = None) -> None:
         pass  # only a speed-up: the next run searches with nltk again
 
 
-def wordnet_identity(cache: Path | None = None) -> dict[str, str] | None:
+def wordnet_identity() -> dict[str, str] | None:
     """The WordNet a run would read now (its path and a digest of its files), without importing nltk;
     None when the search has not been seen in this state yet (see the module docstring)."""
-    found = _read_memo(_memo_path(cache)).get(_search_key(cache))
+    found = _read_memo(_memo_path()).get(_search_key())
     if not isinstance(found, str) or not os.path.exists(found):
         return None
     return {"path": found, "sha256": tree_sha256(found)}

@@ -94,8 +94,8 @@ def find_wordnet(
     The answer of a full search is recorded for the score cache, which names the WordNet a metric would
     read without importing nltk (:mod:`vlmbench.scoring.asset_identity`)."""
     location = _find_wordnet(cache, system_dirs, search_nltk, download)
-    if search_nltk:
-        remember_wordnet(location.root, cache)
+    if search_nltk and cache is None:  # the search a run makes
+        remember_wordnet(location.root)
     return location
 
 

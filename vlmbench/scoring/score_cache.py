@@ -7,8 +7,8 @@ is the scores' IEEE doubles as bytes, so a stored score reads back bit for bit (
 SQLite REAL would turn into NULL). Beside them, per identity, the metric's ``describe()`` output, so a
 metric that is not set up still records its details.
 
-The file (``metric_scores.sqlite`` in vlmbench's cache folder, beside the prediction cache and on or off
-with it) is shared by concurrent processes (WAL mode; rows are only ever added). It is only a speed-up:
+The file (``metric_scores.sqlite`` in vlmbench's cache folder unless ``VLMBENCH_SCORE_CACHE`` names
+another; on and off with the prediction cache) is shared by concurrent processes (WAL mode; rows are only ever added). It is only a speed-up:
 a damaged file is moved aside, another program's file left alone, a locked or unwritable one skipped —
 each with a warning, never an error of the run.
 """
@@ -16,6 +16,7 @@ each with a warning, never an error of the run.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import warnings
@@ -51,7 +52,8 @@ _DTYPE = np.dtype("<f8")
 
 
 def default_score_cache_path() -> Path:
-    return cache_dir() / SCORE_CACHE_NAME
+    """``$VLMBENCH_SCORE_CACHE`` if set, else ``metric_scores.sqlite`` in vlmbench's cache folder."""
+    return Path(os.environ.get("VLMBENCH_SCORE_CACHE") or cache_dir() / SCORE_CACHE_NAME)
 
 
 class ScoreCache:
