@@ -230,3 +230,15 @@ def test_nltk_data_paths_are_nltks_own(tmp_path: Path):
     ours, nltks = json.loads(_python(code, env))
     assert ours == nltks
     assert nltk_data_paths()  # in this process: the live list
+
+
+def test_the_hub_cache_folder_is_huggingface_hubs(tmp_path: Path):
+    env = {"HF_HOME": str(tmp_path / "home"), "HF_HUB_CACHE": "", "HUGGINGFACE_HUB_CACHE": ""}
+    env = {k: v for k, v in env.items() if v}
+    code = (
+        "import json, os; os.environ.pop('HF_HUB_CACHE', None); os.environ.pop('HUGGINGFACE_HUB_CACHE', None); "
+        "from vlmbench.hub import _hub_cache; ours = str(_hub_cache()); "
+        "import huggingface_hub.constants as c; print(json.dumps([ours, c.HF_HUB_CACHE]))"
+    )
+    ours, theirs = json.loads(_python(code, env))
+    assert ours == theirs == str(tmp_path / "home" / "hub")
