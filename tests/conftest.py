@@ -37,6 +37,7 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's prediction cache from tests, and never download: tests are offline
     whatever the machine can reach (metrics whose models are absent are reported as skipped)."""
     monkeypatch.setenv("VLMBENCH_CACHE_DIR", str(tmp_path / "vlmbench-cache"))
+    monkeypatch.delenv("VLMBENCH_SCORE_CACHE", raising=False)
     monkeypatch.setenv("VLMBENCH_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 

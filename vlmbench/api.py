@@ -21,7 +21,9 @@ What is here:
   that are not there, :class:`SampleError` for one request a model cannot answer
 - devices and assets: :func:`resolve_device`, :func:`resolve_dtype`, :func:`torch_dtype`, the
   offline-first Hub lookups (:func:`hub_file`, :func:`hub_snapshot`, :func:`offline_first`), file
-  hashes for fingerprints, WordNet and encoder lookups for metrics
+  hashes for fingerprints, WordNet and encoder lookups for metrics, and what a metric's score-cache
+  identity names without loading anything (:func:`model_identity`, :func:`wordnet_identity`,
+  :func:`library_versions`); :func:`library_bars_off` while an encoder loads
 - for command plugins (``register_commands``): :func:`evaluate`, or its two halves :func:`plan_run`
   (every check before model work; raises :class:`UnsupportedTask` for a model that cannot answer the
   task) and :func:`run_plan`, with :class:`RunConfig`; tasks (:func:`resolve_task`,
@@ -51,6 +53,7 @@ from vlmbench.analysis.plot import render_tasks as render_figures
 from vlmbench.artifacts.provenance import command_line, now
 from vlmbench.artifacts.run_files import RESULTS as RESULTS_FILE
 from vlmbench.artifacts.run_files import load_results, write_json, write_jsonl, write_text
+from vlmbench.console import library_bars_off
 from vlmbench.devices import resolve_device, resolve_dtype, torch_dtype
 from vlmbench.errors import (
     EXIT_NOTHING_EVALUATED,
@@ -93,10 +96,18 @@ from vlmbench.plugin.generator import (
 )
 from vlmbench.plugin.hookspecs import hookimpl
 from vlmbench.plugin.loading import Plugins, load_plugins, resolve_task
-from vlmbench.plugin.metric import CorpusMetric, Metric, MetricContext, SampleMetric, ScoreTable
+from vlmbench.plugin.metric import (
+    CorpusMetric,
+    Metric,
+    MetricContext,
+    SampleMetric,
+    ScoreTable,
+    library_versions,
+)
 from vlmbench.plugin.model import Model
 from vlmbench.plugin.registry import GeneratorEntry, MetricEntry, ModelEntry
 from vlmbench.plugin.request import Batch, Request
+from vlmbench.scoring.asset_identity import model_identity, wordnet_identity, wordnet_identity_of
 from vlmbench.scoring.assets import find_wordnet, load_wordnet, resolve_model
 from vlmbench.tasks.dataset import ImageSource, Sample, load_split
 from vlmbench.tasks.filters import apply_filters
@@ -177,12 +188,15 @@ __all__ = [
     "json_digest",
     "leaderboard_markdown",
     "leaderboard_row",
+    "library_bars_off",
+    "library_versions",
     "load_plugins",
     "load_results",
     "load_run_file",
     "load_split",
     "load_wordnet",
     "metric_columns",
+    "model_identity",
     "now",
     "offline_first",
     "parse_batch_size",
@@ -202,6 +216,8 @@ __all__ = [
     "tree_sha256",
     "unknown_message",
     "vqa_normalize",
+    "wordnet_identity",
+    "wordnet_identity_of",
     "write_json",
     "write_jsonl",
     "write_leaderboard",

@@ -7,9 +7,11 @@ hides the first kind and shows the second kind once; real warnings still reach t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 
 # Messages about optional speed-ups that are not installed: nothing for a user to do.
 _HIDDEN = ("bitsandbytes.backends.cpu.ops",)
@@ -52,13 +54,19 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
     return _library_format(message, category, filename, lineno, line)
 
 
+def hide_unactionable_messages() -> None:
+    """Silence library messages nobody can act on (an optional CPU kernel package that is not
+    installed): for the command line and for ``vlmbench.evaluate()`` alike."""
+    for name in _HIDDEN:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def tame_library_output(quiet: bool = False) -> None:
     """Configure library logging and warnings for the command line (call before heavy imports).
 
     ``quiet`` also turns off the progress bars of Hugging Face libraries (weight loading, downloads,
     dataset preparation), as ``--quiet`` turns off vlmbench's own."""
-    for name in _HIDDEN:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    hide_unactionable_messages()
     once = _Once()
     for name in _ONCE:
         logging.getLogger(name).addFilter(once)
@@ -69,3 +77,19 @@ def tame_library_output(quiet: bool = False) -> None:
     if quiet:
         for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
             os.environ.setdefault(variable, "1")
+
+
+@contextlib.contextmanager
+def library_bars_off() -> Iterator[None]:
+    """Turn off the progress bars of transformers and huggingface_hub (``Loading weights: 0/103``) while
+    a metric loads its encoder: scoring shows its own labelled line instead. Back on afterwards if they
+    were on. Imports transformers: for code that is about to use it anyway."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()

@@ -6,7 +6,10 @@ One resolver each, used by the runner, the model bases and every command that lo
 
 from __future__ import annotations
 
+import glob
+import os
 import re
+import sys
 
 from vlmbench.errors import ArgError
 
@@ -27,6 +30,8 @@ def resolve_device(device: str | None) -> str:
     """
     device = (device or "auto").strip().lower()
     if device == "auto":
+        if not gpu_possible():
+            return "cpu"
         try:
             import torch
 
@@ -58,6 +63,21 @@ def resolve_device(device: str | None) -> str:
     if backend is None or not backend.is_available():
         raise ArgError(f"device {device!r}: this machine has no {kind} backend (use --device cpu)")
     return device
+
+
+# Device files through which a CUDA (NVIDIA), ROCm (AMD, which torch also reports as cuda) or WSL GPU is
+# reached on Linux: without any of them, torch.cuda.is_available() cannot be true.
+_GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia[0-9]*", "/dev/kfd", "/dev/dxg")
+
+
+def gpu_possible() -> bool:
+    """Whether ``auto`` could mean a GPU here, known without importing torch (which takes seconds): on
+    Linux only with a GPU's device file present, on macOS never (``auto`` does not pick ``mps``)."""
+    if sys.platform == "darwin":
+        return False
+    if sys.platform.startswith("linux") and os.path.isdir("/dev"):
+        return any(glob.glob(pattern) for pattern in _GPU_DEVICE_FILES)
+    return True
 
 
 def resolve_dtype(requested: str | None, device: str, *, auto: str | None = None) -> str:

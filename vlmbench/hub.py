@@ -12,6 +12,7 @@ import functools
 import os
 import re
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -150,11 +151,25 @@ def cached_snapshot(
     repo_id: str, revision: str | None = None, allow_patterns: Sequence[str] | None = None
 ) -> Path | None:
     """The repository's snapshot folder in the local cache (never downloads), or None."""
+    if not (_hub_cache() / ("models--" + repo_id.replace("/", "--"))).is_dir():
+        return None  # known without importing huggingface_hub's download code (half a second)
     try:
         path = _snapshot_download(repo_id, revision, local_only=True, allow_patterns=allow_patterns)
     except Exception:  # not cached (or not a valid id)
         return None
     return path if path.is_dir() and any(path.iterdir()) else None
+
+
+def _hub_cache() -> Path:
+    """The Hugging Face Hub cache folder, as huggingface_hub's constants define it."""
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        return Path(constants.HF_HUB_CACHE)
+    home = os.path.expandvars(os.path.expanduser(os.getenv(
+        "HF_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")),
+                                "huggingface"))))  # fmt: skip
+    legacy = os.getenv("HUGGINGFACE_HUB_CACHE", os.path.join(home, "hub"))
+    return Path(os.path.expandvars(os.path.expanduser(os.getenv("HF_HUB_CACHE", legacy))))
 
 
 def _snapshot_download(

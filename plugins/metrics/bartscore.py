@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.api import Arg, SampleMetric
+from vlmbench.api import Arg, SampleMetric, library_bars_off, library_versions, model_identity
 from vlmbench_plugins.metrics.memo import ProcessMemo
 
 DEFAULT_MODEL = "facebook/bart-large-cnn"
@@ -35,8 +35,9 @@ def load_bart(path: str, device: str) -> tuple[Any, Any]:
     def load() -> tuple[Any, Any]:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForSeq2SeqLM.from_pretrained(path, local_files_only=True).to(device).eval()
+        with library_bars_off():  # scoring shows its own progress line
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModelForSeq2SeqLM.from_pretrained(path, local_files_only=True).to(device).eval()
         return model, tokenizer
 
     return _models.get((path, device), load)
@@ -58,6 +59,17 @@ class BartScore(SampleMetric):
 
     def _device(self) -> str:
         return self.options["device"] or self.context.device or "cpu"
+
+    def cache_identity(self) -> dict[str, Any]:
+        from vlmbench.api import resolve_model
+
+        resolved = resolve_model(self.options["model"], purpose="BARTScore")
+        return {
+            **self.base_identity(),
+            "model": model_identity(resolved.path),
+            "device": self._device(),
+            "libraries": library_versions("transformers", "tokenizers", "torch", "numpy"),
+        }
 
     def setup(self) -> None:
         if self._model is not None:

@@ -34,7 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.api import Arg, ArgError, AssetMissingError, SampleMetric
+from vlmbench.api import (
+    Arg,
+    ArgError,
+    AssetMissingError,
+    SampleMetric,
+    file_sha256,
+    library_bars_off,
+    library_versions,
+    model_identity,
+)
 from vlmbench_plugins.metrics.memo import ProcessMemo
 
 _scorers: ProcessMemo[tuple[Any, tuple[str, ...]]] = ProcessMemo()
@@ -96,6 +105,10 @@ class BertScore(SampleMetric):
     def setup(self) -> None:
         if self._scorer is not None:
             return
+        from vlmbench.api import resolve_model
+
+        # The model first: a path lookup, where bert-score's tables below cost its import (seconds).
+        self._resolved = resolve_model(self.options["model"], purpose="BERTScore")
         from bert_score.utils import get_hash, model2layers
 
         o = self.options
@@ -116,9 +129,6 @@ class BertScore(SampleMetric):
                     "bert-score ships baselines only for the models it knows, and would silently return "
                     "unrescaled scores; give baseline_path=FILE (CSV rows LAYER,P,R,F) or set rescale=false",
                 )
-        from vlmbench.api import resolve_model
-
-        self._resolved = resolve_model(o["model"], purpose="BERTScore")
         self._layers, self._baseline = layers, baseline
         plain_hash = get_hash(
             name or o["model"],
@@ -142,6 +152,21 @@ class BertScore(SampleMetric):
         )
         self._hash = f"{plain_hash}+vlmbench({','.join(self._repairs)})"
         self._plain_hash = plain_hash
+
+    def cache_identity(self) -> dict[str, Any]:
+        """The encoder's files, a baseline file given by path (bert-score's own tables and baselines are
+        those of its version), the device and the libraries."""
+        from vlmbench.api import resolve_model
+
+        resolved = resolve_model(self.options["model"], purpose="BERTScore")
+        given = self.options["baseline_path"]
+        return {
+            **self.base_identity(),
+            "model": model_identity(resolved.path),
+            "baseline_file": file_sha256(given) if given and os.path.isfile(given) else None,
+            "device": self._device(),
+            "libraries": library_versions("bert-score", "transformers", "tokenizers", "torch", "numpy"),
+        }
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
         import torch
@@ -203,17 +228,18 @@ def _make_scorer(
     it runs with."""
     from bert_score import BERTScorer
 
-    scorer = BERTScorer(
-        model_type=path,
-        num_layers=layers,
-        batch_size=o["batch_size"],
-        idf=o["idf"],  # the weights themselves are computed per call (compute_idf); see score()
-        device=device,
-        lang=o["lang"],
-        rescale_with_baseline=False,  # rescaled here, so empty answers are rescaled too
-        baseline_path=baseline,
-        use_fast_tokenizer=o["use_fast_tokenizer"],
-    )
+    with library_bars_off():  # scoring shows its own progress line
+        scorer = BERTScorer(
+            model_type=path,
+            num_layers=layers,
+            batch_size=o["batch_size"],
+            idf=o["idf"],  # the weights themselves are computed per call (compute_idf); see score()
+            device=device,
+            lang=o["lang"],
+            rescale_with_baseline=False,  # rescaled here, so empty answers are rescaled too
+            baseline_path=baseline,
+            use_fast_tokenizer=o["use_fast_tokenizer"],
+        )
     prefix = _restore_prefix_space(scorer, path, o["use_fast_tokenizer"])
     return scorer, (("add_prefix_space",) if prefix else ()) + ("empty",)
 

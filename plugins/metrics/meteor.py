@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vlmbench.api import Arg, SampleMetric, vqa_normalize
-from vlmbench_plugins.metrics.wordnet_reader import load_wordnet_reader
+from vlmbench_plugins.metrics.wordnet_reader import load_wordnet_reader, wordnet_cache_identity
 
 
 class _CachedSynsets:
@@ -49,17 +49,23 @@ class Meteor(SampleMetric):
         "gamma": Arg(float, 0.5, "relative weight of the fragmentation penalty"),
         "normalize": Arg(bool, False, "VQA-normalise prediction and reference before tokenising"),
     }
+    # A pair's score is a function of the two answers and WordNet alone.
+    pair_independent = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._wordnet: _CachedSynsets | None = None
         self._wordnet_source: dict[str, str] = {}
+        self._wordnet_identity: dict[str, str] | None = None
 
     def setup(self) -> None:
         if self._wordnet is not None:
             return
-        reader, self._wordnet_source = load_wordnet_reader()
+        reader, self._wordnet_source, self._wordnet_identity = load_wordnet_reader()
         self._wordnet = _cached.setdefault(id(reader), _CachedSynsets(reader))
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        return wordnet_cache_identity(self, self._wordnet_identity, vqa_normalize)
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
         from nltk.translate.meteor_score import meteor_score

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.api import Arg, SampleMetric
+from vlmbench.api import Arg, SampleMetric, library_bars_off, library_versions, model_identity
 from vlmbench_plugins.metrics.memo import ProcessMemo
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -28,7 +28,8 @@ def load_sentence_model(path: str, device: str) -> Any:
     def load() -> Any:
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(path, device=device, local_files_only=True)
+        with library_bars_off():  # scoring shows its own progress line
+            model = SentenceTransformer(path, device=device, local_files_only=True)
         model.eval()
         return model
 
@@ -60,6 +61,19 @@ class SbertCosine(SampleMetric):
 
     def _device(self) -> str:
         return self.options["device"] or self.context.device or "cpu"
+
+    def cache_identity(self) -> dict[str, Any]:
+        from vlmbench.api import resolve_model
+
+        resolved = resolve_model(self.options["model"], purpose="SBERT")
+        return {
+            **self.base_identity(),
+            "model": model_identity(resolved.path),
+            "device": self._device(),
+            "libraries": library_versions(
+                "sentence-transformers", "transformers", "tokenizers", "torch", "numpy"
+            ),
+        }
 
     def embed(self, texts: Sequence[str]) -> None:
         """Embed the strings not seen yet (unit-normalised) into the per-run cache."""

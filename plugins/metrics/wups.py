@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from vlmbench.api import Arg, ArgError, SampleMetric, vqa_normalize
-from vlmbench_plugins.metrics.wordnet_reader import load_wordnet_reader
+from vlmbench_plugins.metrics.wordnet_reader import load_wordnet_reader, wordnet_cache_identity
 
 THRESHOLDS = (0.0, 0.9)
 _INF = math.inf
@@ -197,6 +197,8 @@ def set_scores(scorer: WupScorer, gt: list[str], pred: list[str]) -> tuple[float
 class Wups(SampleMetric):
     # 2: the right product takes Wu-Palmer in the prediction -> reference direction, as calculate_wups.py.
     version = "2"
+    # A pair's score is a function of the two answers and WordNet alone.
+    pair_independent = True
     args = {
         "mode": Arg(
             str,
@@ -213,12 +215,16 @@ class Wups(SampleMetric):
             raise ArgError(f"metric {self.name!r}: weight must be between 0 and 1")
         self._scorer: WupScorer | None = None
         self._wordnet_source: dict[str, str] = {}
+        self._wordnet_identity: dict[str, str] | None = None
 
     def setup(self) -> None:
         if self._scorer is not None:
             return
-        wordnet, self._wordnet_source = load_wordnet_reader()
+        wordnet, self._wordnet_source, self._wordnet_identity = load_wordnet_reader()
         self._scorer = scorer_for(wordnet)
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        return wordnet_cache_identity(self, self._wordnet_identity, vqa_normalize)
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
         if self._scorer is None:

@@ -18,10 +18,12 @@ import re
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from vlmbench.api import Arg, Batch, GenerationSpec, Model, Request, Sample, VlmbenchError, vqa_normalize
+
+if TYPE_CHECKING:
+    import torch
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -40,6 +42,8 @@ class PriorModel(Model):
     needs_training_data = True
 
     def fit(self, examples: Sequence[Sample]) -> None:
+        import torch  # here, not at the top: option errors and cached reruns never need it
+
         examples = [e for e in examples if e.answers]
         if not examples:
             raise VlmbenchError("prior: no training examples with an answer")
@@ -70,6 +74,8 @@ class PriorModel(Model):
         self.image_codes = image_codes
 
     def _vectors(self, docs: list[list[str]]) -> torch.Tensor:
+        import torch
+
         crow, cols, vals = [0], [], []
         for doc in docs:
             counts = Counter(self.vocab[t] for t in doc if t in self.vocab)
@@ -92,6 +98,8 @@ class PriorModel(Model):
     def _votes(self, requests: list[Request]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per request and answer: the number of votes among the k nearest training questions, and
         the summed similarity of those voters."""
+        import torch
+
         queries = self._vectors([_tokens(r.question) for r in requests]).to_dense()  # (B, V)
         sims = torch.sparse.mm(self.train, queries.T).T  # (B, N)
         if self.arg_values["exclude_same_image"]:

@@ -42,11 +42,13 @@ def offline_env(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def wordnet_env(monkeypatch, wordnet_cache):
-    """Offline, with the run's WordNet cache as vlmbench's cache."""
+def wordnet_env(monkeypatch, wordnet_cache, tmp_path):
+    """Offline, with the run's WordNet cache as vlmbench's cache, but a score cache of the test's own
+    (stored scores would otherwise pass from one test to the next)."""
     cache, location = wordnet_cache
     monkeypatch.setenv("VLMBENCH_OFFLINE", "1")
     monkeypatch.setenv("VLMBENCH_CACHE_DIR", str(cache))
+    monkeypatch.setenv("VLMBENCH_SCORE_CACHE", str(tmp_path / "metric_scores.sqlite"))
     return location
 
 

@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from vlmbench import __version__
+from vlmbench.devices import gpu_possible
 
 LIBRARIES = (
     "torch", "torchvision", "transformers", "tokenizers", "peft", "bitsandbytes", "accelerate",
@@ -60,6 +61,8 @@ def hardware() -> dict:
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
     }
+    if not gpu_possible():  # no GPU to list: torch (seconds to import) would find none either
+        return info
     try:
         import torch
 

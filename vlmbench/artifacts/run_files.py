@@ -346,6 +346,7 @@ _RESULTS = _object(
         "metric_details": _mapping(_object({"options": _object({})})),
         "skipped_metrics": _mapping(_TEXT),
         "skipped_samples": _mapping(_COUNT),
+        "timing": _object({"scoring_by_metric": _mapping(_NUMBER)}),
         "warnings": _mapping(_COUNT),
         "config": _object(
             {

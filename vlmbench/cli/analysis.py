@@ -221,6 +221,9 @@ def plot_(runs_dir, output_dir, task, metric, vs_metrics, top):
 @click.option("--only", is_flag=True,
               help="Re-scoring a run: keep only the metrics named by --metrics (by default the run's other "
                    "metrics are kept and the named ones added or updated).")  # fmt: skip
+@click.option("--no-cache", is_flag=True,
+              help="Neither read nor store metric scores in the score cache (every score is computed).")  # fmt: skip
+@click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def score_(
     source,
     metrics,
@@ -240,6 +243,8 @@ def score_(
     seed,
     device,
     only,
+    no_cache,
+    quiet,
 ):
     """Score stored or external predictions without running a model.
 
@@ -297,6 +302,8 @@ def score_(
         device=device,
         plugins=plugins,
         keep_others=not only,
+        cache=not no_cache,
+        progress=not quiet,
     )
     for metric, reason in result.results.get("skipped_metrics", {}).items():
         click.secho(f"{metric}: skipped: {reason}", fg="yellow", err=True)

@@ -32,6 +32,7 @@ from vlmbench.plugin.loading import Plugins, load_plugins, resolve_task
 from vlmbench.plugin.metric import Metric, MetricContext
 from vlmbench.plugin.model import Model
 from vlmbench.plugin.request import Request
+from vlmbench.scoring.score_cache import default_score_cache_path
 from vlmbench.scoring.scorer import build_metrics
 from vlmbench.tasks.dataset import Sample
 from vlmbench.tasks.spec import GenerationSpec, MetricSpec
@@ -88,6 +89,12 @@ class RunConfig:
         if self.cache in (None, True):
             return default_cache_path()
         return Path(self.cache)
+
+    @property
+    def score_cache_path(self) -> Path | None:
+        """The metric score cache: on and off with the prediction cache (``--no-cache`` turns both off),
+        always in vlmbench's cache folder (its rows are keyed by content, so every run may share it)."""
+        return None if self.cache is False else default_score_cache_path()
 
 
 @dataclass
@@ -238,11 +245,7 @@ def _request(task: Task, template: str, sample: Sample, kind: str) -> Request:
 
 
 def _seed_everything(seed: int) -> None:
+    # torch is seeded when a model loads (runner._load): importing it here would cost seconds before
+    # the options are checked, and a rerun that the cache answers never needs it.
     random.seed(seed)
     np.random.seed(seed % (2**32))
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:
-        pass

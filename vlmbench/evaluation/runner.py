@@ -18,6 +18,7 @@ from typing import Any
 
 from vlmbench.artifacts import run_files
 from vlmbench.artifacts.provenance import provenance
+from vlmbench.console import hide_unactionable_messages
 from vlmbench.devices import resolve_device
 from vlmbench.errors import (
     AssetMissingError,
@@ -99,6 +100,7 @@ def evaluate(
 def run_plan(plan: RunPlan) -> RunResult:
     """Execute a plan and report it; a model whose weights are missing or that fails on every request
     is reported as skipped (a result with its reason), never as an error of the whole run."""
+    hide_unactionable_messages()
     dist = dist_info()
     try:
         outcome = execute(plan, dist)
@@ -210,13 +212,18 @@ def _answer(plan: RunPlan, loop: ModelLoop, writer: PredictionStore, todo: list[
                 if cfg.num_workers is not None
                 else default_workers(plan.model, plan.device)
             )
-        loader = make_loader(
-            todo,
-            plan.task.image_source,
-            plan.model,
-            batch_size=plan.batch_size,
-            num_workers=workers[0],
-            timeout=cfg.worker_timeout,
+        # No loader when the cache answers everything: building one imports torch (seconds).
+        loader = (
+            make_loader(
+                todo,
+                plan.task.image_source,
+                plan.model,
+                batch_size=plan.batch_size,
+                num_workers=workers[0],
+                timeout=cfg.worker_timeout,
+            )
+            if todo
+            else None
         )
         loop.run(loader, len(todo))
         if loop.loaded and loop.computed:
@@ -262,8 +269,14 @@ def report(plan: RunPlan, outcome: Outcome) -> RunResult:
         weights=task.spec.difficulty_weights,
         bootstrap_samples=task.spec.bootstrap_samples,
         seed=cfg.seed,
+        cache=cfg.score_cache_path,
+        progress=cfg.progress,
     )
-    timing = {**outcome.timing, "scoring_seconds": time.perf_counter() - started}
+    timing = {
+        **outcome.timing,
+        "scoring_seconds": time.perf_counter() - started,
+        "scoring_by_metric": scored.seconds,
+    }
     if outcome.computed == 0:
         timing["cached_rerun"] = True  # every answer came from the cache: no model timings to report
     run_files.write_jsonl(plan.run_dir / run_files.PREDICTIONS, records)
@@ -321,11 +334,21 @@ def _still_valid(plan: RunPlan, done: dict[str, str | None]) -> tuple[set[str], 
 
 
 def _load(plan: RunPlan, todo: list[Request]) -> None:
+    _seed_torch(plan.cfg.seed)
     plan.model.load()
     if plan.model.needs_training_data:
         train = plan.task.train_samples
         plan.model.fit(train if train is not None else plan.task.samples)
     plan.model.setup(todo)
+
+
+def _seed_torch(seed: int) -> None:
+    """Seed torch just before a model loads: each model's random draws start from the run's seed."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)
 
 
 def _interrupted_message(loop: ModelLoop) -> str:

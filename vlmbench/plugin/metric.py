@@ -11,12 +11,15 @@ Two kinds, as in lighteval:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, ClassVar
 
 import numpy as np
 
+from vlmbench.hashing import file_sha256
 from vlmbench.plugin.args import Arg, validate
 from vlmbench.plugin.registry import MetricEntry
 
@@ -78,10 +81,50 @@ class Metric:
 class SampleMetric(Metric):
     #: Pairs per call of :meth:`score`.
     batch_size: ClassVar[int] = 4096
+    #: True when a pair's score never depends on the other pairs scored with it. Encoders are not: the
+    #: padding of a batch changes the last bits of an embedding. Only such metrics reuse stored scores
+    #: of single pairs across answer sets; the others reuse the scores of the same set of pairs only.
+    pair_independent: ClassVar[bool] = False
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, Sequence[float]]:
         """Scores for aligned pairs, one list per output column (see ``MetricEntry.outputs``)."""
         raise NotImplementedError
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        """Everything this metric's scores depend on, found without loading an asset or importing a
+        heavy library, or None (the default) when its scores are not to be stored in the score cache.
+
+        Two metrics with equal identities must score every pair alike. Start from :meth:`base_identity`
+        and add the asset (a model folder and a digest of its files, see ``model_identity``) and the
+        libraries that compute the scores (:func:`library_versions`). Raise
+        :class:`vlmbench.errors.AssetMissingError` as :meth:`setup` would when the asset is missing."""
+        return None
+
+    def base_identity(self, *code: Any) -> dict[str, Any]:
+        """Name, class, version, options and outputs, and a digest of the source files of this metric's
+        module and of the modules of ``code`` (functions or classes its scores depend on): an edited
+        definition never reuses the scores of the old one, even if nobody bumped ``version``."""
+        modules = {type(self).__module__, *(getattr(c, "__module__", None) or c.__name__ for c in code)}
+        files = {m: file_sha256(sys.modules[m].__file__) for m in sorted(modules)}
+        return {
+            "metric": self.name,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "version": self.version,
+            "options": self.options,
+            "outputs": list(self.outputs),
+            "code": files,
+        }
+
+
+def library_versions(*distributions: str) -> dict[str, str | None]:
+    """Installed versions of ``distributions``, read from package metadata (nothing is imported)."""
+    found: dict[str, str | None] = {}
+    for name in distributions:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 class CorpusMetric(Metric):

@@ -34,6 +34,7 @@ from typing import Any
 from vlmbench.cache import cache_dir
 from vlmbench.errors import AssetMissingError
 from vlmbench.hub import HUB_ID, cached_snapshot, hub_endpoint, is_offline, reachable
+from vlmbench.scoring.asset_identity import remember_wordnet
 
 WORDNET_ASSET = "WordNet 3.0 (nltk corpus 'wordnet')"
 #: Where Debian/Ubuntu's ``wordnet-base`` (and most Unix WordNet installs) keep the database files.
@@ -88,7 +89,19 @@ def find_wordnet(
     search_nltk: bool = True,
     download: bool | None = None,
 ) -> WordNetLocation:
-    """Locate WordNet, building or downloading it into the cache when needed (see the module docstring)."""
+    """Locate WordNet, building or downloading it into the cache when needed (see the module docstring).
+
+    The answer of a full search is recorded for the score cache, which names the WordNet a metric would
+    read without importing nltk (:mod:`vlmbench.scoring.asset_identity`)."""
+    location = _find_wordnet(cache, system_dirs, search_nltk, download)
+    if search_nltk and cache is None:  # the search a run makes
+        remember_wordnet(location.root)
+    return location
+
+
+def _find_wordnet(
+    cache: Path | None, system_dirs: tuple[str, ...] | None, search_nltk: bool, download: bool | None
+) -> WordNetLocation:
     import nltk
 
     cache = cache or cache_dir()

@@ -8,6 +8,7 @@ that a run and a re-scoring of it write the same thing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from vlmbench.plugin.metric import Metric
@@ -29,8 +30,11 @@ def score_records(
     weights: dict[int, float],
     bootstrap_samples: int,
     seed: int,
+    cache: Path | None = None,
+    progress: bool = False,
 ) -> ScoredSet:
-    """Score the ``ok`` rows of ``records`` and write each row's per-sample scores into it."""
+    """Score the ``ok`` rows of ``records`` and write each row's per-sample scores into it (``cache``:
+    the score cache file, None for none; ``progress``: a line per slow metric on stderr)."""
     ok = [r for r in records if r["status"] == "ok"]
     scored = score(
         metrics,
@@ -40,6 +44,8 @@ def score_records(
         weights=weights,
         bootstrap_samples=bootstrap_samples,
         seed=seed,
+        cache=cache,
+        progress=progress,
     )
     for row in records:
         row["scores"] = {}

@@ -33,6 +33,7 @@ from vlmbench.plugin.loading import Plugins, load_plugins
 from vlmbench.plugin.metric import MetricContext
 from vlmbench.scoring.external import Columns, read_external
 from vlmbench.scoring.records import merge_metric_blocks, metric_blocks, score_records, scored_answer
+from vlmbench.scoring.score_cache import default_score_cache_path
 from vlmbench.scoring.scorer import build_metrics
 from vlmbench.tasks.filters import check_filters
 from vlmbench.tasks.spec import DEFAULT_WEIGHTS, MetricSpec, TaskSpec
@@ -41,6 +42,12 @@ from vlmbench.tasks.spec import DEFAULT_WEIGHTS, MetricSpec, TaskSpec
 DEFAULT_METRICS = ("exact_match", "average_mark", "wups", "meteor", "sbert", "bertscore", "bartscore")
 #: The answer filters of a task that does not name its own.
 DEFAULT_FILTERS: tuple[str, ...] = tuple(TaskSpec.__dataclass_fields__["filters"].default_factory())
+
+
+@dataclass(frozen=True)
+class _ScoreOptions:
+    path: Path | None  # the score cache, None: off
+    progress: bool
 
 
 @dataclass
@@ -68,6 +75,8 @@ def rescore(
     runs_root: str | Path = "runs",
     plugins: Plugins | None = None,
     keep_others: bool = True,
+    cache: bool = True,
+    progress: bool = True,
 ) -> RescoreResult:
     """Score ``source`` (a run folder, a run's predictions.jsonl, or an external CSV/JSONL file).
 
@@ -79,7 +88,9 @@ def rescore(
     a list (possibly empty) re-derives every answer from the raw output with those filters.
     ``bootstrap_samples``, ``seed`` and ``difficulty_weights`` default to the run's own (1000, 0 and the
     study's weights for external files). An external file's results go to
-    ``runs_root/<task_name>/<name>-<sha8>`` unless ``output_dir`` is given.
+    ``runs_root/<task_name>/<name>-<sha8>`` unless ``output_dir`` is given. ``cache=False`` neither
+    reads nor stores metric scores in the score cache (``vlmbench score --no-cache``); ``progress=False``
+    prints no progress lines.
     """
     plugins = plugins or load_plugins()
     source = Path(source)
@@ -90,11 +101,12 @@ def rescore(
     if filters is not None:
         check_filters(list(filters), where="--filters")
     specs = [m if isinstance(m, MetricSpec) else MetricSpec(m) for m in (metrics or DEFAULT_METRICS)]
+    score_cache = _ScoreOptions(default_score_cache_path() if cache else None, progress)
     run_file = _stored_run(source)
     if run_file is not None:
         return _rescore_run(
             run_file, specs, output_dir, filters, difficulty_weights, bootstrap_samples, seed, device, plugins,
-            keep_others,
+            keep_others, score_cache,
         )  # fmt: skip
     return _rescore_external(
         source,
@@ -111,6 +123,7 @@ def rescore(
         device=device,
         runs_root=Path(runs_root),
         plugins=plugins,
+        score_cache=score_cache,
     )
 
 
@@ -152,6 +165,7 @@ def _rescore_run(
     device: str,
     plugins: Plugins,
     keep_others: bool = True,
+    score_cache: _ScoreOptions | None = None,
 ) -> RescoreResult:
     records = run_files.read_predictions(path)
     if not records:
@@ -182,8 +196,9 @@ def _rescore_run(
 
     out_dir = Path(output_dir) if output_dir is not None else path.parent
     results = _score_and_write(
-        records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir, base=old, keep=kept
-    )
+        records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir, base=old, keep=kept,
+        score_cache=score_cache,
+    )  # fmt: skip
     results["status"] = "ok"
     results["config"] = {
         **config,
@@ -223,6 +238,7 @@ def _rescore_external(
     device: str,
     runs_root: Path,
     plugins: Plugins,
+    score_cache: _ScoreOptions | None = None,
 ) -> RescoreResult:
     found = read_external(path, columns, separator, filters)
     label = name or path.stem
@@ -233,8 +249,9 @@ def _rescore_external(
         else runs_root / run_files.safe_name(task) / f"{run_files.safe_name(label)}-{found.sha256[:8]}"
     )
     results = _score_and_write(
-        found.records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir
-    )
+        found.records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir,
+        score_cache=score_cache,
+    )  # fmt: skip
     results.update(
         status="ok",
         task={
@@ -284,6 +301,7 @@ def _score_and_write(
     out_dir: Path,
     base: dict | None = None,
     keep: dict | None = None,
+    score_cache: _ScoreOptions | None = None,
 ) -> dict:
     """Score ``records`` with ``specs`` and write predictions.jsonl; ``keep``: earlier results whose
     other metrics (and per-sample scores) stay beside the new ones."""
@@ -296,7 +314,15 @@ def _score_and_write(
         raise DataError("no predictions to score (every row was skipped)")
     earlier = {id(r): dict(r.get("scores") or {}) for r in records} if keep else {}
     started = time.perf_counter()
-    scored = score_records(records, metrics, weights=weights, bootstrap_samples=bootstrap_samples, seed=seed)
+    scored = score_records(
+        records,
+        metrics,
+        weights=weights,
+        bootstrap_samples=bootstrap_samples,
+        seed=seed,
+        cache=score_cache.path if score_cache else None,
+        progress=score_cache.progress if score_cache else False,
+    )
     seconds = time.perf_counter() - started
     blocks = metric_blocks(scored)
     if keep:
@@ -311,7 +337,11 @@ def _score_and_write(
         schema=run_files.RESULTS_SCHEMA,
         **blocks,
         warnings=dict(sorted({**warnings, **scored.warnings}.items())),
-        timing={**(results.get("timing") or {}), "scoring_seconds": seconds},
+        timing={
+            **(results.get("timing") or {}),
+            "scoring_seconds": seconds,
+            "scoring_by_metric": scored.seconds,
+        },
         provenance=provenance(),
     )
     results["config"] = {**(results.get("config") or {}), "scoring_device": device}
