@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from vlmbench.cli.app import cli
-from vlmbench.errors import VlmbenchError
 
 _LOCAL = ("127.0.0.1", "localhost", "::1")
 
