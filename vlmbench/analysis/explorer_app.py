@@ -78,8 +78,10 @@ def render(explorer: Explorer, page: Page, *, image_url, thumb_url, base: str = 
     """The page for ``page``; ``image_url(table, row)`` and ``thumb_url(table, row)`` say where images are."""
     query = page.query
     for row in page.rows:
-        row["image_url"] = image_url(page.table, row) if row["image"] else ""
-        row["thumb_url"] = thumb_url(page.table, row) if row["image"] else ""
+        # an image that is missing (the reason a sample was skipped, often) gets no broken <img>
+        found = resolve_image(page.table.image_root, row["image"] or "") is not None
+        row["image_url"] = image_url(page.table, row) if found else ""
+        row["thumb_url"] = thumb_url(page.table, row) if found else ""
     link = None if base is None else (lambda n: f"{base}?{urlencode(query_args(query, page=n))}")
     return render_page(
         "viewer.html",
@@ -134,6 +136,10 @@ def create_app(explorer: Explorer):
         except OSError:  # not an image PIL can read: nothing to show
             abort(404)
         return Response(data, mimetype="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return Response(status=204)  # no icon; browsers ask for one and log a 404 as an error
 
     @app.after_request
     def headers(response):
