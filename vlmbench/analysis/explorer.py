@@ -217,7 +217,8 @@ def _column(run: Run, sample_ids: list[str], vocabulary: dict[str, int]) -> Mode
     answers: list[str | None] = [None] * n
     ok, present = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     codes = np.full(n, -1, dtype=np.int64)
-    scores: dict[str, np.ndarray] = {}
+    scores: dict[str, list[float]] = {}
+    nan = float("nan")
     for i, sid in enumerate(sample_ids):
         row = run.predictions.get(sid)
         if row is None:
@@ -231,10 +232,14 @@ def _column(run: Run, sample_ids: list[str], vocabulary: dict[str, int]) -> Mode
         codes[i] = vocabulary.setdefault(answer.strip().lower(), len(vocabulary))
         for metric, value in (row.get("scores") or {}).items():
             if isinstance(value, (int, float)):
-                scores.setdefault(metric, np.full(n, np.nan))[i] = float(value)
-    correct = scores.get(CORRECTNESS)
+                column = scores.get(metric)
+                if column is None:
+                    column = scores[metric] = [nan] * n
+                column[i] = float(value)
+    arrays = {metric: np.asarray(values, dtype=np.float64) for metric, values in scores.items()}
+    correct = arrays.get(CORRECTNESS)
     right = ok & (correct >= 0.5) if correct is not None else np.zeros(n, dtype=bool)
-    return ModelColumn(run.label, run, answers, ok, present, right, codes, scores, _reasons(run, sample_ids))
+    return ModelColumn(run.label, run, answers, ok, present, right, codes, arrays, _reasons(run, sample_ids))
 
 
 def _reasons(run: Run, sample_ids: list[str]) -> dict[int, str]:
