@@ -205,3 +205,30 @@ def test_bad_options_are_one_error_line(runs, tmp_path, args, message):
         and message in result.output
         and len(result.output.splitlines()) == 1
     )
+
+
+@pytest.mark.slow(seconds=10)
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_the_command_serves_the_page(runs, host):
+    """`vlmbench view` as a user starts it: it prints the address (with the filters given), serves the page,
+    and warns when it listens beyond this machine."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    root, _ = runs
+    args = [sys.executable, "-m", "vlmbench", "view", str(root / "runs"), "--port", "0", "--host", host,
+            "--task", "shapes", "--difficulty", "5"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("vlmbench view: http://"), line + proc.stderr.read()
+        url = line.split()[2].replace("0.0.0.0", "127.0.0.1")
+        assert "task=shapes" in url and "difficulty=5" in url
+        with urllib.request.urlopen(url, timeout=30) as response:
+            body = response.read().decode()
+        assert response.status == 200 and body.count('class="sample"') == 5
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert ("warning: serving on 0.0.0.0" in err) == (host == "0.0.0.0")
