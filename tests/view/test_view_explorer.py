@@ -90,9 +90,45 @@ def test_metrics_on_the_selection(runs, explorer):
     assert em["selection"] == pytest.approx(np.mean([r["scores"]["exact_match"] for r in chosen]))
     whole = json.loads((dirs["shapes/reads-question"] / "results.json").read_text())["metrics"]
     assert em["whole"] == pytest.approx(whole["exact_match"]["value"])
+    # within one level Average Mark is that level's mean correctness (one weight for all)
     mark = next(m for m in row["metrics"] if m["name"] == "average_mark")
-    assert mark["selection"] is None and "corpus-level" in mark["why"]
+    assert mark["selection"] == pytest.approx(em["selection"]) and mark["why"] == ""
     assert row["answered"] == len(chosen) and row["whole_answered"] == 24
+    # on every sample, rebuilt from the run's options and weights, it is the run's own value
+    everything = run_query(explorer, Query(task="shapes"))
+    row = next(s for s in everything.summary if s["label"] == "reads-question")
+    mark = next(m for m in row["metrics"] if m["name"] == "average_mark")
+    assert (
+        mark["selection"] == pytest.approx(whole["average_mark"]["value"])
+        and mark["whole"] == mark["selection"]
+    )
+    # two levels with weights 8 (difficulty 3) and 20 (difficulty 5): weighted, not a plain mean
+    two = run_query(explorer, Query(task="shapes", difficulties=(3, 5)))
+    row = next(s for s in two.summary if s["label"] == "reads-question")
+    mark = next(m for m in row["metrics"] if m["name"] == "average_mark")
+    level3 = np.mean([r["scores"]["exact_match"] for r in reads.values() if r["difficulty"] == 3])
+    assert mark["selection"] == pytest.approx(
+        (8 * 12 * level3 + 20 * len(chosen) * em["selection"]) / (8 * 12 + 20 * len(chosen))
+    )
+
+
+def test_a_corpus_metric_without_its_columns_says_why(runs, tmp_path):
+    import shutil
+
+    _, dirs = runs
+    folder = tmp_path / "no-scores"
+    shutil.copytree(dirs["shapes/reads-question"], folder)
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["scores"].pop("exact_match", None)
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = run_query(load_explorer([folder]), Query())
+    mark = next(m for m in page.summary[0]["metrics"] if m["name"] == "average_mark")
+    assert (
+        mark["selection"] is None
+        and "needs per-sample 'exact_match'" in mark["why"]
+        and mark["whole"] is not None
+    )
 
 
 def test_pair_lists_the_flips_compare_lists_first(runs, explorer):

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from vlmbench.analysis.compare import CORRECTNESS, compare_pair
+from vlmbench.analysis.compare import CORRECTNESS, compare_pair, corpus_metric
 from vlmbench.analysis.display import level_order
 from vlmbench.analysis.runs import Run, load_run, unique_labels
 from vlmbench.artifacts import run_files
@@ -43,10 +43,41 @@ class ModelColumn:
     codes: np.ndarray  # the answer as an integer (same answer, same code, across models); -1 unanswered
     scores: dict[str, np.ndarray]  # per-sample scores, NaN where there is none
     reasons: dict[int, str]  # why a sample was skipped, where the run recorded it
+    _corpus: dict = field(default_factory=dict, repr=False)
 
     def whole_run(self, metric: str) -> float | None:
         value = ((self.run.results.get("metrics") or {}).get(metric) or {}).get("value")
         return float(value) if isinstance(value, (int, float)) else None
+
+    def corpus_value(self, name: str, mask: np.ndarray, difficulty: np.ndarray) -> tuple[float | None, str]:
+        """Corpus metric ``name`` (e.g. Average Mark) on the answered samples of ``mask``, rebuilt as
+        ``compare`` rebuilds it (the run's options and difficulty weights, its per-sample columns); None and
+        the reason where that cannot be done."""
+        if name not in self._corpus:
+            try:
+                metric = corpus_metric(name, self.run, None)
+                missing = [c for c in metric.required_columns() if c not in self.scores]
+                if missing:
+                    raise VlmbenchError(f"needs per-sample {missing[0]!r} scores, which this run lacks")
+                self._corpus[name] = metric
+            except VlmbenchError as exc:
+                self._corpus[name] = f"cannot be recomputed on a selection: {exc}"
+        metric = self._corpus[name]
+        if isinstance(metric, str):
+            return None, metric
+        columns = {c: self.scores[c] for c in metric.required_columns()}
+        keep = mask & self.ok
+        for values in columns.values():
+            keep &= ~np.isnan(values)
+        index = np.flatnonzero(keep)
+        if not len(index):
+            return None, "no answered samples in the selection"
+        from vlmbench.plugin.metric import ScoreTable
+
+        value = finite(
+            metric.compute(ScoreTable({c: v[index] for c, v in columns.items()}, difficulty[index]))
+        )
+        return value, "" if value is not None else "undefined on this selection (e.g. no level with a weight)"
 
 
 @dataclass

@@ -139,30 +139,21 @@ def _sorted(table: TaskTable, chosen: np.ndarray, query: Query) -> np.ndarray:
 
 
 def summary(table: TaskTable, chosen: np.ndarray, shown: Sequence[str]) -> list[dict]:
-    """Per shown run: samples answered, right, and every metric on the selection beside the whole run.
-    Corpus-level metrics (no per-sample score) have no value on a selection, with the reason why."""
+    """Per shown run: samples answered, right, and every metric on the selection beside the whole run:
+    the mean of its per-sample scores, or a corpus-level metric rebuilt as ``compare`` rebuilds it (where
+    it cannot be, no value and the reason why)."""
     mask = np.zeros(len(table.sample_ids), dtype=bool)
     mask[chosen] = True
     out = []
     for label in shown:
         m = table.model(label)
-        metrics = [
-            {
-                "name": name,
-                "selection": mean_of(m.scores[name], mask & m.ok),
-                "whole": m.whole_run(name),
-                "why": "",
-            }
-            if name in m.scores
-            else {
-                "name": name,
-                "selection": None,
-                "whole": m.whole_run(name),
-                "why": "a corpus-level metric: predictions.jsonl holds no per-sample score to recompute it "
-                "on a selection",
-            }
-            for name in [*table.metrics, *table.corpus_metrics]
-        ]
+        metrics = []
+        for name in [*table.metrics, *table.corpus_metrics]:
+            if name in m.scores:
+                value, why = mean_of(m.scores[name], mask & m.ok), ""
+            else:
+                value, why = m.corpus_value(name, mask, table.difficulty)
+            metrics.append({"name": name, "selection": value, "whole": m.whole_run(name), "why": why})
         out.append(
             {
                 "label": label,
