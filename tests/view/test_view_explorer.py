@@ -216,7 +216,11 @@ def test_export_writes_a_static_selection(runs, tmp_path):
     assert Image.open(thumbs[0]).format == "JPEG"
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 2 and again.output.startswith("Error:") and "not empty" in again.output
-    assert CliRunner().invoke(cli, [*args, "--force"]).exit_code == 0
+    limited = CliRunner().invoke(cli, [*args, "--force", "--limit", "2"])
+    assert limited.exit_code == 0 and "2 samples (the first 2 of 3" in limited.output
+    html = (dest / "index.html").read_text()
+    assert html.count('class="sample"') == 2 and "This copy holds the first 2 of them" in html
+    assert len(list((dest / "thumbs").iterdir())) == 2  # the earlier export's third thumbnail is gone
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ value from a run reaches the page through the autoescaping templates of :mod:`vl
 from __future__ import annotations
 
 import io
-import shutil
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -169,9 +168,10 @@ def export(
 
     page = run_query(explorer, replace(query, page=1), page_size=max(1, limit))
     thumbs = dest / "thumbs"
-    if thumbs.is_dir():
-        shutil.rmtree(thumbs)  # the previous export's thumbnails (only with --force): none left stale
-    thumbs.mkdir(parents=True)
+    thumbs.mkdir(parents=True, exist_ok=True)
+    for old in thumbs.glob("*.jpg"):
+        if old.stem.isdigit():  # a previous export's thumbnail (only with --force): none left stale
+            old.unlink()
     names: dict[int, str] = {}
     for row in page.rows:
         path = resolve_image(page.table.image_root, row["image"] or "")
