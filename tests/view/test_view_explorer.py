@@ -206,7 +206,7 @@ def test_export_writes_a_static_selection(runs, tmp_path):
             "--outcome", "reads-question=wrong"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert "3 samples" in result.output
+    assert result.output == f"wrote {dest / 'index.html'} (3 samples)\n"
     html = (dest / "index.html").read_text()
     assert html.count('class="sample"') == 3 and "<form" not in html and "&lt;script&gt;" in html
     thumbs = sorted((dest / "thumbs").iterdir())
@@ -217,7 +217,7 @@ def test_export_writes_a_static_selection(runs, tmp_path):
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 2 and again.output.startswith("Error:") and "not empty" in again.output
     limited = CliRunner().invoke(cli, [*args, "--force", "--limit", "2"])
-    assert limited.exit_code == 0 and "2 samples (the first 2 of 3" in limited.output
+    assert limited.exit_code == 0 and "(2 samples: the first 2 of 3;" in limited.output
     html = (dest / "index.html").read_text()
     assert html.count('class="sample"') == 2 and "This copy holds the first 2 of them" in html
     assert len(list((dest / "thumbs").iterdir())) == 2  # the earlier export's third thumbnail is gone

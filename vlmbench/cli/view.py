@@ -66,8 +66,8 @@ def view(runs, host, port, export_dir, force, limit, task, models, difficulties,
         from vlmbench.analysis.explorer_app import export
 
         page, written, selected = export(explorer, query, export_dir, limit=limit, force=force)
-        more = f" (the first {written} of {selected}; --limit for more)" if written < selected else ""
-        click.echo(f"wrote {page}: {written} samples{more}")
+        more = f": the first {written} of {selected}; --limit for more" if written < selected else ""
+        click.echo(f"wrote {page} ({written} samples{more})")
         return
     from vlmbench.analysis.explorer_query import run_query
 
