@@ -18,6 +18,8 @@ request pairs the runs as ``compare`` does; later ones reuse the pairing) and a 
 from __future__ import annotations
 
 import argparse
+import gc
+import resource
 import statistics
 import threading
 import time
@@ -109,6 +111,7 @@ def main() -> None:
     t0 = time.perf_counter()
     explorer = load_explorer([runs])
     loaded = time.perf_counter() - t0
+    gc.freeze()  # as `vlmbench view` does before serving
     server = make_server("127.0.0.1", 0, create_app(explorer), threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_port}/"
@@ -137,6 +140,8 @@ def main() -> None:
     print(
         f"{'thumbnail (new)':<30} {thumbs[0] * 1000:9.0f} {statistics.median(thumbs) * 1000:10.0f} {max(thumbs) * 1000:8.0f}"
     )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(f"\npeak memory of the process: {rss:.1f} GiB")
     server.shutdown()
 
 
