@@ -187,6 +187,27 @@ def test_the_app_escapes_and_confines(explorer):
     assert wrong.status_code == 400 and "nobody" in wrong.get_data(as_text=True)
 
 
+def test_skipped_and_unreadable_runs_are_notes(runs, tmp_path):
+    import shutil
+
+    _, dirs = runs
+    shutil.copytree(dirs["shapes/reads-question"], tmp_path / "r" / "ok")
+    (tmp_path / "r" / "gone").mkdir()
+    (tmp_path / "r" / "gone" / "results.json").write_text(
+        json.dumps({"status": "skipped", "reason": "no weights"})
+    )
+    (tmp_path / "r" / "broken").mkdir()
+    (tmp_path / "r" / "broken" / "results.json").write_text("{")
+    explorer = load_explorer([tmp_path / "r"])
+    assert explorer.task("shapes").labels == ["reads-question"]
+    assert len(explorer.notes) == 2 and any(
+        "gone: gone was skipped (no weights)" in n for n in explorer.notes
+    )
+    shutil.rmtree(tmp_path / "r" / "ok")
+    result = CliRunner().invoke(cli, ["view", str(tmp_path / "r"), "--export", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "Error: none of the runs given has predictions to show" in result.output
+
+
 def test_old_runs_find_their_images_through_the_task_file(runs, tmp_path):
     import shutil
 

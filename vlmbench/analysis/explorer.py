@@ -174,6 +174,11 @@ def load_explorer(paths: list[Path]) -> Explorer:
     notes: list[str] = []
     for folder in run_folders(paths):
         try:
+            results = run_files.load_results(folder / run_files.RESULTS)
+            if results.get("status") != "ok":  # a model that could not run: nothing to show, say why
+                model = (results.get("model") or {}).get("label") or folder.name
+                notes.append(f"{folder}: {model} was skipped ({results.get('reason', 'no reason recorded')})")
+                continue
             run = load_run(folder)
         except VlmbenchError as exc:
             notes.append(str(exc))
