@@ -293,3 +293,15 @@ def test_the_command_serves_the_page(runs, host):
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert ("warning: serving on 0.0.0.0" in err) == (host == "0.0.0.0")
+
+
+def test_a_port_in_use_is_one_error_line(runs):
+    import socket
+
+    root, _ = runs
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["view", str(root / "runs"), "--port", str(port)])
+    assert result.exit_code == 2 and result.output.startswith(f"Error: cannot listen on 127.0.0.1:{port}")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import socket
 from pathlib import Path
 
 import click
 
 from vlmbench.cli.app import cli
+from vlmbench.errors import VlmbenchError
 
 _LOCAL = ("127.0.0.1", "localhost", "::1")
 
@@ -89,13 +91,20 @@ def _serve(explorer, host: str, port: int, query) -> None:
     # The runs are read once and kept: frozen, their million objects are no longer scanned by every full
     # garbage collection, which otherwise stalls a page now and then for most of a second at 80,000 x 8.
     gc.freeze()
-    server = make_server(host, port, create_app(explorer), threaded=True)
+    # The socket is opened here: werkzeug itself reports a port in use by printing and exiting with 1.
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listening = socket.create_server((host, port), family=family)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        raise VlmbenchError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; --port 0 picks a free port"
+        ) from None
+    with listening:  # the server listens on a duplicate of it
+        server = make_server(host, port, create_app(explorer), threaded=True, fd=listening.fileno())
     shown = f"[{host}]" if ":" in host else host
     # the filters given on the command line become the address's query: the page opens on that selection
     args = urlencode(query_args(query))
-    click.echo(
-        f"vlmbench view: http://{shown}:{server.server_port}/{'?' + args if args else ''}  (Ctrl-C to stop)"
-    )
+    click.echo(f"vlmbench view: http://{shown}:{server.port}/{'?' + args if args else ''}  (Ctrl-C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
