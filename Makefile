@@ -13,12 +13,17 @@ $(BIN)/vlmbench: pyproject.toml constraints.txt
 
 setup: $(BIN)/vlmbench
 
-# WordNet for the WUPS metric comes from Debian/Ubuntu's wordnet-base when it can be installed here.
+# WordNet for the WUPS metric comes from Debian/Ubuntu's wordnet-base, and Chromium for the browser tests of
+# `vlmbench view` from the chromium package, when they can be installed here.
 system-deps:
 	@if [ -d /usr/share/wordnet ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends wordnet-base >/dev/null; \
 	else echo "note: install the Debian/Ubuntu package wordnet-base (or see docs/metrics.md) for WUPS"; fi
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else echo "note: install the Debian/Ubuntu package chromium for the browser tests of vlmbench view"; fi
 
 # The main job: a real VLM and the blind baseline on the bundled sample, then the leaderboard.
 demo: setup system-deps

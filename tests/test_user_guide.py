@@ -329,6 +329,10 @@ def _check_output(step: Step, out: str, err: str, work: Path) -> list[str]:
         return [] if ok else ["no comparison report"]
     if sub == "plot":
         return [] if "report: " in out else ["no report.html"]
+    if sub == "view":
+        # only the static export can run here: the page itself serves until it is stopped
+        ok = "--export" in step.command and "wrote " in out
+        return [] if ok else ["no static copy written (a guide line of `view` must use --export)"]
     if sub == "python":
         status, _, run_dir = out.partition("\n")[0].partition(" ")
         ok = status == "ok" and (work / run_dir / "results.json").is_file()

@@ -113,7 +113,7 @@ def _sample_column(rows: Sequence[dict], name: str) -> np.ndarray | None:
     return np.asarray(values, dtype=np.float64)
 
 
-def _corpus_metric(name: str, run: Run, plugins):
+def corpus_metric(name: str, run: Run, plugins):
     """Rebuild a corpus metric (e.g. Average Mark) with the options and difficulty weights the run used."""
     from vlmbench.plugin.metric import CorpusMetric, MetricContext
     from vlmbench.plugin.registry import load_target
@@ -158,7 +158,7 @@ def _paired_metrics(
         try:
             metrics = []
             for run, rows in ((a, rows_a), (b, rows_b)):
-                metric = _corpus_metric(name, run, plugins)
+                metric = corpus_metric(name, run, plugins)
                 columns = {}
                 for col in metric.required_columns():
                     values = _sample_column(rows, col)

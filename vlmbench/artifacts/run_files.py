@@ -327,7 +327,9 @@ _RESULTS = _object(
     {
         "status": _kind(lambda v: v in ("ok", "skipped"), "'ok' or 'skipped'", optional=False),
         "reason": _TEXT,
-        "task": _object({"name": _TEXT, "hash": _TEXT, "n_samples": _COUNT, "n_scored": _COUNT}),
+        "task": _object(
+            {"name": _TEXT, "hash": _TEXT, "n_samples": _COUNT, "n_scored": _COUNT, "image_root": _TEXT}
+        ),
         "model": _object(
             {
                 "name": _TEXT,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from vlmbench.cli import analysis, listing  # noqa: F401  (they register their commands)
+from vlmbench.cli import analysis, listing, view  # noqa: F401  (they register their commands)
 from vlmbench.cli.app import _warn_broken, cli
 from vlmbench.cli.run import EXIT_NOTHING_EVALUATED, run
 from vlmbench.plugin.loading import load_plugins

@@ -49,6 +49,7 @@ def cli() -> None:
       vlmbench leaderboard runs/                      # compare every run under runs/
       vlmbench compare RUN_A RUN_B                    # paired deltas, McNemar, flipped samples
       vlmbench plot runs/                             # figures and an HTML report
+      vlmbench view runs/                             # every answer beside its image, in a browser
     """
 
 

@@ -125,6 +125,8 @@ class Task:
             "split": self.spec.split,
             "request_type": self.spec.request_type,
             "source": str(self.spec.source_path) if self.spec.source_path else None,
+            # where the samples' relative image paths start: `vlmbench view` serves images from here only
+            "image_root": self.spec.dataset.image_root,
         }
 
 
