@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -146,6 +147,29 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "VLMBENCH_RELIABILITY_REPORT collects the report in one process: run without -n"
         )
+    _share_wordnet(config)
+
+
+def _share_wordnet(config: pytest.Config) -> None:
+    """Every test gets a vlmbench cache folder of its own, and a run in a fresh one copies the system's
+    WordNet into it first: seconds per command-line test. Instead, one copy is built per test run and
+    named by NLTK_DATA, where nltk looks first, as a user's own nltk data would be. (Building it from the
+    system files is tested in tests/metrics/.) pytest-xdist workers inherit it from the controller."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("NLTK_DATA"):
+        return
+    import tempfile
+
+    from vlmbench.errors import AssetMissingError
+    from vlmbench.scoring.assets import find_wordnet
+
+    folder = Path(tempfile.mkdtemp(prefix="vlmbench-tests-wordnet-"))
+    try:
+        location = find_wordnet(cache=folder, search_nltk=False, download=False)
+    except AssetMissingError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return  # no system WordNet: the WordNet tests skip, the metrics report it as missing
+    os.environ["NLTK_DATA"] = location.data_dir
+    config.add_cleanup(lambda: (os.environ.pop("NLTK_DATA", None), shutil.rmtree(folder, ignore_errors=True)))
 
 
 @pytest.fixture(scope="session")
