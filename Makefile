@@ -31,11 +31,11 @@ demo: setup system-deps
 
 # The whole suite on every core (pytest-xdist), with the slowest tests listed. CI runs this.
 test: setup system-deps
-	$(BIN)/python -m pytest -n auto --durations=15
+	$(BIN)/python -m pytest -n auto --dist worksteal --durations=15
 
 # Day-to-day: everything but the tests marked slow (end-to-end runs, launches, kill-and-resume).
 test-fast: setup system-deps
-	$(BIN)/python -m pytest -n auto -m "not slow" --durations=15
+	$(BIN)/python -m pytest -n auto --dist worksteal -m "not slow" --durations=15
 
 lint: setup
 	$(BIN)/ruff check .

@@ -38,7 +38,12 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's prediction cache from tests, and never download: tests are offline
     whatever the machine can reach (metrics whose models are absent are reported as skipped)."""
     monkeypatch.setenv("VLMBENCH_CACHE_DIR", str(tmp_path / "vlmbench-cache"))
-    monkeypatch.delenv("VLMBENCH_SCORE_CACHE", raising=False)
+    # The score cache is shared by the whole test run, as a user's is by every run on their machine
+    # (see _share_wordnet); a test that checks the cache itself gives itself a file of its own.
+    if _SHARED_SCORE_CACHE in os.environ:
+        monkeypatch.setenv("VLMBENCH_SCORE_CACHE", os.environ[_SHARED_SCORE_CACHE])
+    else:
+        monkeypatch.delenv("VLMBENCH_SCORE_CACHE", raising=False)
     monkeypatch.setenv("VLMBENCH_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
@@ -147,29 +152,42 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(
             "VLMBENCH_RELIABILITY_REPORT collects the report in one process: run without -n"
         )
-    _share_wordnet(config)
+    _share_caches(config)
 
 
-def _share_wordnet(config: pytest.Config) -> None:
-    """Every test gets a vlmbench cache folder of its own, and a run in a fresh one copies the system's
-    WordNet into it first: seconds per command-line test. Instead, one copy is built per test run and
-    named by NLTK_DATA, where nltk looks first, as a user's own nltk data would be. (Building it from the
-    system files is tested in tests/metrics/.) pytest-xdist workers inherit it from the controller."""
-    if os.environ.get("PYTEST_XDIST_WORKER") or os.environ.get("NLTK_DATA"):
+# The score cache every test of this run uses (a file in the run's shared folder; see _share_caches).
+_SHARED_SCORE_CACHE = "VLMBENCH_TESTS_SCORE_CACHE"
+
+
+def _share_caches(config: pytest.Config) -> None:
+    """What a user's machine keeps from one run to the next, kept for the test run as a whole; every
+    test still gets a vlmbench cache folder (predictions, file hashes) of its own.
+
+    - WordNet: a run in a fresh cache folder would copy the system's WordNet into it first, seconds per
+      command-line test. One copy is built per test run and named by NLTK_DATA, where nltk looks first,
+      as a user's own nltk data would be. (Building it from the system files is tested in tests/metrics/.)
+    - The score cache: metric scores already computed for the same pairs by the same metric identity
+      (tests/metrics/test_score_cache.py proves them equal to fresh ones, bit for bit).
+
+    pytest-xdist workers inherit both from the controller."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
         return
     import tempfile
 
     from vlmbench.errors import AssetMissingError
     from vlmbench.scoring.assets import find_wordnet
 
-    folder = Path(tempfile.mkdtemp(prefix="vlmbench-tests-wordnet-"))
+    folder = Path(tempfile.mkdtemp(prefix="vlmbench-tests-"))
+    os.environ[_SHARED_SCORE_CACHE] = str(folder / "metric_scores.sqlite")
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+    if os.environ.get("NLTK_DATA"):
+        return
     try:
         location = find_wordnet(cache=folder, search_nltk=False, download=False)
     except AssetMissingError:
-        shutil.rmtree(folder, ignore_errors=True)
         return  # no system WordNet: the WordNet tests skip, the metrics report it as missing
     os.environ["NLTK_DATA"] = location.data_dir
-    config.add_cleanup(lambda: (os.environ.pop("NLTK_DATA", None), shutil.rmtree(folder, ignore_errors=True)))
+    config.add_cleanup(lambda: os.environ.pop("NLTK_DATA", None))
 
 
 @pytest.fixture(scope="session")

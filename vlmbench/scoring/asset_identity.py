@@ -28,6 +28,7 @@ from typing import Any
 
 from vlmbench.cache import cache_dir
 from vlmbench.hashing import json_digest, tree_sha256
+from vlmbench.scoring.score_cache import default_score_cache_path
 
 _MEMO_NAME = "wordnet_locations.json"
 _MEMO_LIMIT = 64  # keys; old entries go first (a changed environment leaves its old key behind)
@@ -97,7 +98,8 @@ def _search_key() -> str:
 
 
 def _memo_path() -> Path:
-    return cache_dir() / _MEMO_NAME
+    # Beside the score cache whose keys it serves: whoever shares a score cache shares what it found.
+    return default_score_cache_path().with_name(_MEMO_NAME)
 
 
 def _read_memo(path: Path) -> dict[str, str]:
