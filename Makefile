@@ -29,13 +29,14 @@ system-deps:
 demo: setup system-deps
 	$(BIN)/vlmbench run --model blip --model prior --task abo_sample --output-dir runs
 
-# The whole suite on every core (pytest-xdist), with the slowest tests listed. CI runs this.
+# The whole suite on every core (pytest-xdist: one test at a time to whichever worker is free, the
+# longest first; see tests/conftest.py), with the slowest tests listed. CI runs this.
 test: setup system-deps
-	$(BIN)/python -m pytest -n auto --dist worksteal --durations=15
+	$(BIN)/python -m pytest -n auto --maxschedchunk 1 --durations=15
 
 # Day-to-day: everything but the tests marked slow (end-to-end runs, launches, kill-and-resume).
 test-fast: setup system-deps
-	$(BIN)/python -m pytest -n auto --dist worksteal -m "not slow" --durations=15
+	$(BIN)/python -m pytest -n auto --maxschedchunk 1 -m "not slow" --durations=15
 
 lint: setup
 	$(BIN)/ruff check .

@@ -221,6 +221,29 @@ def test_the_wordnet_a_run_reads_is_known_without_nltk(wordnet_env, tmp_path: Pa
     assert json.loads(_python(peek, env)) == [None, False]
 
 
+def test_a_wordnet_on_nltks_paths_is_known_whatever_the_cache_folder(wordnet_env, tmp_path: Path):
+    """Found on one of nltk's paths, the search never reached vlmbench's cache folder: another cache
+    folder (each test, or each user of a shared score cache, has one) knows the answer too."""
+    data_dir = wordnet_env.data_dir  # the run's WordNet, named where nltk looks first
+    env = {"NLTK_DATA": data_dir, "VLMBENCH_CACHE_DIR": str(tmp_path / "first")}
+    recorded = _python(
+        "import json; from vlmbench.scoring.assets import find_wordnet; "
+        "from vlmbench.scoring.asset_identity import wordnet_identity_of; "
+        "location = find_wordnet(); print(json.dumps([location.source, wordnet_identity_of(location.root)]))",
+        env,
+    )
+    source, identity = json.loads(recorded)
+    assert source == "nltk"
+    peek = "import json, sys; from vlmbench.scoring.asset_identity import wordnet_identity; " \
+        "print(json.dumps([wordnet_identity(), 'nltk' in sys.modules]))"  # fmt: skip
+    other = {**env, "VLMBENCH_CACHE_DIR": str(tmp_path / "second")}
+    assert json.loads(_python(peek, other)) == [identity, False]
+    # A change on nltk's paths still makes it unknown until searched again.
+    (tmp_path / "earlier" / "corpora" / "wordnet").mkdir(parents=True)
+    earlier = {**other, "NLTK_DATA": f"{tmp_path / 'earlier'}{os.pathsep}{data_dir}"}
+    assert json.loads(_python(peek, earlier)) == [None, False]
+
+
 def test_nltk_data_paths_are_nltks_own(tmp_path: Path):
     env = {"NLTK_DATA": os.pathsep.join([str(tmp_path / "a"), "", str(tmp_path / "b")])}
     code = (

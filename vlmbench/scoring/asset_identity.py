@@ -79,14 +79,16 @@ def _state(path: str) -> list[Any] | None:
     return [st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns]
 
 
-def _search_key() -> str:
-    """A digest of everything WordNet's search looks at (see the module docstring)."""
+def _search_key(through_cache: bool = True) -> str:
+    """A digest of everything WordNet's search looks at (see the module docstring). ``through_cache``:
+    whether the search went on to vlmbench's own cache folder; it stops at the first of nltk's data paths
+    that holds WordNet, so an answer found there does not depend on which cache folder a run uses."""
     try:
         nltk_version = metadata.version("nltk")
     except metadata.PackageNotFoundError:
         nltk_version = None
-    roots = [*nltk_data_paths(), str(cache_dir() / "nltk_data")]
-    facts: list[Any] = [nltk_version]
+    roots = [*nltk_data_paths(), *([str(cache_dir() / "nltk_data")] if through_cache else [])]
+    facts: list[Any] = [nltk_version, through_cache]
     for root in roots:
         corpus = os.path.join(root, "corpora", "wordnet")
         entry: list[Any] = [root, _state(root), _state(os.path.join(root, "corpora")), _state(corpus)]
@@ -119,12 +121,12 @@ def location_path(root: Any) -> str:
     return str(getattr(root, "path", None) or root)
 
 
-def remember_wordnet(root: Any) -> None:
+def remember_wordnet(root: Any, on_nltk_path: bool = False) -> None:
     """Record where the default search (nltk's paths, then vlmbench's cache) found WordNet, under the
-    key of what it looked at."""
+    key of what it looked at (``on_nltk_path``: it was found on one of nltk's paths, before the cache)."""
     path = _memo_path()
     memo = _read_memo(path)
-    key = _search_key()
+    key = _search_key(through_cache=not on_nltk_path)
     found = location_path(root)
     if memo.get(key) == found:
         return
@@ -143,10 +145,12 @@ def remember_wordnet(root: Any) -> None:
 def wordnet_identity() -> dict[str, str] | None:
     """The WordNet a run would read now (its path and a digest of its files), without importing nltk;
     None when the search has not been seen in this state yet (see the module docstring)."""
-    found = _read_memo(_memo_path()).get(_search_key())
-    if not isinstance(found, str) or not os.path.exists(found):
-        return None
-    return {"path": found, "sha256": tree_sha256(found)}
+    memo = _read_memo(_memo_path())
+    for key in (_search_key(through_cache=False), _search_key()):
+        found = memo.get(key)
+        if isinstance(found, str) and os.path.exists(found):
+            return {"path": found, "sha256": tree_sha256(found)}
+    return None
 
 
 def wordnet_identity_of(root: Any) -> dict[str, str]:

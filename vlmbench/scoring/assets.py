@@ -95,7 +95,7 @@ def find_wordnet(
     read without importing nltk (:mod:`vlmbench.scoring.asset_identity`)."""
     location = _find_wordnet(cache, system_dirs, search_nltk, download)
     if search_nltk and cache is None:  # the search a run makes
-        remember_wordnet(location.root)
+        remember_wordnet(location.root, on_nltk_path=location.source == "nltk")
     return location
 
 
