@@ -28,7 +28,7 @@ What is here:
   (every check before model work; raises :class:`UnsupportedTask` for a model that cannot answer the
   task) and :func:`run_plan`, with :class:`RunConfig`; tasks (:func:`resolve_task`,
   :class:`Task`, :func:`load_split`), answer filters, safe image reading and the artifact writers
-  (atomic; :func:`write_json`, :func:`write_jsonl`, :func:`write_text`, :func:`load_results`; a run's
+  (atomic; :func:`write_json`, :func:`write_jsonl`, :func:`write_text`, :func:`load_results`, :func:`read_json_object`; a run's
   results file is named :data:`RESULTS_FILE`), run files (:func:`find_run_file`,
   :func:`load_run_file`), and tables and figures of runs: :func:`collect_runs`, :func:`leaderboard_row`, :func:`leaderboard_markdown` (with
   :data:`STUDY_COLUMNS`, the study's column order, and :func:`study_order`), the metric columns of
@@ -52,7 +52,7 @@ from vlmbench.analysis.leaderboard import write as write_leaderboard
 from vlmbench.analysis.plot import render_tasks as render_figures
 from vlmbench.artifacts.provenance import command_line, now
 from vlmbench.artifacts.run_files import RESULTS as RESULTS_FILE
-from vlmbench.artifacts.run_files import load_results, write_json, write_jsonl, write_text
+from vlmbench.artifacts.run_files import load_results, read_json_object, write_json, write_jsonl, write_text
 from vlmbench.console import library_bars_off
 from vlmbench.devices import resolve_device, resolve_dtype, torch_dtype
 from vlmbench.errors import (
@@ -203,6 +203,7 @@ __all__ = [
     "parse_kv",
     "plan_run",
     "read_image_file",
+    "read_json_object",
     "remembered",
     "render_figures",
     "resolve_device",

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.api import Arg, SampleMetric, library_bars_off, library_versions, model_identity
-from vlmbench_plugins.metrics.memo import ProcessMemo
+from vlmbench.api import Arg, SampleMetric, library_bars_off
+from vlmbench_plugins.metrics.memo import ProcessMemo, encoder_identity
 
 DEFAULT_MODEL = "facebook/bart-large-cnn"
 
@@ -61,15 +61,9 @@ class BartScore(SampleMetric):
         return self.options["device"] or self.context.device or "cpu"
 
     def cache_identity(self) -> dict[str, Any]:
-        from vlmbench.api import resolve_model
-
-        resolved = resolve_model(self.options["model"], purpose="BARTScore")
-        return {
-            **self.base_identity(),
-            "model": model_identity(resolved.path),
-            "device": self._device(),
-            "libraries": library_versions("transformers", "tokenizers", "torch", "numpy"),
-        }
+        return encoder_identity(
+            self, "BARTScore", self._device(), ("transformers", "tokenizers", "torch", "numpy")
+        )
 
     def setup(self) -> None:
         if self._model is not None:

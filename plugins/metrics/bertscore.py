@@ -41,10 +41,8 @@ from vlmbench.api import (
     SampleMetric,
     file_sha256,
     library_bars_off,
-    library_versions,
-    model_identity,
 )
-from vlmbench_plugins.metrics.memo import ProcessMemo
+from vlmbench_plugins.metrics.memo import ProcessMemo, encoder_identity
 
 _scorers: ProcessMemo[tuple[Any, tuple[str, ...]]] = ProcessMemo()
 
@@ -156,17 +154,10 @@ class BertScore(SampleMetric):
     def cache_identity(self) -> dict[str, Any]:
         """The encoder's files, a baseline file given by path (bert-score's own tables and baselines are
         those of its version), the device and the libraries."""
-        from vlmbench.api import resolve_model
-
-        resolved = resolve_model(self.options["model"], purpose="BERTScore")
         given = self.options["baseline_path"]
-        return {
-            **self.base_identity(),
-            "model": model_identity(resolved.path),
-            "baseline_file": file_sha256(given) if given and os.path.isfile(given) else None,
-            "device": self._device(),
-            "libraries": library_versions("bert-score", "transformers", "tokenizers", "torch", "numpy"),
-        }
+        libraries = ("bert-score", "transformers", "tokenizers", "torch", "numpy")
+        baseline = file_sha256(given) if given and os.path.isfile(given) else None
+        return encoder_identity(self, "BERTScore", self._device(), libraries, baseline_file=baseline)
 
     def score(self, predictions: Sequence[str], references: Sequence[str]) -> dict[str, list[float]]:
         import torch

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.api import Arg, SampleMetric, library_bars_off, library_versions, model_identity
-from vlmbench_plugins.metrics.memo import ProcessMemo
+from vlmbench.api import Arg, SampleMetric, library_bars_off
+from vlmbench_plugins.metrics.memo import ProcessMemo, encoder_identity
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -63,17 +63,8 @@ class SbertCosine(SampleMetric):
         return self.options["device"] or self.context.device or "cpu"
 
     def cache_identity(self) -> dict[str, Any]:
-        from vlmbench.api import resolve_model
-
-        resolved = resolve_model(self.options["model"], purpose="SBERT")
-        return {
-            **self.base_identity(),
-            "model": model_identity(resolved.path),
-            "device": self._device(),
-            "libraries": library_versions(
-                "sentence-transformers", "transformers", "tokenizers", "torch", "numpy"
-            ),
-        }
+        libraries = ("sentence-transformers", "transformers", "tokenizers", "torch", "numpy")
+        return encoder_identity(self, "SBERT", self._device(), libraries)
 
     def embed(self, texts: Sequence[str]) -> None:
         """Embed the strings not seen yet (unit-normalised) into the per-run cache."""

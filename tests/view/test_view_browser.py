@@ -10,9 +10,8 @@ import shutil
 import threading
 
 import pytest
-from view_helpers import SCRIPT_ANSWER, make_runs, predictions
+from view_helpers import SCRIPT_ANSWER, compare_flips, make_runs, predictions
 
-from vlmbench.analysis import compare
 from vlmbench.analysis.explorer import load_explorer
 from vlmbench.analysis.explorer_app import create_app
 
@@ -135,11 +134,7 @@ def test_each_filter_shows_the_right_rows(page, served):
 
 def test_side_by_side_lists_the_flips_of_compare(page, served):
     base, dirs = served
-    report = compare.compare_runs(
-        [dirs["shapes/looks-at-colour"], dirs["shapes/reads-question"]], bootstrap_samples=0
-    )
-    flips = report["comparisons"][0]["flips"]
-    expected = [f["sample_id"] for f in flips["right_to_wrong"] + flips["wrong_to_right"]]
+    expected = compare_flips(dirs["shapes/looks-at-colour"], dirs["shapes/reads-question"])
     page.goto(f"{base}/?task=shapes")
     page.select_option("#f-pair", "looks-at-colour vs reads-question")
     _apply(page)

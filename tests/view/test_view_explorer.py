@@ -9,9 +9,8 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from view_helpers import SCRIPT_ANSWER, make_runs, predictions
+from view_helpers import SCRIPT_ANSWER, compare_flips, make_runs, predictions
 
-from vlmbench.analysis import compare
 from vlmbench.analysis.explorer import load_explorer, resolve_image
 from vlmbench.analysis.explorer_app import create_app
 from vlmbench.analysis.explorer_query import Query, run_query, select
@@ -133,11 +132,7 @@ def test_a_corpus_metric_without_its_columns_says_why(runs, tmp_path):
 
 def test_pair_lists_the_flips_compare_lists_first(runs, explorer):
     _, dirs = runs
-    report = compare.compare_runs(
-        [dirs["shapes/looks-at-colour"], dirs["shapes/reads-question"]], bootstrap_samples=0
-    )
-    flips = report["comparisons"][0]["flips"]
-    expected = [f["sample_id"] for f in flips["right_to_wrong"] + flips["wrong_to_right"]]
+    expected = compare_flips(dirs["shapes/looks-at-colour"], dirs["shapes/reads-question"])
     page = run_query(
         explorer, Query(task="shapes", pair=("looks-at-colour", "reads-question")), page_size=100
     )

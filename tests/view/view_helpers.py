@@ -86,3 +86,12 @@ def make_runs(root: Path) -> dict[str, Path]:
 def predictions(run_dir: Path) -> dict[str, dict]:
     rows = (json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines())
     return {row["sample_id"]: row for row in rows}
+
+
+def compare_flips(first: Path, second: Path) -> list[str]:
+    """The sample ids ``vlmbench compare`` lists as flipped between two runs, in its order."""
+    from vlmbench.analysis import compare
+
+    report = compare.compare_runs([first, second], bootstrap_samples=0)
+    flips = report["comparisons"][0]["flips"]
+    return [f["sample_id"] for f in flips["right_to_wrong"] + flips["wrong_to_right"]]

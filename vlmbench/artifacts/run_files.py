@@ -92,6 +92,16 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
     _atomic_write(path, write)
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``, or ``{}`` when the file is missing, unreadable or not an object: for
+    side files whose absence only costs a recomputation (memos, adapter notes)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def read_jsonl(path: Path) -> Iterator[dict]:
     with open(path, encoding="utf-8") as fh:
         for line in fh:

@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from vlmbench.artifacts.run_files import read_json_object
 from vlmbench.cache import cache_dir
 from vlmbench.hashing import json_digest, tree_sha256
 from vlmbench.scoring.score_cache import default_score_cache_path
@@ -104,14 +105,6 @@ def _memo_path() -> Path:
     return default_score_cache_path().with_name(_MEMO_NAME)
 
 
-def _read_memo(path: Path) -> dict[str, str]:
-    try:
-        memo = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return memo if isinstance(memo, dict) else {}
-
-
 def location_path(root: Any) -> str:
     """The file or folder behind a WordNet location's ``root`` (a folder, a zip file's path, or an nltk
     zip-file pointer)."""
@@ -125,7 +118,7 @@ def remember_wordnet(root: Any, on_nltk_path: bool = False) -> None:
     """Record where the default search (nltk's paths, then vlmbench's cache) found WordNet, under the
     key of what it looked at (``on_nltk_path``: it was found on one of nltk's paths, before the cache)."""
     path = _memo_path()
-    memo = _read_memo(path)
+    memo = read_json_object(path)
     key = _search_key(through_cache=not on_nltk_path)
     found = location_path(root)
     if memo.get(key) == found:
@@ -145,7 +138,7 @@ def remember_wordnet(root: Any, on_nltk_path: bool = False) -> None:
 def wordnet_identity() -> dict[str, str] | None:
     """The WordNet a run would read now (its path and a digest of its files), without importing nltk;
     None when the search has not been seen in this state yet (see the module docstring)."""
-    memo = _read_memo(_memo_path())
+    memo = read_json_object(_memo_path())
     for key in (_search_key(through_cache=False), _search_key()):
         found = memo.get(key)
         if isinstance(found, str) and os.path.exists(found):

@@ -8,7 +8,6 @@ that a run and a re-scoring of it write the same thing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from vlmbench.plugin.metric import Metric
@@ -23,29 +22,16 @@ def scored_answer(raw: str, filters: Sequence[str]) -> str:
     return apply_filters(raw, filters).strip()
 
 
-def score_records(
-    records: list[dict],
-    metrics: Sequence[Metric],
-    *,
-    weights: dict[int, float],
-    bootstrap_samples: int,
-    seed: int,
-    cache: Path | None = None,
-    progress: bool = False,
-) -> ScoredSet:
-    """Score the ``ok`` rows of ``records`` and write each row's per-sample scores into it (``cache``:
-    the score cache file, None for none; ``progress``: a line per slow metric on stderr)."""
+def score_records(records: list[dict], metrics: Sequence[Metric], **options: Any) -> ScoredSet:
+    """Score the ``ok`` rows of ``records`` and write each row's per-sample scores into it. ``options``
+    are :func:`~vlmbench.scoring.scorer.score`'s: weights, bootstrap samples, seed, score cache, progress."""
     ok = [r for r in records if r["status"] == "ok"]
     scored = score(
         metrics,
         [r["answer"] or "" for r in ok],
         [r["references"] for r in ok],
         [r.get("difficulty") for r in ok],
-        weights=weights,
-        bootstrap_samples=bootstrap_samples,
-        seed=seed,
-        cache=cache,
-        progress=progress,
+        **options,
     )
     for row in records:
         row["scores"] = {}

@@ -195,10 +195,8 @@ def _rescore_run(
             kept = None
 
     out_dir = Path(output_dir) if output_dir is not None else path.parent
-    results = _score_and_write(
-        records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir, base=old, keep=kept,
-        score_cache=score_cache,
-    )  # fmt: skip
+    stats = _Statistics(weights, bootstrap_samples, seed, device, plugins, score_cache)
+    results = _score_and_write(records, specs, stats, out_dir, base=old, keep=kept)
     results["status"] = "ok"
     results["config"] = {
         **config,
@@ -248,10 +246,8 @@ def _rescore_external(
         if output_dir is not None
         else runs_root / run_files.safe_name(task) / f"{run_files.safe_name(label)}-{found.sha256[:8]}"
     )
-    results = _score_and_write(
-        found.records, specs, weights, bootstrap_samples, seed, device, plugins, out_dir,
-        score_cache=score_cache,
-    )  # fmt: skip
+    stats = _Statistics(weights, bootstrap_samples, seed, device, plugins, score_cache)
+    results = _score_and_write(found.records, specs, stats, out_dir)
     results.update(
         status="ok",
         task={
@@ -290,26 +286,30 @@ def _rescore_external(
 # ------------------------------------------------------------------------------------------ shared
 
 
+@dataclass(frozen=True)
+class _Statistics:
+    """How scores are aggregated, where metrics compute, and with which plugins and score cache."""
+
+    weights: dict[int, float]
+    bootstrap_samples: int
+    seed: int
+    device: str
+    plugins: Plugins
+    score_cache: _ScoreOptions | None
+
+
 def _score_and_write(
-    records: list[dict],
-    specs: list[MetricSpec],
-    weights: dict[int, float],
-    bootstrap_samples: int,
-    seed: int,
-    device: str,
-    plugins: Plugins,
-    out_dir: Path,
-    base: dict | None = None,
-    keep: dict | None = None,
-    score_cache: _ScoreOptions | None = None,
-) -> dict:
+    records: list[dict], specs: list[MetricSpec], stats: _Statistics, out_dir: Path, *,
+    base: dict | None = None, keep: dict | None = None,
+) -> dict:  # fmt: skip
     """Score ``records`` with ``specs`` and write predictions.jsonl; ``keep``: earlier results whose
     other metrics (and per-sample scores) stay beside the new ones."""
     from vlmbench.devices import resolve_device
 
-    device = resolve_device(device)
+    weights, bootstrap_samples, seed = stats.weights, stats.bootstrap_samples, stats.seed
+    device = resolve_device(stats.device)
     context = MetricContext(difficulty_weights=weights, seed=seed, device=device)
-    metrics = build_metrics(specs, plugins, context)
+    metrics = build_metrics(specs, stats.plugins, context)
     if not any(r["status"] == "ok" for r in records):
         raise DataError("no predictions to score (every row was skipped)")
     earlier = {id(r): dict(r.get("scores") or {}) for r in records} if keep else {}
@@ -320,8 +320,8 @@ def _score_and_write(
         weights=weights,
         bootstrap_samples=bootstrap_samples,
         seed=seed,
-        cache=score_cache.path if score_cache else None,
-        progress=score_cache.progress if score_cache else False,
+        cache=stats.score_cache.path if stats.score_cache else None,
+        progress=stats.score_cache.progress if stats.score_cache else False,
     )
     seconds = time.perf_counter() - started
     blocks = metric_blocks(scored)

@@ -10,11 +10,10 @@ otherwise. The adapter's content hash is part of the model fingerprint (see
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
-from vlmbench.api import ArgError, AssetMissingError, ModelEntry
+from vlmbench.api import ArgError, AssetMissingError, ModelEntry, read_json_object
 from vlmbench_plugins.models.blip.vqa import BlipVQA
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -29,14 +28,6 @@ def resolve_adapter(path: str) -> Path:
     return folder
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 class LoraBlip(BlipVQA):
     def __init__(self, entry: ModelEntry, args: dict[str, Any], **kwargs: Any):
         if not args.get("adapter"):
@@ -46,7 +37,7 @@ class LoraBlip(BlipVQA):
             )
         adapter = resolve_adapter(args["adapter"])
         args = {**args, "adapter": str(adapter)}
-        base = _read_json(adapter / ADAPTER_CONFIG).get("base_model_name_or_path")
+        base = read_json_object(adapter / ADAPTER_CONFIG).get("base_model_name_or_path")
         if base:
             entry = dataclasses.replace(entry, default_checkpoint=base)
         elif (adapter / ADAPTER_CONFIG).is_file() and not args.get("pretrained"):
@@ -55,7 +46,7 @@ class LoraBlip(BlipVQA):
                 "(base_model_name_or_path); give it with --model-args pretrained=PATH_OR_HUB_ID"
             )
         # (A missing adapter is reported by load(), as a skipped run, like missing weights.)
-        self.finetune_info = _read_json(adapter / FINETUNE_INFO)
+        self.finetune_info = read_json_object(adapter / FINETUNE_INFO)
         super().__init__(entry, args, **kwargs)
 
     def load(self) -> None:
