@@ -13,7 +13,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from vlmbench.analysis.display import level_order
 from vlmbench.analysis.runs import Run, load_run, unique_labels
 from vlmbench.artifacts import run_files
 from vlmbench.errors import VlmbenchError, unknown_message
+from vlmbench.tasks.images import ImageProblem, confined_path
 
 UNKNOWN_LEVEL = -1
 PAGE_SIZE = 50
@@ -299,20 +300,15 @@ def _reasons(run: Run, sample_ids: list[str]) -> dict[int, str]:
 
 
 def resolve_image(root: Path | None, rel: str) -> Path | None:
-    """The image file ``rel`` under ``root``, or None: a relative path without ``..``, that resolves (links
-    followed) to a regular file inside the resolved root. Anything else is not served."""
-    if root is None or not rel or "\x00" in rel or "\\" in rel:
-        return None
-    parts = PurePosixPath(rel).parts
-    if PurePosixPath(rel).is_absolute() or ".." in parts:
-        return None
-    base = os.path.realpath(root)
-    target = os.path.realpath(os.path.join(base, *parts))
-    if os.path.commonpath([base, target]) != base or target == base:
+    """The image file ``rel`` under ``root``, or None: confined to the root as a run reads its images
+    (:func:`~vlmbench.tasks.images.confined_path`), a regular file, and no backslash (a URL path means
+    ``/``). Anything else is not served."""
+    if root is None or not rel or "\\" in rel:
         return None
     try:
-        return Path(target) if stat.S_ISREG(os.stat(target).st_mode) else None
-    except OSError:
+        path = confined_path(Path(root), rel)
+        return path if stat.S_ISREG(os.stat(path).st_mode) else None
+    except (ImageProblem, OSError):
         return None
 
 
