@@ -153,6 +153,27 @@ def pytest_configure(config: pytest.Config) -> None:
             "VLMBENCH_RELIABILITY_REPORT collects the report in one process: run without -n"
         )
     _share_caches(config)
+    _one_core_per_worker(config)
+
+
+def _one_core_per_worker(config: pytest.Config) -> None:
+    """Under pytest-xdist, give each test process its share of the cores for torch's intra-op threads.
+
+    torch starts as many threads as the machine has cores, in every process: with one worker per core,
+    each running a CLI subprocess with its own threads, the threads outnumber the cores several times and
+    OpenMP's waiting threads spin on cores the others need (a tiny BLIP run over the sample costs 4x the CPU
+    time it needs alone). A user's single run keeps torch's default; so do the tests that set their own
+    count (the launches set OMP_NUM_THREADS=1, as torchrun does). Workers and subprocesses inherit it."""
+    workers = config.getoption("numprocesses", default=None)
+    if os.environ.get("PYTEST_XDIST_WORKER") or not workers or "OMP_NUM_THREADS" in os.environ:
+        return
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    count = cores if workers in ("auto", "logical") else int(workers)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // max(1, count)))
+    config.add_cleanup(lambda: os.environ.pop("OMP_NUM_THREADS", None))
 
 
 # The score cache every test of this run uses (a file in the run's shared folder; see _share_caches).
