@@ -21,7 +21,8 @@ What is here:
   that are not there, :class:`SampleError` for one request a model cannot answer
 - devices and assets: :func:`resolve_device`, :func:`resolve_dtype`, :func:`torch_dtype`, the
   offline-first Hub lookups (:func:`hub_file`, :func:`hub_snapshot`, :func:`offline_first`), file
-  hashes for fingerprints, WordNet and encoder lookups for metrics, and what a metric's score-cache
+  hashes for fingerprints, vlmbench's cache folder (:func:`cache_dir`, for what a plugin computes once),
+  WordNet and encoder lookups for metrics, and what a metric's score-cache
   identity names without loading anything (:func:`model_identity`, :func:`wordnet_identity`,
   :func:`library_versions`); :func:`library_bars_off` while an encoder loads
 - for command plugins (``register_commands``): :func:`evaluate`, or its two halves :func:`plan_run`
@@ -53,6 +54,7 @@ from vlmbench.analysis.plot import render_tasks as render_figures
 from vlmbench.artifacts.provenance import command_line, now
 from vlmbench.artifacts.run_files import RESULTS as RESULTS_FILE
 from vlmbench.artifacts.run_files import load_results, read_json_object, write_json, write_jsonl, write_text
+from vlmbench.cache import cache_dir
 from vlmbench.console import library_bars_off
 from vlmbench.devices import resolve_device, resolve_dtype, torch_dtype
 from vlmbench.errors import (
@@ -164,6 +166,7 @@ __all__ = [
     "UnsupportedTask",
     "VlmbenchError",
     "apply_filters",
+    "cache_dir",
     "cache_kwarg",
     "cache_of",
     "cached_commit",

@@ -24,7 +24,7 @@ _MODELS = (
     ("prior", "prior:PriorModel", None, "0", _GR,
      "Blind baseline: most frequent answer among the most similar training questions (no image, no weights)"),
     ("vilbert", "vilbert.plugin:VilbertModel", "multi_task_model.bin", "268M", _GR,
-     "ViLBERT 12-in-1 VQA head (closed vocabulary of 3129 answers); grid features are an approximation"),
+     "ViLBERT 12-in-1 VQA head (closed vocabulary of 3129 answers) on its Visual Genome region-detector features"),
     ("ofa", "ofa.plugin:OFAModel", "OFA-Sys/ofa-base", "182M", _GR,
      "OFA (One For All) encoder-decoder: beam-search answers, Trie-constrained or all-candidate ranking"),
 )  # fmt: skip

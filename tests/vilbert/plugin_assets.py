@@ -70,3 +70,53 @@ def build_backbone(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
     return path
+
+
+# A region detector at a tiny config: the released yaml's structure (FPN, RPN, MLP head of 2048, the
+# width ViLBERT reads) with an R-50 body a few channels wide and five classes.
+TINY_DETECTOR_YAML = """\
+MODEL:
+  META_ARCHITECTURE: "GeneralizedRCNN"
+  BACKBONE:
+    CONV_BODY: "R-50-FPN"
+    OUT_CHANNELS: 8
+  RPN:
+    USE_FPN: True
+    ANCHOR_STRIDE: (4, 8, 16, 32, 64)
+    PRE_NMS_TOP_N_TEST: 1000
+    POST_NMS_TOP_N_TEST: 1000
+    FPN_POST_NMS_TOP_N_TEST: 1000
+  ROI_HEADS:
+    USE_FPN: True
+  ROI_BOX_HEAD:
+    POOLER_RESOLUTION: 7
+    POOLER_SCALES: (0.25, 0.125, 0.0625, 0.03125)
+    POOLER_SAMPLING_RATIO: 2
+    FEATURE_EXTRACTOR: "FPN2MLPFeatureExtractor"
+    RETURN_FC_FEATS: True
+    PREDICTOR: "FPNPredictor"
+    MLP_HEAD_DIM: 2048
+    NUM_CLASSES: 5
+  RESNETS:
+    STRIDE_IN_1X1: False
+    NUM_GROUPS: 1
+    WIDTH_PER_GROUP: 4
+    STEM_OUT_CHANNELS: 4
+    RES2_OUT_CHANNELS: 8
+SOLVER:
+  BASE_LR: 0.01
+"""
+
+
+def build_detector(folder: Path, seed: int = 0) -> Path:
+    """detectron_model.pth (random weights under "model", as the release stores them) and
+    detectron_config.yaml at the tiny config."""
+    from vlmbench_plugins.models.vilbert.detector.config import DetectorConfig
+    from vlmbench_plugins.models.vilbert.detector.model import RegionDetector
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "detectron_config.yaml").write_text(TINY_DETECTOR_YAML, encoding="utf-8")
+    torch.manual_seed(seed)
+    model = RegionDetector(DetectorConfig.from_yaml(folder / "detectron_config.yaml"))
+    torch.save({"model": model.state_dict(), "iteration": 1}, folder / "detectron_model.pth")
+    return folder

@@ -26,6 +26,7 @@ from vlmbench.plugin.loading import load_plugins, resolve_task
 from vlmbench.tasks.normalize import vqa_normalize
 from vlmbench_plugins.models.vilbert import plugin as vilbert_plugin
 from vlmbench_plugins.models.vilbert.config import VilbertConfig
+from vlmbench_plugins.models.vilbert.feature_sources import grid_shape
 from vlmbench_plugins.models.vilbert.features import (
     FAITHFUL_LABEL,
     UNKNOWN_SOURCE_LABEL,
@@ -47,7 +48,7 @@ from vlmbench_plugins.models.vilbert.tokenization import QuestionTokenizer
 
 from .plugin_assets import ABO_CSV, ABO_IMAGES, abo_rows, build_backbone, build_release
 
-GRID = "backbone=resnet50,min_size=32,max_size=48,num_regions=16"
+GRID = "features=grid,backbone=resnet50,min_size=32,max_size=48,num_regions=16"
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,8 @@ def test_generate_on_abo_sample(assets, tmp_path):
         "approximation: torchvision resnet50 C5 features RoIAlign-pooled over 4x4 grid cells, "
         "not the VG X-152 detector"
     )
-    assert model["faithful_features"] is False
+    assert model["faithful_features"] is False and model["feature_source"] == "grid approximation"
+    assert results["notes"][0].startswith("image features: grid approximation")  # a leaderboard footnote
     assert model["identity"]["features"]["label"] == model["feature_extractor"]
 
     # share of references the head cannot produce, computed here from the data and the answer list
@@ -186,7 +188,7 @@ def test_hostile_answer_pickle_is_refused(assets, tmp_path):
     entry = load_plugins().models.get("vilbert")
     model = vilbert_plugin.VilbertModel.create(entry, {
         "pretrained": str(assets["release"]), "answers": str(hostile),
-        "backbone_weights": str(assets["backbone"]), "backbone": "resnet50",
+        "features": "grid", "backbone_weights": str(assets["backbone"]), "backbone": "resnet50",
     })  # fmt: skip
     with pytest.raises(VlmbenchError, match="refusing to load"):
         model.load()
@@ -210,7 +212,8 @@ def test_missing_checkpoint_is_reported_as_skipped(tmp_path):
     assert results["status"] == "skipped" and rows == []
     assert "--model-args pretrained=PATH" in results["reason"]
     assert "multi_task_model.bin" in results["reason"]
-    assert results["model"]["feature_extractor"].startswith("approximation:")
+    assert results["model"]["feature_extractor"].startswith("region detector:")  # the default
+    assert results["model"]["feature_source"] == "region detector"
 
     absent = tmp_path / "nowhere"
     out2 = tmp_path / "runs2"
@@ -235,7 +238,7 @@ def test_each_missing_file_is_named(assets, tmp_path):
         model.load()
     message = str(caught.value)
     for what in ("vocab.txt", "--model-args vocab=PATH", "trainval_label2ans.pkl", "--model-args answers=PATH",
-                 "--model-args backbone_weights=PATH"):  # fmt: skip
+                 "--model-args detector=DIR"):  # fmt: skip
         assert what in message, what
     assert "multi_task_model" not in message.split("missing", 1)[1]  # the weights were found
     assert model.collate([]) is None  # workers prepare nothing; load() reports what is missing
@@ -250,20 +253,24 @@ def test_argument_checks():
     with pytest.raises(ArgError, match="task_id"):
         _model(task_id=20)
     with pytest.raises(ArgError, match="must be one of"):
-        _model(features="detector")
+        _model(features="boxes")
+    with pytest.raises(ArgError, match="backbone_weights is only read with features=grid"):
+        _model(backbone_weights="resnet.pth")
+    with pytest.raises(ArgError, match="detector is only read with features=detector"):
+        _model(features="grid", detector="det")
     with pytest.raises(ArgError, match="unknown argument"):
         _model(checkpoint="x")
 
 
 def test_grid_shape_is_close_to_square():
-    assert vilbert_plugin._grid_shape(100) == (10, 10)
-    assert vilbert_plugin._grid_shape(36) == (6, 6)
-    assert vilbert_plugin._grid_shape(12) == (4, 3)
-    assert vilbert_plugin._grid_shape(7) == (7, 1)
+    assert grid_shape(100) == (10, 10)
+    assert grid_shape(36) == (6, 6)
+    assert grid_shape(12) == (4, 3)
+    assert grid_shape(7) == (7, 1)
 
 
 def test_fingerprint_follows_file_contents(assets, tmp_path):
-    backbone = dict(backbone_weights=assets["backbone"], backbone="resnet50")
+    backbone = dict(features="grid", backbone_weights=assets["backbone"], backbone="resnet50")
     first = _model(pretrained=assets["release"], **backbone)
     moved = shutil.copytree(assets["release"], tmp_path / "moved")
     assert _model(pretrained=moved, **backbone).fingerprint() == first.fingerprint()  # same files elsewhere
@@ -315,7 +322,7 @@ def test_registration_stays_torch_free():
 
 
 def test_describe_without_loading(assets, tmp_path):
-    backbone = dict(backbone_weights=assets["backbone"], backbone="resnet50")
+    backbone = dict(features="grid", backbone_weights=assets["backbone"], backbone="resnet50")
     loaded = _model(pretrained=assets["release"], **backbone)
     loaded.load()
     described = _model(pretrained=assets["release"], **backbone).describe()  # weights never read
@@ -342,7 +349,7 @@ def test_describe_without_loading(assets, tmp_path):
 
 
 def test_checkpoints_that_cannot_answer_are_errors(assets, tmp_path):
-    backbone = dict(backbone_weights=assets["backbone"], backbone="resnet50")
+    backbone = dict(features="grid", backbone_weights=assets["backbone"], backbone="resnet50")
     folder = shutil.copytree(assets["release"], tmp_path / "pretraining")
     (folder / "multi_task_model.safetensors").unlink()
     config = json.loads((folder / "bert_base_6layer_6conect.json").read_text())

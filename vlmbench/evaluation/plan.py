@@ -158,6 +158,7 @@ def plan_run(
     run_dir = cfg.output_dir / safe_name(task.name) / _run_folder(instance, key, task, cfg, generation)
     run_files.ensure_output_dir(cfg.output_dir)
     _check_not_replacing(run_dir, task, len(samples), cfg.replace)
+    notes += instance.notes()
     if cfg.limit is not None:
         notes.append(f"limited to {len(samples)} of {len(task.samples)} samples (--limit {cfg.limit})")
     if cfg.gen_kwargs:

@@ -115,6 +115,12 @@ class Model:
         """One score per candidate for each request (higher is better), in order."""
         raise VlmbenchError(f"model {self.name!r} does not support rank requests")
 
+    def notes(self) -> list[str]:
+        """What a results table should say beside this model's scores about how it answered, known
+        before any weights load (for example that its inputs approximate the original model's).
+        Recorded in results.json ``notes``, so the leaderboard shows them as footnotes. Default: none."""
+        return []
+
     def answer_vocabulary(self) -> Sequence[str] | None:
         """Closed-vocabulary models (a classifier head over fixed answers) return their answers; the
         runner then reports which share of the reference answers the model cannot produce at all."""

@@ -1,5 +1,6 @@
-"""The files a ViLBERT run needs — weights, config, vocabulary, answer list, backbone or region
-features — found from the model's arguments, with what is missing and how to provide each."""
+"""The files a ViLBERT run needs — weights, config, vocabulary, answer list, and the region detector,
+grid backbone or precomputed features — found from the model's arguments, with what is missing and how
+to provide each."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .detector.loading import DetectorFiles, find_detector_files
 
 WEIGHT_NAMES = ("multi_task_model.safetensors", "multi_task_model.bin")
 CONFIG_NAMES = ("bert_base_6layer_6conect.json", "vilbert_config.json")
@@ -25,6 +28,7 @@ class Files:
     backbone: Path | None
     features: Path | None
     missing: tuple[str, ...]
+    detector: DetectorFiles | None = None  # features=detector
 
 
 def _first_file(folder: Path, names: Sequence[str]) -> Path | None:
@@ -70,8 +74,11 @@ def find_files(v: dict[str, Any]) -> Files:
     answers = _named_or_found(
         v, "answers", folder, ANSWER_NAMES, "the VQA answer list in the head's row order", missing
     )
-    backbone = features = None
-    if v["features"] == "grid":
+    backbone = features = detector = None
+    if v["features"] == "detector":
+        detector = find_detector_files(v["detector"], v["detector_config"])
+        missing.extend(detector.missing)
+    elif v["features"] == "grid":
         backbone = _named_or_found(
             v,
             "backbone_weights",
@@ -87,7 +94,7 @@ def find_files(v: dict[str, Any]) -> Files:
                 f"features_path={features} does not exist (an LMDB or a folder of .npz/.npy files)"
             )
             features = None
-    return Files(weights, config, vocab, answers, backbone, features, tuple(missing))
+    return Files(weights, config, vocab, answers, backbone, features, tuple(missing), detector)
 
 
 def _named_or_found(

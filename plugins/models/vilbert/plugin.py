@@ -7,10 +7,11 @@ cannot produce put below every logit (see ``OUT_OF_VOCABULARY_FLOOR``).
 Files come from one folder (``--model-args pretrained=PATH``), named as in the original release:
 ``multi_task_model.bin`` (or a ``.safetensors`` conversion), the config ``bert_base_6layer_6conect.json``
 (optional: the base config is the default), ``vocab.txt`` of ``bert-base-uncased`` and the VQA answer list
-``trainval_label2ans.pkl``. Region features come either from ``ResNetRegionExtractor`` (``features=grid``,
-an approximation: an ImageNet ResNet pooled over grid cells) or from precomputed files
-(``features=precomputed``), which are faithful only when they were extracted with the original Visual
-Genome detector. Results record which through the feature label.
+``trainval_label2ans.pkl``. Region features come from the Visual Genome detector the model was trained
+with (``features=detector``, the default: vlmbench's port, ``detector=DIR`` with ``detectron_model.pth``,
+features cached per image content), from ``ResNetRegionExtractor`` (``features=grid``, an approximation:
+an ImageNet ResNet pooled over grid cells) or from precomputed files (``features=precomputed``). Results
+record which through the feature label, ``feature_source`` and a note.
 """
 
 from __future__ import annotations
@@ -50,20 +51,13 @@ from vlmbench.api import (
     file_sha256 as sha256_of,
 )
 
+from . import feature_sources
 from .config import NUM_TASK_EMBEDDINGS, ConfigError, VilbertConfig
-from .features import (
-    FAITHFUL_LABEL,
-    UNKNOWN_SOURCE_LABEL,
-    RegionFeatures,
-)
+from .detector.source import DetectorSource
+from .feature_sources import grid_shape
+from .features import FAITHFUL_LABEL, RegionFeatures
 from .files import Files, find_files
-from .grid_features import (
-    _C5_2048_ARCHS,
-    PreparedImage,
-    approximation_label,
-    grid_label,
-    prepare_image,
-)
+from .grid_features import _C5_2048_ARCHS, PreparedImage, prepare_image
 from .inference import VQA_TASK_ID, AnswerVocabulary, answer_logits, candidate_scores, predict_answers
 from .loading import SAFETENSORS_CONFIG_KEY, CheckpointError, load_vilbert, read_safetensors_metadata
 from .tokenization import VQA_MAX_LENGTH, QuestionBatch
@@ -83,12 +77,7 @@ class _Inputs:
     questions: QuestionBatch
     images: list[PreparedImage] | None  # features=grid: resized, normalised pixels and boxes
     regions: list[RegionFeatures] | None  # features=precomputed
-
-
-def _grid_shape(num_regions: int) -> tuple[int, int]:
-    """(columns, rows) with columns * rows == num_regions, as close to square as possible."""
-    rows = max(d for d in range(1, math.isqrt(num_regions) + 1) if num_regions % d == 0)
-    return num_regions // rows, rows
+    detections: list[Any] | None = None  # features=detector: cached regions or preprocessed images
 
 
 def file_sha256(path: Path | None) -> str | None:
@@ -123,10 +112,23 @@ class VilbertModel(Model):
             affects_output=False,
         ),
         "features": Arg(
-            str, "grid",
+            str, "detector",
+            "detector: the Visual Genome region detector the model was trained with (detector=DIR); "
             "grid: ResNet C5 features RoIAlign-pooled over grid cells (an approximation); "
             "precomputed: region features read from features_path",
-            choices=("grid", "precomputed"),
+            choices=("detector", "grid", "precomputed"),
+        ),
+        "detector": Arg(
+            str, None, "features=detector: folder with detectron_model.pth and detectron_config.yaml, or the .pth",
+            affects_output=False,  # the files' content hashes are part of identity()
+        ),
+        "detector_config": Arg(
+            str, None, "features=detector: the detector's yacs yaml; default: detectron_config.yaml beside it, "
+            "else the released X-152 config", affects_output=False,
+        ),
+        "feature_cache": Arg(
+            str, None, "features=detector: folder of the region-feature cache; default: "
+            "vilbert_region_features in vlmbench's cache folder", affects_output=False,
         ),
         "backbone_weights": Arg(
             str, None, "features=grid: local torchvision ResNet state dict (.pth read weights-only, or .safetensors)",
@@ -150,8 +152,9 @@ class VilbertModel(Model):
             "on precomputed regions (the original uses at most 100)", min=1,
         ),
         # 800 / 1333: the scale at which the original feature extraction ran its detector
-        "min_size": Arg(int, 800, "features=grid: shorter image side after resizing (one C5 cell: 32)", min=32),
-        "max_size": Arg(int, 1333, "features=grid: cap on the longer image side after resizing", min=32),
+        "min_size": Arg(int, 800, "shorter image side after resizing, for the detector or the grid backbone "
+                        "(the original extraction: 800)", min=32),
+        "max_size": Arg(int, 1333, "cap on the longer image side after resizing (the original: 1333)", min=32),
         "task_id": Arg(
             int,
             VQA_TASK_ID,
@@ -175,12 +178,15 @@ class VilbertModel(Model):
             problems.append(
                 "features=precomputed needs features_path=PATH (an LMDB or a folder of .npz/.npy)"
             )
-        if v["features"] == "grid" and v["features_path"]:
+        if v["features"] != "precomputed" and v["features_path"]:
             problems.append("features_path is only read with features=precomputed")
-        if v["features"] == "grid" and v["features_faithful"]:
-            problems.append(
-                "features_faithful applies to precomputed features; grid features are an approximation"
-            )
+        if v["features"] != "grid" and v["backbone_weights"]:
+            problems.append("backbone_weights is only read with features=grid")
+        for name in ("detector", "detector_config", "feature_cache"):
+            if v["features"] != "detector" and v[name]:
+                problems.append(f"{name} is only read with features=detector")
+        if v["features"] != "precomputed" and v["features_faithful"]:
+            problems.append("features_faithful applies to precomputed features")
         if v["max_size"] < v["min_size"]:
             problems.append("max_size must be at least min_size")
         resolve_dtype(self.dtype, self.device, auto="float32")  # an unknown name fails here
@@ -193,6 +199,7 @@ class VilbertModel(Model):
         self._reader: Any = None
         self._reader_pid: int | None = None
         self._resolved: Files | None = None
+        self._source: DetectorSource | None = None
         self._sources_seen: set[str] = set()
         self._region_cache: OrderedDict[str, RegionFeatures] = OrderedDict()
 
@@ -217,7 +224,7 @@ class VilbertModel(Model):
             raise AssetMissingError(
                 "a file ViLBERT needs",
                 "missing " + "; missing ".join(files.missing)
-                + ". Example: --model-args pretrained=DIR,backbone_weights=resnet152.pth",
+                + ". Example: --model-args pretrained=DIR,detector=DETECTOR_DIR",
             )  # fmt: skip
         return files
 
@@ -257,7 +264,7 @@ class VilbertModel(Model):
         if self.arg_values["features"] == "grid":
             from .grid_features import ResNetRegionExtractor
 
-            columns, rows = _grid_shape(self.arg_values["num_regions"])
+            columns, rows = grid_shape(self.arg_values["num_regions"])
             try:
                 extractor = ResNetRegionExtractor(
                     files.backbone, arch=self.arg_values["backbone"], grid=(columns, rows),
@@ -267,7 +274,22 @@ class VilbertModel(Model):
             except (ValueError, RuntimeError, pickle.UnpicklingError) as exc:
                 raise VlmbenchError(f"backbone_weights {files.backbone}: {exc}") from exc
             self._extractor = extractor
+        if self.arg_values["features"] == "detector":
+            try:
+                _ = self._detector().config  # a bad config stops here; the weights load on a cache miss
+            except CheckpointError as exc:
+                raise VlmbenchError(str(exc)) from exc
         self._net = net
+
+    def _detector(self) -> DetectorSource | None:
+        """The detector feature source (features=detector once its files are found), else None."""
+        detector = self._files().detector
+        if self._source is None and detector is not None and detector.weights is not None:
+            v = self.arg_values
+            self._source = DetectorSource(
+                detector, v["feature_cache"], self.device, v["num_regions"] + 1, v["min_size"], v["max_size"]
+            )
+        return self._source
 
     def _answers(self) -> AnswerVocabulary:
         if self._vocab is None:
@@ -326,10 +348,15 @@ class VilbertModel(Model):
     def _prepare(self, requests: list[Request]) -> _Inputs:
         questions = self._question_tokenizer()([r.prompt for r in requests])
         if self.arg_values["features"] == "grid":
-            grid = _grid_shape(self.arg_values["num_regions"])
+            grid = grid_shape(self.arg_values["num_regions"])
             size = (self.arg_values["min_size"], self.arg_values["max_size"])
             images = [prepare_image(r.image, *size, grid=grid) for r in requests]
             return _Inputs(questions, images, None)
+        if self.arg_values["features"] == "detector":
+            source = self._detector()
+            # cached regions are read here; other images are preprocessed for the detector
+            found = [source.cached(r.image_sha256) or source.prepare(r.image) for r in requests]
+            return _Inputs(questions, None, None, found)
         return _Inputs(questions, None, [self._regions_for(r) for r in requests])
 
     # -- inference ------------------------------------------------------------------------------------
@@ -339,6 +366,12 @@ class VilbertModel(Model):
         inputs = batch.inputs if batch.inputs is not None else self._prepare(batch.requests)
         if inputs.images is not None:
             regions = self._grid_regions(batch.requests, inputs.images)
+        elif inputs.detections is not None:
+            try:
+                regions = [self._detector().regions(r.image_sha256, item)
+                           for r, item in zip(batch.requests, inputs.detections, strict=True)]  # fmt: skip
+            except CheckpointError as exc:
+                raise VlmbenchError(str(exc)) from exc
         else:
             regions = inputs.regions
         expected = self._net.config.v_feature_size
@@ -389,26 +422,20 @@ class VilbertModel(Model):
 
     def feature_label(self) -> str:
         """Provenance of the region features, as results record it."""
-        v = self.arg_values
-        if v["features"] == "grid":
-            return approximation_label(v["backbone"], grid_label(_grid_shape(v["num_regions"])))
-        return FAITHFUL_LABEL if v["features_faithful"] else UNKNOWN_SOURCE_LABEL
+        return feature_sources.feature_label(self.arg_values, self._detector())
+
+    def notes(self) -> list[str]:
+        return [feature_sources.note(self.arg_values, self._detector())]
 
     def identity(self) -> dict[str, Any]:
         files = self._files()
-        features: dict[str, Any] = {"source": self.arg_values["features"], "label": self.feature_label()}
-        if files.backbone is not None:
-            features["backbone_sha256"] = file_sha256(files.backbone)
-        if self.arg_values["features"] == "precomputed":
-            # a feature store can be many GB: it is identified by its location, not its content
-            features["path"] = str(Path(self.arg_values["features_path"]).expanduser().resolve())
         return {
             **super().identity(),
             "checkpoint_sha256": file_sha256(files.weights),
             "config_sha256": file_sha256(files.config),
             "vocab_sha256": file_sha256(files.vocab) if files.vocab and files.vocab.is_file() else None,
             "answers_sha256": file_sha256(files.answers),
-            "features": features,
+            "features": feature_sources.identity(self.arg_values, files, self._detector()),
         }
 
     @staticmethod
@@ -456,9 +483,9 @@ class VilbertModel(Model):
             "answers": str(files.answers) if files.answers else None,
             "head": "vil_prediction (VQA answer classifier)",
             "task_id": self.arg_values["task_id"],
+            "feature_source": feature_sources.source_name(self.arg_values),
             "feature_extractor": self.feature_label(),
-            "faithful_features": self.arg_values["features"] == "precomputed"
-            and self.arg_values["features_faithful"],
+            "faithful_features": feature_sources.faithful(self.arg_values, self._detector()),
         }
         other = sorted(self._sources_seen - {self.feature_label()})
         if other:
