@@ -39,6 +39,7 @@ What is here:
 """
 
 from vlmbench import __version__ as VERSION
+from vlmbench.analysis.display import markdown_code, markdown_text
 from vlmbench.analysis.leaderboard import (
     STUDY_COLUMNS,
     difficulty_columns,
@@ -197,6 +198,8 @@ __all__ = [
     "load_run_file",
     "load_split",
     "load_wordnet",
+    "markdown_code",
+    "markdown_text",
     "metric_columns",
     "model_identity",
     "now",
