@@ -57,7 +57,7 @@ def level_order(level: str) -> tuple[int, int, str]:
 
 # Characters Markdown gives a meaning: backslash escapes, code spans, emphasis, strike-through, table
 # cells; and a closing bracket that starts a link's target or reference (``](``, ``][``, ``]:``), which
-# leaves labels such as ``blip[pretrained=x]`` as they are. ``_`` is left alone: within words
+# leaves labels such as ``model[pretrained=x]`` as they are. ``_`` is left alone: within words
 # (``exact_match``) it formats nothing.
 _MARKDOWN_ACTIVE = re.compile(r"([\\`*|~]|\](?=[(\[:]))")
 _HTML_ACTIVE = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
