@@ -150,9 +150,10 @@ def write_runs(root: Path, n_runs: int, n_samples: int) -> Path:
     return runs
 
 
-def measure(args: list[str], timeout: float, log: Path) -> tuple[float, float, int | None]:
-    """(seconds, peak RSS in MiB, exit status or None when stopped at ``timeout``) of one command; its
-    messages go to ``log``."""
+def measure(args: list[str], timeout: float, log: Path) -> tuple[float, float, float, int | None]:
+    """(wall seconds, CPU seconds, peak RSS in MiB, exit status or None when stopped at ``timeout``) of
+    one command; its messages go to ``log``. CPU seconds (user + system) say more than wall time on a
+    machine shared with other work."""
     started = time.perf_counter()
     with open(log, "w", encoding="utf-8") as err:
         proc = subprocess.Popen(
@@ -171,7 +172,7 @@ def measure(args: list[str], timeout: float, log: Path) -> tuple[float, float, i
         time.sleep(0.05)
     seconds = time.perf_counter() - started
     proc.returncode = -9 if status is None else status  # reaped by wait4 above, not by Popen
-    return seconds, usage.ru_maxrss / 1024, status
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, status
 
 
 def main() -> None:
@@ -181,7 +182,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds before a command is stopped")
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/vlmbench-analysis-scale"))
     args = ap.parse_args()
-    print(f"{'runs':>6} {'command':<12} {'seconds':>8} {'peak MiB':>9}  status")
+    print(f"{'runs':>6} {'command':<12} {'wall s':>8} {'CPU s':>8} {'peak MiB':>9}  status")
     for n in args.runs:
         t0 = time.perf_counter()
         runs = write_runs(args.data_dir, n, args.samples)
@@ -194,11 +195,11 @@ def main() -> None:
         }
         for name, command in commands.items():
             log = args.data_dir / f"{name}-{n}.log"
-            seconds, rss, status = measure(command, args.timeout, log)
+            seconds, cpu, rss, status = measure(command, args.timeout, log)
             state = "stopped (timeout)" if status is None else f"exit {status}"
             if status:
                 state += f" (see {log})"
-            print(f"{n:>6} {name:<12} {seconds:8.1f} {rss:9.0f}  {state}", flush=True)
+            print(f"{n:>6} {name:<12} {seconds:8.1f} {cpu:8.1f} {rss:9.0f}  {state}", flush=True)
 
 
 if __name__ == "__main__":

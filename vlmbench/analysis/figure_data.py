@@ -28,7 +28,7 @@ SEMANTIC_METRICS = ("bertscore", "bartscore", "sbert", "meteor")
 UNKNOWN_TASK = "?"
 #: Runs a figure draws one by one (a colour, a label, a bar, a confusion panel each): the best by the
 #: chosen metric when there are more. The size figures draw the others as grey points.
-MAX_RUNS_SHOWN = 20
+MAX_RUNS_SHOWN = 12
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)", re.I)
 _UNITS = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
