@@ -9,7 +9,8 @@ What is here:
 
 - hooks: :func:`hookimpl` (see :mod:`vlmbench.plugin.hookspecs` for the hooks themselves)
 - models: :class:`Model`; for ``transformers`` models :class:`HFModel`, :class:`DecoderVLM`,
-  :class:`ChatVLM` and the likelihood-ranking pieces; what a model receives: :class:`Request`,
+  :class:`ChatVLM` and the likelihood-ranking pieces, :func:`read_adapter` (a LoRA adapter folder,
+  checked); what a model receives: :class:`Request`,
   :class:`Batch`, :class:`GenerationSpec`, :class:`Sample`
 - metrics: :class:`SampleMetric`, :class:`CorpusMetric`, :class:`MetricContext`, :class:`ScoreTable`,
   and the answer normalisation they share (:func:`vqa_normalize`)
@@ -39,6 +40,7 @@ What is here:
 """
 
 from vlmbench import __version__ as VERSION
+from vlmbench.analysis.display import markdown_code, markdown_text
 from vlmbench.analysis.leaderboard import (
     STUDY_COLUMNS,
     difficulty_columns,
@@ -85,6 +87,7 @@ from vlmbench.hf import (
     cache_of,
     count_parameters,
 )
+from vlmbench.hf.adapters import read_adapter
 from vlmbench.hub import cached_commit, download_blocker, hub_file, hub_snapshot, is_hub_id, offline_first
 from vlmbench.plugin.args import Arg, parse_kv, split_scoped
 from vlmbench.plugin.generator import (
@@ -198,6 +201,8 @@ __all__ = [
     "load_run_file",
     "load_split",
     "load_wordnet",
+    "markdown_code",
+    "markdown_text",
     "metric_columns",
     "model_identity",
     "now",
@@ -205,6 +210,7 @@ __all__ = [
     "parse_batch_size",
     "parse_kv",
     "plan_run",
+    "read_adapter",
     "read_image_file",
     "read_json_object",
     "remembered",

@@ -1,9 +1,11 @@
 """Where vlmbench keeps what it computes once: the prediction cache, file hashes, a WordNet built from a
-system copy."""
+system copy; and the check that an SQLite file is one of vlmbench's caches before it is changed."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -13,3 +15,26 @@ def cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "vlmbench"
     )
     return Path(base)
+
+
+# -- vlmbench's SQLite caches ------------------------------------------------------------------------
+# The prediction cache and the score cache are SQLite files at paths a user may give. A file that is not
+# one of them (another program's database, or one made to look like ours) is refused before anything in it
+# is changed: no table created, no mark stamped, no journal mode switched.
+
+
+def schema_problem(db: sqlite3.Connection, tables: Mapping[str, Sequence[str]]) -> str | None:
+    """Why the open database is not a cache whose tables are ``tables`` (name -> column names), or None.
+    It may hold only those tables (some of them, or none yet) and their automatic indexes: a view, a
+    trigger, another table or index, or one of the tables with other columns makes it someone else's."""
+    for kind, name, table in db.execute("SELECT type, name, tbl_name FROM sqlite_master"):
+        if kind == "table" and name in tables:
+            continue
+        if kind == "index" and name.startswith("sqlite_autoindex_") and table in tables:
+            continue
+        return f"holds a {kind} {name!r} that no vlmbench cache has"
+    for name, columns in tables.items():
+        found = tuple(row[1] for row in db.execute(f"PRAGMA table_info({name})"))
+        if found and found != tuple(columns):
+            return f"has a table {name!r} with other columns ({', '.join(map(str, found))})"
+    return None

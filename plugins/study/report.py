@@ -19,6 +19,8 @@ from vlmbench.api import (
     difficulty_markdown,
     leaderboard_markdown,
     load_results,
+    markdown_code,
+    markdown_text,
     metric_columns,
     now,
     study_order,
@@ -36,16 +38,19 @@ def write_report(plan: StudyPlan, result: StudyResult) -> Path:
     rows = [row for row, _ in result.models]
     columns = study_order(metric_columns(rows))
     parts = [
-        f"# The study on {plan.task.name}",
+        f"# The study on {markdown_text(plan.task.name)}",
         "",
-        f"Made {made['created']} by vlmbench {made['version']}: `{made['command']}`  ",
-        f"Models from the run file `{plan.run_file.name}`; {len(plan.task.samples)} test samples in the task.",
+        f"Made {made['created']} by vlmbench {made['version']}: {markdown_code(made['command'])}  ",
+        f"Models from the run file {markdown_code(plan.run_file.name)}; {len(plan.task.samples)} test samples "
+        "in the task.",
         "",
         "## Models",
         "",
         leaderboard_markdown(rows, columns=columns) if rows else "No model was run.\n",
     ]
-    parts += [f"- {label}: not run: {reason}" for label, reason in result.skipped]
+    parts += [
+        f"- {markdown_text(label)}: not run: {markdown_text(reason)}" for label, reason in result.skipped
+    ]
     # Average Mark has no per-level value (one weight per level), so the levels have their own columns.
     levels = study_order(difficulty_columns(rows))
     parts += ["", "## By difficulty", "", difficulty_markdown(rows, columns=levels) if rows else "–\n"]
@@ -79,7 +84,7 @@ def write_report(plan: StudyPlan, result: StudyResult) -> Path:
 def _lora_section(result: StudyResult) -> str:
     sweep = result.sweep
     if result.sweep_skipped:
-        return f"Skipped: {result.sweep_skipped}\n"
+        return f"Skipped: {markdown_text(result.sweep_skipped)}\n"
     if sweep is None:
         return "Not run (`--no-lora`).\n"
     if sweep.summary is None:
@@ -92,11 +97,11 @@ def _quantization_section(info: dict[str, Any] | None) -> tuple[str, dict[str, A
     if info is None:
         return "Not run (`--no-quantization`).\n", None
     if info.get("status") != "ok":
-        return f"Not measured: {info.get('reason') or info.get('status')}.\n", info
+        return f"Not measured: {markdown_text(info.get('reason') or info.get('status'))}.\n", info
     full = load_results(Path(info["full_precision"]) / RESULTS_FILE)
     eight = load_results(Path(info["quantized"]) / RESULTS_FILE)
     metrics = [c for c in STUDY_COLUMNS if c in full["metrics"] and c in eight["metrics"]]
-    header = ["model", "weights", "memory MB", "parameters", *metrics]
+    header = ["model", "weights", "memory MB", "parameters", *(markdown_text(m) for m in metrics)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     data: dict[str, Any] = {**info, "metrics": metrics, "rows": {}}
     for name, results in (("full precision", full), ("8-bit", eight)):
@@ -105,7 +110,7 @@ def _quantization_section(info: dict[str, Any] | None) -> tuple[str, dict[str, A
         data["rows"][name] = {"memory_footprint_mb": model.get("memory_footprint_mb"),
                               "parameters": model.get("parameters"), "metrics": values}  # fmt: skip
         cells = [
-            info["chosen"],
+            markdown_text(info["chosen"]),
             name,
             format_number(model.get("memory_footprint_mb"), 2),
             format_number(model.get("parameters")),
@@ -116,7 +121,7 @@ def _quantization_section(info: dict[str, Any] | None) -> tuple[str, dict[str, A
         a, b = data["rows"]["full precision"]["metrics"][m], data["rows"]["8-bit"]["metrics"][m]
         delta.append("–" if a is None or b is None else f"{b - a:+.4f}")
     lines.append("| " + " | ".join(delta) + " |")
-    lines += ["", f"Runs: `{info['full_precision']}` and `{info['quantized']}`."]
+    lines += ["", f"Runs: {markdown_code(info['full_precision'])} and {markdown_code(info['quantized'])}."]
     return "\n".join(lines) + "\n", data
 
 
@@ -132,9 +137,10 @@ def _figures_section(result: StudyResult, out: Path) -> str:
     lines = []
     for figure in figures:
         rel = Path(os.path.relpath(figure.png, out)).as_posix()
-        lines += [f"### {figure.title}", "", f"![{figure.title}]({rel})", ""]
+        title = markdown_text(figure.title)
+        lines += [f"### {title}", "", f"![{title}]({rel})", ""]
     html = [r.report for r in result.figures if r.report]
     if html:
-        lines.append(f"All figures with the leaderboard: `{Path(os.path.relpath(html[0], out)).as_posix()}`"
-                     f" (in `{FIGURES}/`).")  # fmt: skip
+        page = markdown_code(Path(os.path.relpath(html[0], out)).as_posix())
+        lines.append(f"All figures with the leaderboard: {page} (in `{FIGURES}/`).")
     return "\n".join(lines) + "\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vlmbench.analysis.display import visible
+from vlmbench.analysis.display import markdown_text
 from vlmbench.analysis.html import render_page
 
 _FLIP_KINDS = (("right_to_wrong", "Right → wrong"), ("wrong_to_right", "Wrong → right"))
@@ -112,11 +112,6 @@ def _flip_title(title: str, flips: list, shown: list) -> str:
 
 
 # -- Markdown -------------------------------------------------------------------------------------
-def _md(text: Any) -> str:
-    """A Markdown table cell: pipes escaped, line breaks flattened, control characters as escapes."""
-    return visible(text).replace("\\", "\\\\").replace("|", "\\|")
-
-
 def _md_row(cells: list[Any]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -124,9 +119,9 @@ def _md_row(cells: list[Any]) -> str:
 def to_markdown(report: dict, top: int | None = 20) -> str:
     task = report["task"]
     lines = [
-        f"# Comparison on {_md(task['name'])} (version {_md(task['version'])}, hash {_md(task['hash'])})",
+        f"# Comparison on {markdown_text(task['name'])} (version {markdown_text(task['version'])}, hash {markdown_text(task['hash'])})",
         "",
-        f"Baseline: **{_md(report['baseline']['label'])}** ({_md(report['baseline']['path'])}). {_intro(report)}",
+        f"Baseline: **{markdown_text(report['baseline']['label'])}** ({markdown_text(report['baseline']['path'])}). {_intro(report)}",
     ]
     for comp in report["comparisons"]:
         lines += _md_comparison(comp, top)
@@ -135,29 +130,31 @@ def to_markdown(report: dict, top: int | None = 20) -> str:
 
 def _md_comparison(comp: dict, top: int | None) -> list[str]:
     run, smp = comp["run"], comp["samples"]
-    lines = ["", f"## {_md(run['label'])} vs {_md(comp['baseline']['label'])}", ""]
+    lines = ["", f"## {markdown_text(run['label'])} vs {markdown_text(comp['baseline']['label'])}", ""]
     if comp["task_mismatch"]:
         lines.append(
-            f"**Warning: different tasks, compared on request** ({_md('; '.join(comp['task_mismatch']))})."
+            f"**Warning: different tasks, compared on request** ({markdown_text('; '.join(comp['task_mismatch']))})."
         )
         if smp["reference_mismatches"]:
             lines.append(f"{smp['reference_mismatches']} paired samples have different references.")
         lines.append("")
-    lines.append(f"{_md(_samples_sentence(comp))} Run folder: {_md(run['path'])}.")
+    lines.append(f"{markdown_text(_samples_sentence(comp))} Run folder: {markdown_text(run['path'])}.")
     lines += ["", _md_row(_METRIC_HEADER), "|---|---|---|---|---|---|"]
     for name, m in comp["metrics"].items():
         arrow = "↑" if m["higher_is_better"] else "↓"
-        lines.append(_md_row([f"{_md(name)} {arrow}", _num(m["a"]), _num(m["b"]), _num(m["delta"], signed=True),
+        lines.append(_md_row([f"{markdown_text(name)} {arrow}", _num(m["a"]), _num(m["b"]), _num(m["delta"], signed=True),
                               _ci_text(m["ci95"]), m["verdict"]]))  # fmt: skip
     lines += [
-        "\nNote: " + _md(f"{name}: {m['note']}") for name, m in comp["metrics"].items() if m.get("note")
+        "\nNote: " + markdown_text(f"{name}: {m['note']}")
+        for name, m in comp["metrics"].items()
+        if m.get("note")
     ]
     if comp["mcnemar"]:
         lines += ["", f"Exact Match: {_mcnemar_sentence(comp['mcnemar'])}."]
     if comp["by_difficulty"]:
         header, rows = _difficulty_table(comp)
         lines += ["", "### By difficulty", "", _md_row(header), "|" + "---|" * len(header)]
-        lines += [_md_row([_md(text) for text, _ in cells]) for cells in rows]
+        lines += [_md_row([markdown_text(text) for text, _ in cells]) for cells in rows]
     if comp["mcnemar"]:
         for key, title in _FLIP_KINDS:
             flips = comp["flips"][key]
@@ -167,7 +164,7 @@ def _md_comparison(comp: dict, top: int | None) -> list[str]:
                 lines.append("None.")
                 continue
             lines += [_md_row(_FLIP_HEADER), "|---|---|---|---|---|---|"]
-            lines += [_md_row([_md(c) for c in _flip_cells(f)]) for f in shown]
+            lines += [_md_row([markdown_text(c) for c in _flip_cells(f)]) for f in shown]
     return lines
 
 

@@ -1,11 +1,17 @@
 """What ``vlmbench plot`` draws, before any drawing: the finished runs of each task under a folder,
-their sizes, the metric families and display names, and the confusions of a run."""
+their sizes, the runs each figure shows, the metric families and display names, and the confusions of
+a run.
+
+A folder may hold a thousand runs. What is read and drawn stays bounded by what a figure can show:
+results.json of every run (a few kilobytes each) for the sizes and metrics, but per-sample answers
+(predictions.jsonl) only of the runs whose confusions are drawn, one at a time, and no more than
+:data:`MAX_RUNS_SHOWN` runs drawn one by one (bars, labels, legend entries, confusion panels)."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +26,9 @@ CORE_METRICS = ("exact_match", "average_mark", "wups")
 #: Embedding- and alignment-based similarity metrics, drawn in a figure of their own (in the study's order).
 SEMANTIC_METRICS = ("bertscore", "bartscore", "sbert", "meteor")
 UNKNOWN_TASK = "?"
+#: Runs a figure draws one by one (a colour, a label, a bar, a confusion panel each): the best by the
+#: chosen metric when there are more. The size figures draw the others as grey points.
+MAX_RUNS_SHOWN = 12
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMBT]?)", re.I)
 _UNITS = {"": 1, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
@@ -31,7 +40,7 @@ class PlotRun:
     parameters: int | None
     results: dict
     path: Path
-    predictions: list[dict] | None = None  # None: the run folder has no predictions.jsonl
+    predictions: Path | None = None  # its predictions.jsonl, read when its confusions are drawn
     #: The plugin's registered size ("385M") of a run that recorded no count (an older cached rerun).
     parameters_registered: str | None = None
 
@@ -71,8 +80,9 @@ def collect_runs(
 ) -> tuple[str, list[PlotRun], list[str]]:
     """The finished runs of one task under ``runs_dir``: (task name, runs, notes on what was left out).
 
-    A run whose results.json or predictions.jsonl cannot be read is left out and its problem appended to
-    ``unreadable`` when a list is given (without one, it is an error)."""
+    A run whose results.json cannot be read is left out and its problem appended to ``unreadable`` when
+    a list is given (without one, it is an error); predictions.jsonl is read when confusions are drawn
+    (:func:`run_confusions`)."""
     loaded = leaderboard.load_runs(runs_dir, unreadable)
     tasks = tasks_of(loaded)
     if task is None:
@@ -83,15 +93,13 @@ def collect_runs(
         task = tasks[0]
     elif task not in tasks:
         raise VlmbenchError(unknown_message("task (among the runs)", task, tasks))
-    runs, notes = task_runs(loaded, task, unreadable)
+    runs, notes = task_runs(loaded, task)
     if not runs:
         raise VlmbenchError(f"no finished runs of task {task!r} under {runs_dir}")
     return task, runs, notes
 
 
-def task_runs(
-    loaded: Sequence[tuple[Path, dict]], task: str, unreadable: list[run_files.ArtifactError] | None = None
-) -> tuple[list[PlotRun], list[str]]:
+def task_runs(loaded: Sequence[tuple[Path, dict]], task: str) -> tuple[list[PlotRun], list[str]]:
     """The finished runs of ``task`` among ``loaded`` (results.json paths and data), smallest model
     first, with distinct labels; and a note per run left out."""
     runs, notes = [], []
@@ -103,17 +111,10 @@ def task_runs(
         if data.get("status") != "ok":
             notes.append(f"{label}: skipped ({data.get('reason', 'no reason recorded')}); not plotted")
             continue
-        predictions = None
-        if (path.parent / run_files.PREDICTIONS).exists():
-            try:
-                predictions = run_files.read_predictions(path.parent / run_files.PREDICTIONS)
-            except run_files.ArtifactError as exc:
-                if unreadable is None:
-                    raise
-                unreadable.append(exc)
-                continue
+        predictions = path.parent / run_files.PREDICTIONS
         registered = leaderboard.registered_parameters(model)
-        runs.append(PlotRun(label, model.get("parameters"), data, path.parent, predictions, registered))
+        found = predictions if predictions.exists() else None
+        runs.append(PlotRun(label, model.get("parameters"), data, path.parent, found, registered))
     fingerprints = [(r.results.get("model") or {}).get("fingerprint") or r.path.name for r in runs]
     for run, label in zip(runs, unique_labels([r.label for r in runs], fingerprints), strict=True):
         run.label = label
@@ -166,13 +167,51 @@ def metric_title(name: str) -> str:
     return name.replace("_", " ")
 
 
-def confusions(run: PlotRun, top: int) -> tuple[list[tuple[str, str, int]], int, int]:
-    """The ``top`` most frequent (reference -> wrong answer) pairs of a run, with the number of wrong
-    and of answered samples. A sample is wrong when its Exact Match is 0 (or, without per-sample
-    Exact Match, when its normalised answer matches no normalised reference)."""
+def shown_runs(runs: Sequence[PlotRun], metric: str, limit: int = MAX_RUNS_SHOWN) -> list[PlotRun]:
+    """The runs drawn one by one, in the order given: all of them, or the ``limit`` best by ``metric``
+    (as the leaderboard sorts it; runs without it last)."""
+    if len(runs) <= limit:
+        return list(runs)
+
+    def rank(run: PlotRun) -> tuple:
+        m = run.metrics.get(metric) or {}
+        value = m.get("value")
+        if not isinstance(value, (int, float)):
+            return (1, 0.0, run.label)
+        return (0, -value if m.get("higher_is_better", True) else value, run.label)
+
+    best = {id(r) for r in sorted(runs, key=rank)[:limit]}
+    return [r for r in runs if id(r) in best]
+
+
+Confusions = tuple[list[tuple[str, str, int]], int, int]
+
+
+def run_confusions(
+    runs: Sequence[PlotRun], top: int, unreadable: list[run_files.ArtifactError] | None = None
+) -> dict[str, Confusions]:
+    """Per run label, its :func:`confusions`, reading one predictions.jsonl at a time. A run whose file
+    cannot be read is left out, its problem appended to ``unreadable`` (without a list, it is an error)."""
+    out: dict[str, Confusions] = {}
+    for run in runs:
+        try:
+            rows = run_files.read_predictions(run.predictions) if run.predictions else []
+        except run_files.ArtifactError as exc:
+            if unreadable is None:
+                raise
+            unreadable.append(exc)
+            continue
+        out[run.label] = confusions(rows, top)
+    return out
+
+
+def confusions(rows: Iterable[dict], top: int) -> Confusions:
+    """The ``top`` most frequent (reference -> wrong answer) pairs of a run's prediction rows, with the
+    number of wrong and of answered samples. A sample is wrong when its Exact Match is 0 (or, without
+    per-sample Exact Match, when its normalised answer matches no normalised reference)."""
     pairs: Counter[tuple[str, str]] = Counter()
     wrong = answered = 0
-    for row in run.predictions or []:
+    for row in rows:
         if row.get("status") != "ok":
             continue
         answered += 1

@@ -22,7 +22,7 @@ from typing import Any
 
 from vlmbench.analysis import leaderboard
 from vlmbench.analysis.display import escape_char, level_order, shorten, visible
-from vlmbench.analysis.figure_data import PlotRun, confusions, metric_title
+from vlmbench.analysis.figure_data import Confusions, PlotRun, metric_title
 
 RC = {
     "font.size": 11,
@@ -304,13 +304,27 @@ def _size_legend(runs: Sequence[PlotRun], look: dict[str, Look]) -> tuple[list[A
     return handles, labels
 
 
+def _draw_others(ax: Any, others: Sequence[PlotRun], metric: str) -> None:
+    """The runs not drawn one by one, as small grey points behind the others (one artist for all)."""
+    points = [(r.size, m["value"]) for r in others if r.size and (m := _value(r, metric)) is not None]
+    if points:
+        xs, ys = zip(*points, strict=True)
+        ax.scatter(xs, ys, s=9, color="#b0b0b0", linewidths=0, zorder=0.5)
+
+
 def metric_vs_parameters(
-    runs: Sequence[PlotRun], metrics: Sequence[str], task: str, title: str, *, from_zero: bool = True
+    runs: Sequence[PlotRun],
+    metrics: Sequence[str],
+    task: str,
+    title: str,
+    *,
+    from_zero: bool = True,
+    others: Sequence[PlotRun] = (),
 ) -> tuple[Any, list[str]]:
     """One panel per metric: value (with 95% CI) against parameter count on a log axis. Runs without a
     parameter count (0, e.g. blind baselines, or unknown) cannot sit on a log axis: they are drawn as
     dashed horizontal reference lines. Points and lines are labelled in place, or by a legend when
-    labels would collide."""
+    labels would collide. ``others`` (runs beyond those shown one by one) are grey points, unlabelled."""
     look = looks(runs)
     rows, cols = grid(len(metrics))
     fig = new_figure(max(5.4 * cols, 8.0), 4.3 * rows)
@@ -318,12 +332,14 @@ def metric_vs_parameters(
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     sized = [r for r in runs if r.size]
     unsized = [r for r in runs if not r.size]
-    xlim = (min(r.size for r in sized) / 2.5, max(r.size for r in sized) * 2.5) if sized else (1e6, 1e10)
+    every = [r.size for r in (*sized, *others) if r.size]
+    xlim = (min(every) / 2.5, max(every) * 2.5) if every else (1e6, 1e10)
     placed = []
     for ax, metric in zip(axes, metrics, strict=False):
+        _draw_others(ax, others, metric)
         placed += _draw_sized(ax, sized, metric, look, xlim)
         placed += _draw_unsized(ax, unsized, metric, look)
-        _dress_panel(ax, metric, xlim, runs, from_zero)
+        _dress_panel(ax, metric, xlim, [*runs, *others], from_zero)
     for ax in axes[len(metrics) :]:
         ax.set_visible(False)
     label_or_legend(fig, placed, *_size_legend(runs, look))
@@ -388,15 +404,16 @@ def difficulty_bars(runs: Sequence[PlotRun], metric: str, task: str) -> Any:
 
 
 # -- confusions -------------------------------------------------------------------------------------------
-def confusion_bars(runs: Sequence[PlotRun], top: int, task: str) -> Any:
-    """Per run, the ``top`` most frequent (reference → wrong answer) pairs as horizontal bars."""
+def confusion_bars(runs: Sequence[PlotRun], found: dict[str, Confusions], top: int, task: str) -> Any:
+    """Per run, the ``top`` most frequent (reference → wrong answer) pairs as horizontal bars (``found``:
+    :func:`~vlmbench.analysis.figure_data.run_confusions` of the runs)."""
     look = looks(runs)
     rows, cols = grid(len(runs), max_cols=2 if len(runs) <= 4 else 3)
     fig = new_figure(max(6.4, 5.8 * cols), (0.3 * top + 1.8) * rows + 0.6)
     suptitle(fig, f"Top confusions (reference → wrong answer) — {task}")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, r in zip(axes, runs, strict=False):
-        pairs, wrong, answered = confusions(r, top)
+        pairs, wrong, answered = found[r.label]
         ax.set_title(f"{figure_text(r.label, POINT_LABEL_WIDTH + 4)}\n{wrong} wrong of {answered}")
         if not pairs:
             ax.text(0.5, 0.5, "no wrong answers", transform=ax.transAxes, ha="center", color="#666")

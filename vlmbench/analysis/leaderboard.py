@@ -2,7 +2,9 @@
 per-difficulty view, one row per run and difficulty level.
 
 Notes (skipped models, metrics and samples, limits, how a model answered) are numbered footnotes in
-Markdown, so that a long reason shared by several runs is written once.
+Markdown, so that a long reason shared by several runs is written once. Text from the runs (labels,
+task names, notes) is escaped: inert Markdown (:func:`~vlmbench.analysis.display.markdown_text`) and
+CSV cells no spreadsheet reads as a formula (:func:`~vlmbench.analysis.display.csv_cell`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlmbench.analysis.display import level_order, visible
+from vlmbench.analysis.display import csv_cell, level_order, markdown_text
 from vlmbench.artifacts.run_files import ArtifactError, scan_results, write_text
 from vlmbench.errors import VlmbenchError, unknown_message
 
@@ -243,19 +245,18 @@ def footnotes(rows: Sequence[Row]) -> tuple[list[list[int]], list[str]]:
     return refs, found
 
 
-def _md(text: Any) -> str:
-    return visible(text).replace("|", "/")
-
-
 def _md_table(header: list[str], lines: list[list[str]]) -> list[str]:
+    """A Markdown table; the header is escaped here, the cells by their makers (numbers and footnote
+    marks are written as they are, text from the runs through :func:`markdown_text`)."""
+    header = [markdown_text(h) for h in header]
     return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"] + [
-        "| " + " | ".join(_md(c) for c in cells) + " |" for cells in lines
+        "| " + " | ".join(cells) + " |" for cells in lines
     ]
 
 
 def _md_footnotes(found: list[str]) -> list[str]:
     return (
-        ["", "Notes:", ""] + [f"{i}. {visible(text)}" for i, text in enumerate(found, start=1)]
+        ["", "Notes:", ""] + [f"{i}. {markdown_text(text)}" for i, text in enumerate(found, start=1)]
         if found
         else []
     )
@@ -270,12 +271,24 @@ def to_markdown(rows: Sequence[Row], sort_by: str | None = None, columns: Sequen
     refs, found = footnotes(rows)
     lines = []
     for r, ids in zip(rows, refs, strict=True):
-        cells = [r.task, r.model, parameters_text(r), "–" if r.n is None else str(r.n)]
+        cells = [markdown_text(r.task), markdown_text(r.model), markdown_text(parameters_text(r)),
+                 "–" if r.n is None else markdown_text(r.n)]  # fmt: skip
         cells += [format_cell(r.metrics.get(c)) for c in cols]
         lines.append([*cells, " ".join(f"[{i}]" for i in ids)])
     out = _md_table(["task", "model", "parameters", "n", *cols, "notes"], lines)
     out += ["", CI_LINE, *_md_footnotes(found)]
     return "\n".join(out) + "\n"
+
+
+class _CsvWriter:
+    """``csv.writer`` whose every cell goes through :func:`csv_cell`: no label, note or path from a run
+    is read as a formula by the spreadsheet that opens the file."""
+
+    def __init__(self, buf: io.StringIO) -> None:
+        self._writer = csv.writer(buf)
+
+    def writerow(self, cells: Sequence[Any]) -> None:
+        self._writer.writerow([csv_cell(c) for c in cells])
 
 
 def _metric_cells(metric: dict | None) -> list[Any]:
@@ -295,7 +308,7 @@ def to_csv(rows: Sequence[Row], sort_by: str | None = None, columns: Sequence[st
     cols = list(columns) if columns is not None else metric_columns(rows)
     refs, _ = footnotes(rows)
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = _CsvWriter(buf)
     header = ["task", "model", "checkpoint", "parameters", "n", "status", *_metric_header(cols)]
     writer.writerow([*header, "notes", "run_dir", "footnotes", "parameters_registered"])
     for r, ids in zip(rows, refs, strict=True):
@@ -338,10 +351,10 @@ def difficulty_markdown(
     cols = list(columns) if columns is not None else difficulty_columns(rows)
     lines = [
         [
-            r.task,
-            r.model,
-            level,
-            str(entry.get("n", "–")),
+            markdown_text(r.task),
+            markdown_text(r.model),
+            markdown_text(level),
+            markdown_text(entry.get("n", "–")),
             *(format_cell((entry.get("metrics") or {}).get(c)) for c in cols),
         ]
         for r, level, entry in difficulty_lines(rows, sort_by)
@@ -349,7 +362,7 @@ def difficulty_markdown(
     out = [*_md_table(["task", "model", "difficulty", "n", *cols], lines), "", CI_LINE]
     missing = _without_levels(rows)
     if missing:
-        out += ["", "Not shown: " + "; ".join(visible(m) for m in missing) + "."]
+        out += ["", "Not shown: " + "; ".join(markdown_text(m) for m in missing) + "."]
     return "\n".join(out) + "\n"
 
 
@@ -358,7 +371,7 @@ def difficulty_csv(
 ) -> str:
     cols = list(columns) if columns is not None else difficulty_columns(rows)
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = _CsvWriter(buf)
     writer.writerow(["task", "model", "checkpoint", "difficulty", "n", *_metric_header(cols), "run_dir"])
     for r, level, entry in difficulty_lines(rows, sort_by):
         line: list = [r.task, r.model, r.checkpoint or "", level, entry.get("n")]

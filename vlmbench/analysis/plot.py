@@ -20,11 +20,14 @@ from vlmbench import __version__
 from vlmbench.analysis import leaderboard
 from vlmbench.analysis.figure_data import (
     CORE_METRICS,
+    MAX_RUNS_SHOWN,
     SEMANTIC_METRICS,
     PlotRun,
     family,
     metric_title,
     metrics_in,
+    run_confusions,
+    shown_runs,
     task_name,
     task_runs,
     tasks_of,
@@ -85,6 +88,7 @@ def render_tasks(
     top: int = 10,
     unreadable: list[run_files.ArtifactError] | None = None,
     command: str | None = None,
+    max_runs: int = MAX_RUNS_SHOWN,
 ) -> list[PlotReport]:
     """Draw every figure of every task under ``runs_dir`` (or only ``task``) as PNG and SVG, with a
     ``report.html`` each: one task into ``output_dir`` (default ``RUNS_DIR/plots``) itself, several
@@ -94,10 +98,12 @@ def render_tasks(
     figures to these names (default: every core and semantic-similarity metric present); both are
     checked for every task before anything is drawn. Runs whose artifacts cannot be read are left out
     and listed in ``unreadable``. ``command`` is the command line report.html names (default: this
-    process's).
+    process's). ``max_runs`` bounds the runs drawn one by one (a bar, a label, a confusion panel each):
+    beyond it the best by ``metric`` are, the size figures show the others as grey points, and only
+    the drawn runs' predictions.jsonl are read.
     """
-    if top < 1:
-        raise VlmbenchError("--top must be at least 1")
+    if top < 1 or max_runs < 1:
+        raise VlmbenchError("--top must be at least 1" if top < 1 else "max_runs must be at least 1")
     loaded = leaderboard.load_runs(runs_dir, unreadable)
     tasks = tasks_of(loaded)
     if task is not None and task not in tasks:
@@ -107,7 +113,7 @@ def render_tasks(
     made = {"created": now(), "version": __version__, "command": command or command_line()}
     plans = []
     for name in chosen:
-        runs, notes = task_runs(loaded, name, unreadable)
+        runs, notes = task_runs(loaded, name)
         if not runs and len(chosen) == 1:
             raise VlmbenchError(f"no finished runs of task {name!r} under {runs_dir}")
         _check_metrics(runs, name, metric, metrics, several=len(chosen) > 1)
@@ -115,10 +121,14 @@ def render_tasks(
         sources = [run_source(path, data) for path, data in loaded if task_name(data) == name]
         plans.append((PlotReport(name, folder, notes=notes, sources=sources, made=made), runs))
     for report, runs in plans:
-        if runs:
-            _draw(report, runs, runs_dir, metric, metrics, top)
-        else:
+        if not runs:
             report.notes.append(f"no finished runs of task {report.task!r}: nothing drawn")
+            continue
+        _draw(report, runs, metric, metrics, top, unreadable, max_runs)
+        report.report = report.output_dir / "report.html"
+        rows = [leaderboard.row_from_results(data, path.parent) for path, data in loaded
+                if task_name(data) == report.task]  # fmt: skip
+        run_files.write_text(report.report, to_html(report, rows))
     return [report for report, _ in plans]
 
 
@@ -151,16 +161,24 @@ def _metric_groups(
 def _draw(
     report: PlotReport,
     runs: list[PlotRun],
-    runs_dir: str | Path,
     metric: str,
     metrics: Sequence[str] | None,
     top: int,
+    unreadable: list[run_files.ArtifactError] | None,
+    max_runs: int,
 ) -> None:
     import matplotlib
 
     from vlmbench.analysis import figures
 
     out, task = report.output_dir, report.task
+    shown = shown_runs(runs, metric, max_runs)
+    others = [r for r in runs if r not in shown]
+    if others:
+        report.notes.append(
+            f"{len(runs)} runs: the figures show the {len(shown)} best by {metric} one by one; the size "
+            f"figures draw the other {len(others)} as grey points (every run is in the leaderboard below)"
+        )
     with matplotlib.rc_context(figures.RC):
         for name, title, names in _metric_groups(runs, metrics):
             if not names:
@@ -170,28 +188,31 @@ def _draw(
                     )
                 continue
             fig, fig_notes = metric_vs_parameters(
-                runs, names, task, title, from_zero=name == "metrics_vs_parameters"
+                shown, names, task, title, from_zero=name == "metrics_vs_parameters", others=others
             )
             report.notes += [n for n in fig_notes if n not in report.notes]
             caption = f"{', '.join(names)} against parameter count (log scale); error bars are 95% CIs."
             report.figures.append(Figure(name, title, caption, *figures.save(fig, out, name)))
         name = f"difficulty_{metric}"
-        fig = difficulty_bars(runs, metric, task)
+        fig = difficulty_bars(shown, metric, task)
         caption = (
             "Per difficulty level, one bar per run; error bars are bootstrap 95% CIs; a flat bar is a zero."
         )
         report.figures.append(
             Figure(name, f"{metric_title(metric)} by difficulty", caption, *figures.save(fig, out, name))
         )
-        fig = confusion_bars(runs, top, task)
-        caption = (
-            f"The {top} most frequent (reference → wrong answer) pairs per run, after VQA normalisation."
-        )
-        report.figures.append(
-            Figure("confusions", "Top confusions", caption, *figures.save(fig, out, "confusions"))
-        )
-    report.report = out / "report.html"
-    run_files.write_text(report.report, to_html(report, runs_dir))
+        found = run_confusions(shown, top, unreadable)
+        drawn = [r for r in shown if r.label in found]
+        if drawn:
+            fig = confusion_bars(drawn, found, top, task)
+            caption = (
+                f"The {top} most frequent (reference → wrong answer) pairs per run, after VQA normalisation."
+            )
+            report.figures.append(
+                Figure("confusions", "Top confusions", caption, *figures.save(fig, out, "confusions"))
+            )
+        else:
+            report.notes.append("No confusions drawn: no predictions.jsonl of the runs shown could be read.")
 
 
 # ----------------------------------------------------------------------------------------- report.html
@@ -214,10 +235,10 @@ def run_source(path: Path, data: dict) -> dict:
     }
 
 
-def _leaderboard(runs_dir: str | Path, task: str, sort_by: str | None = None) -> dict[str, Any]:
+def _leaderboard(rows: Sequence[leaderboard.Row], sort_by: str | None = None) -> dict[str, Any]:
     """The leaderboard of one task as report.html shows it (the rows of :mod:`vlmbench.analysis.leaderboard`),
-    its notes numbered below it; files that cannot be read are left out (the plot command reports them)."""
-    rows = leaderboard.sort_rows(leaderboard.collect(runs_dir, task=task, unreadable=[]), sort_by)
+    its notes numbered below it."""
+    rows = leaderboard.sort_rows(rows, sort_by)
     cols = leaderboard.metric_columns(rows)
     refs, notes = leaderboard.footnotes(rows)
     cells = [
@@ -270,9 +291,10 @@ def _figure(f: Figure) -> dict[str, Any]:
     }
 
 
-def to_html(report: PlotReport, runs_dir: str | Path) -> str:
-    """``report.html``: how it was made, the leaderboard, every figure (PNG embedded as base64, linking
-    to its SVG next to it) and where each run came from (``templates/plot_report.html``)."""
+def to_html(report: PlotReport, rows: Sequence[leaderboard.Row]) -> str:
+    """``report.html``: how it was made, the leaderboard of ``rows`` (the task's runs), every figure (PNG
+    embedded as base64, linking to its SVG next to it) and where each run came from
+    (``templates/plot_report.html``)."""
     made = report.made or {}
     return render_page(
         "plot_report.html",
@@ -282,7 +304,7 @@ def to_html(report: PlotReport, runs_dir: str | Path) -> str:
             "version": made.get("version"),
             "command": made.get("command"),
         },
-        leaderboard=_leaderboard(runs_dir, report.task),
+        leaderboard=_leaderboard(rows),
         notes=report.notes,
         figures=[_figure(f) for f in report.figures],
         runs=[_run_row(s) for s in report.sources],

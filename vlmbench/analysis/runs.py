@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +79,14 @@ def unique_labels(labels: Sequence[str], fingerprints: Sequence[str | None]) -> 
     """``labels`` made distinct: a label given to several runs (e.g. two checkpoints of one model) gets
     the first 8 characters of each run's fingerprint, and one still repeated (the same fingerprint
     twice) its position."""
+    # Counted once, not per label: a plot over a thousand runs makes this call.
+    given = Counter(labels)
     out = [
-        f"{label} ({(fp or str(i))[:8]})" if labels.count(label) > 1 else label
+        f"{label} ({(fp or str(i))[:8]})" if given[label] > 1 else label
         for i, (label, fp) in enumerate(zip(labels, fingerprints, strict=True))
     ]
-    return [f"{label} #{i + 1}" if out.count(label) > 1 else label for i, label in enumerate(out)]
+    again = Counter(out)
+    return [f"{label} #{i + 1}" if again[label] > 1 else label for i, label in enumerate(out)]
 
 
 def task_mismatches(a: Run, b: Run) -> list[str]:

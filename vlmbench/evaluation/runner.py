@@ -307,7 +307,7 @@ def report(plan: RunPlan, outcome: Outcome) -> RunResult:
     )
 
 
-def _still_valid(plan: RunPlan, done: dict[str, str | None]) -> tuple[set[str], dict[str, SampleError]]:
+def _still_valid(plan: RunPlan, done: dict[str, str]) -> tuple[set[str], dict[str, SampleError]]:
     """Stored answers that still hold: the image they were computed for is the image there now.
 
     Returns the valid sample ids, and the samples whose image can no longer be read (they are skipped
@@ -328,7 +328,7 @@ def _still_valid(plan: RunPlan, done: dict[str, str | None]) -> tuple[set[str], 
         now = current[r.image_ref]
         if isinstance(now, SampleError):
             stale[r.sample_id] = now
-        elif done[r.sample_id] in (None, now):  # None: stored before image hashes were kept
+        elif done[r.sample_id] == now:  # the store returns only answers stored with their image's hash
             valid.add(r.sample_id)
     return valid, stale
 

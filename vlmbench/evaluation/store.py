@@ -3,6 +3,12 @@
 Rows are keyed by (model fingerprint, task hash, sample id, settings hash), so rerunning a finished
 run asks the model nothing, a run killed mid-way resumes where it stopped, and a new metric never
 needs the model again. WAL mode lets several processes (ranks, or two runs) share one file.
+
+The file is checked before it is changed (its mark and every table, view and trigger in it: see
+:func:`vlmbench.cache.schema_problem`), and every row is checked when read: a row that is not what
+vlmbench writes (an answer that is not text, scores that are not a flat list of numbers, no hash of the
+image it was answered for) is not trusted; its sample is answered again, and the rows ignored are
+counted in a warning.
 """
 
 from __future__ import annotations
@@ -10,12 +16,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import time
+import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vlmbench.cache import schema_problem
 from vlmbench.errors import VlmbenchError
 
 _MODEL_INFO = """
@@ -69,6 +79,9 @@ _COLUMNS = (
     "model_fp", "task_hash", "sample_id", "settings_hash", "kind", "prompt", "raw", "scores",
     "image_sha256", "created",
 )  # fmt: skip
+_TABLES = {"predictions": _COLUMNS, "model_info": ("model_fp", "info", "created")}
+_READ = "sample_id, kind, prompt, raw, scores, image_sha256"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class PredictionStore:
@@ -81,6 +94,8 @@ class PredictionStore:
         """
         self.path = Path(path) if path else None
         self.repaired: Path | None = None
+        #: Rows not trusted since the store was opened, by reason (they are answered again).
+        self.ignored: Counter[str] = Counter()
         if self.path:
             _check_location(self.path)
         ours = self.path is not None and _identify(self.path)
@@ -145,13 +160,34 @@ class PredictionStore:
             self.put_model_info(model_fp, json.loads(info))
         return len(rows)
 
-    def done(self, key: RunKey) -> dict[str, str | None]:
-        """Sample id -> the sha256 of the image it was answered for, for every stored answer of ``key``."""
+    def done(self, key: RunKey) -> dict[str, str]:
+        """Sample id -> the sha256 of the image it was answered for, for every stored answer of ``key``
+        that can be trusted (see :meth:`_rows`)."""
+        return {p.sample_id: p.image_sha256 for p in self._rows(key)}
+
+    def _rows(self, key: RunKey) -> list[CachedPrediction]:
+        """The rows of ``key`` as vlmbench writes them; the others are counted in :attr:`ignored` and a
+        warning says how many of them were left out."""
         rows = self._db.execute(
-            "SELECT sample_id, image_sha256 FROM predictions WHERE model_fp=? AND task_hash=? AND settings_hash=?",
+            f"SELECT {_READ} FROM predictions WHERE model_fp=? AND task_hash=? AND settings_hash=?",
             (key.model_fp, key.task_hash, key.settings_hash),
         )
-        return dict(rows.fetchall())
+        out, ignored = [], Counter()
+        for row in rows:
+            found = _decode(row)
+            if isinstance(found, CachedPrediction):
+                out.append(found)
+            else:
+                ignored[found] += 1
+        if ignored:
+            self.ignored.update(ignored)
+            reasons = ", ".join(f"{n} {why}" for why, n in sorted(ignored.items()))
+            warnings.warn(
+                f"{sum(ignored.values())} answers in the prediction cache {self.path} cannot be trusted "
+                f"({reasons}); they are computed again",
+                stacklevel=3,
+            )
+        return out
 
     def done_ids(self, key: RunKey) -> set[str]:
         return set(self.done(key))
@@ -202,22 +238,35 @@ class PredictionStore:
 
     def model_info(self, model_fp: str) -> dict | None:
         row = self._db.execute("SELECT info FROM model_info WHERE model_fp=?", (model_fp,)).fetchone()
-        return json.loads(row[0]) if row else None
+        try:
+            info = json.loads(row[0]) if row else None
+        except (TypeError, ValueError, RecursionError):  # not what vlmbench writes: as if absent
+            return None
+        return info if isinstance(info, dict) else None
 
     def get_many(self, key: RunKey, sample_ids: Sequence[str]) -> dict[str, CachedPrediction]:
-        out: dict[str, CachedPrediction] = {}
         wanted = set(sample_ids)
-        rows = self._db.execute(
-            "SELECT sample_id, kind, prompt, raw, scores, image_sha256 FROM predictions "
-            "WHERE model_fp=? AND task_hash=? AND settings_hash=?",
-            (key.model_fp, key.task_hash, key.settings_hash),
-        )
-        for sid, kind, prompt, raw, scores, sha in rows:
-            if sid in wanted:
-                out[sid] = CachedPrediction(
-                    sid, kind, prompt, raw, None if scores is None else json.loads(scores), sha
-                )
-        return out
+        return {p.sample_id: p for p in self._rows(key) if p.sample_id in wanted}
+
+
+def _decode(row: tuple) -> CachedPrediction | str:
+    """A stored row as a prediction, or why it cannot be trusted."""
+    sid, kind, prompt, raw, scores, sha = row
+    if not all(isinstance(v, str) for v in (sid, kind, prompt, raw)):
+        return "not text"
+    if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+        return "without the hash of their image"
+    if scores is None:
+        return CachedPrediction(sid, kind, prompt, raw, None, sha)
+    try:
+        values = json.loads(scores) if isinstance(scores, str) else None
+    except (ValueError, RecursionError):
+        values = None
+    if not isinstance(values, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
+        return "with unreadable scores"
+    return CachedPrediction(sid, kind, prompt, raw, [float(v) for v in values], sha)
 
 
 def _check_location(path: Path) -> None:
@@ -268,17 +317,12 @@ def _identify(path: Path) -> str:
 
 
 def _check_tables(db: sqlite3.Connection, path: Path) -> None:
-    """An SQLite file without our mark is accepted only if it holds nothing but our table."""
-    if db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID:
-        return
-    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not tables:
-        return
-    columns = tuple(r[1] for r in db.execute("PRAGMA table_info(predictions)"))
-    if not tables <= {"predictions", "model_info"} or columns != _COLUMNS:
+    """Any file, marked as ours or not, holds nothing but our tables (some may not exist yet)."""
+    problem = schema_problem(db, _TABLES)
+    if problem:
         raise VlmbenchError(
-            f"{path} is an SQLite database that is not a vlmbench prediction cache (tables: "
-            f"{', '.join(sorted(tables))}); it was left as it is — check the --cache path"
+            f"{path} is an SQLite database that is not a vlmbench prediction cache (it {problem}); "
+            "it was left as it is — check the --cache path"
         )
 
 
@@ -302,8 +346,8 @@ def shard_dir(cache: Path) -> Path:
     return cache.with_name(cache.name + ".shards")
 
 
-def done_in_shards(folder: Path, key: RunKey) -> dict[str, str | None]:
-    done: dict[str, str | None] = {}
+def done_in_shards(folder: Path, key: RunKey) -> dict[str, str]:
+    done: dict[str, str] = {}
     for shard in sorted(folder.glob("rank*.sqlite")):
         with PredictionStore(shard) as other:
             done.update(other.done(key))

@@ -21,6 +21,14 @@ from typing import Any, ClassVar, TypeVar
 from vlmbench.devices import resolve_dtype
 from vlmbench.errors import ArgError, AssetMissingError, SampleError, VlmbenchError, first_line
 from vlmbench.hashing import tree_sha256
+from vlmbench.hf.adapters import (
+    ADAPTER_CONFIG,
+    Adapter,
+    check_applied,
+    check_fits,
+    model_layers,
+    read_adapter,
+)
 from vlmbench.hf.checkpoints import check_family, load_failure
 from vlmbench.hf.likelihood import LikelihoodRanking
 from vlmbench.hf.weights import count_parameters, dtype_kwarg, keep_cpu_4bit_layout
@@ -119,6 +127,40 @@ class HFModel(LikelihoodRanking, Model):
         self.model: Any = None
         self._processor: Any = None
         self._identity: dict[str, Any] | None = None
+        self._check_adapter(args.get("adapter"))
+
+    def _check_adapter(self, adapter: str | None) -> None:
+        """An adapter is checked before any model work: its files now, and against the checkpoint's
+        layers (a model built on the meta device, no weights read) when the checkpoint is a local
+        folder. A missing adapter is reported by :meth:`load`, as a skipped model."""
+        if not adapter or not (Path(adapter).expanduser() / ADAPTER_CONFIG).exists():
+            return
+        checked = read_adapter(adapter)
+        layers = self._meta_layers() if self.local_dir is not None else None
+        if layers is not None:
+            check_fits(checked, layers, str(self.local_dir))
+
+    def _meta_layers(self) -> dict[str, tuple[int, ...]] | None:
+        """The layers of this model's class for the local checkpoint's config, built on the ``meta``
+        device (shapes only, nothing allocated); None when it cannot be built that way, in which case
+        the loaded model is checked instead."""
+        try:
+            import torch
+            import transformers
+
+            trust = bool(self.arg_values.get("trust_remote_code"))
+            config = transformers.AutoConfig.from_pretrained(
+                str(self.local_dir), local_files_only=True, trust_remote_code=trust
+            )
+            cls = self.resolve_model_class()
+            with torch.device("meta"):
+                if hasattr(cls, "from_config"):  # an Auto class
+                    model = cls.from_config(config, trust_remote_code=trust)
+                else:
+                    model = cls._from_config(config)
+        except Exception:  # a broken checkpoint is reported when it is loaded, with its own message
+            return None
+        return model_layers(model)
 
     # -- identity ---------------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -299,15 +341,18 @@ class HFModel(LikelihoodRanking, Model):
         if not adapter:
             return model
         path = Path(adapter).expanduser()
-        if not (path / "adapter_config.json").is_file():
-            raise AssetMissingError(
-                f"adapter {adapter!r}",
-                "expected a PEFT adapter directory (adapter_config.json + weights); "
-                "pass it with --model-args adapter=PATH",
-            )
+        # Read and checked again: the files may have changed since the plan, and this is what PEFT reads.
+        checked: Adapter = read_adapter(path)
+        check_fits(checked, model_layers(model), self.checkpoint)  # before PEFT allocates anything
         from peft import PeftModel
 
-        peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+        try:
+            peft_model = PeftModel.from_pretrained(model, str(path), is_trainable=False)
+        except Exception as exc:
+            raise VlmbenchError(
+                f"adapter {path} cannot be applied to {self.checkpoint} ({type(exc).__name__}: {first_line(exc)})"
+            ) from None
+        check_applied(checked, peft_model)
         if self.arg_values["merge_adapter"]:
             return peft_model.merge_and_unload()
         # The adapter layers are injected into the base model's modules: the base model's own

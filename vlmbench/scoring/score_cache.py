@@ -9,8 +9,9 @@ metric that is not set up still records its details.
 
 The file (``metric_scores.sqlite`` in vlmbench's cache folder unless ``VLMBENCH_SCORE_CACHE`` names
 another; on and off with the prediction cache) is shared by concurrent processes (WAL mode; rows are only ever added). It is only a speed-up:
-a damaged file is moved aside, another program's file left alone, a locked or unwritable one skipped —
-each with a warning, never an error of the run.
+a damaged file is moved aside, another program's file left alone (checked before anything in it is
+changed: see :func:`vlmbench.cache.schema_problem`), a locked or unwritable one skipped, a stored row
+that is not what vlmbench writes recomputed — each with a warning, never an error of the run.
 """
 
 from __future__ import annotations
@@ -26,13 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.cache import cache_dir
+from vlmbench.cache import cache_dir, schema_problem
 
 SCORE_CACHE_NAME = "metric_scores.sqlite"
 # PRAGMA application_id "vlms": marks the file as a vlmbench score cache (the prediction cache is "vlmb").
 APPLICATION_ID = 0x766C6D73
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_TABLES = {"scores", "metrics"}
+_TABLES = {
+    "scores": ("key", "prediction", "reference", "scores"),
+    "metrics": ("key", "identity", "details", "created"),
+}
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS scores (
         key TEXT NOT NULL,
@@ -83,10 +87,11 @@ class ScoreCache:
         db = sqlite3.connect(str(self.path), timeout=30)
         try:
             db.execute("PRAGMA busy_timeout = 30000")
+            # Before anything is changed, whatever mark the file carries.
+            problem = schema_problem(db, _TABLES)
+            if problem:
+                raise _Foreign(problem)
             if db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if tables - _TABLES:
-                    raise _Foreign(f"holds other tables ({', '.join(sorted(tables))})")
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
@@ -104,16 +109,23 @@ class ScoreCache:
         if not row:
             return None
         try:
-            found = json.loads(row[0][0])
-        except ValueError:
+            found = json.loads(row[0][0]) if isinstance(row[0][0], str) else None
+        except (ValueError, RecursionError):
+            found = None
+        if not isinstance(found, dict):
+            # As if never stored: the metric's scores are computed again and stored anew.
+            _warn(
+                f"the score cache {self.path} holds unreadable details for one metric; its scores are computed again"
+            )
             return None
-        return found if isinstance(found, dict) else None
+        return found
 
     def lookup(self, key: str, pairs: Sequence[tuple[str, str]], width: int) -> dict[int, np.ndarray]:
         """Stored scores of ``pairs`` (by position in ``pairs``), ``width`` values each."""
         if self._db is None:
             return {}
         found: dict[int, np.ndarray] = {}
+        bad = 0
         try:
             cursor = self._db.cursor()
             for i, (prediction, reference) in enumerate(pairs):
@@ -121,11 +133,18 @@ class ScoreCache:
                     "SELECT scores FROM scores WHERE key = ? AND prediction = ? AND reference = ?",
                     (key, prediction, reference),
                 ).fetchone()
-                if row is not None and isinstance(row[0], bytes) and len(row[0]) == width * _DTYPE.itemsize:
+                if row is None:
+                    continue
+                if isinstance(row[0], bytes) and len(row[0]) == width * _DTYPE.itemsize:
                     found[i] = np.frombuffer(row[0], dtype=_DTYPE)
+                else:
+                    bad += 1
         except sqlite3.Error as exc:
             self._failed(exc)
             return {}
+        if bad:
+            _warn(f"{bad} stored scores in the score cache {self.path} are not what vlmbench writes; they are "
+                  "computed again")  # fmt: skip
         return found
 
     def store(

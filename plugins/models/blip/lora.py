@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from vlmbench.api import ArgError, AssetMissingError, ModelEntry, read_json_object
+from vlmbench.api import ArgError, AssetMissingError, ModelEntry, read_adapter, read_json_object
 from vlmbench_plugins.models.blip.vqa import BlipVQA
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -37,7 +37,9 @@ class LoraBlip(BlipVQA):
             )
         adapter = resolve_adapter(args["adapter"])
         args = {**args, "adapter": str(adapter)}
-        base = read_json_object(adapter / ADAPTER_CONFIG).get("base_model_name_or_path")
+        # The adapter is checked whole (config, weights, layers) here, before any model work; a missing
+        # one is reported by load(), as a skipped run, like missing weights.
+        base = read_adapter(adapter).base if (adapter / ADAPTER_CONFIG).exists() else None
         if base:
             entry = dataclasses.replace(entry, default_checkpoint=base)
         elif (adapter / ADAPTER_CONFIG).is_file() and not args.get("pretrained"):
@@ -45,7 +47,6 @@ class LoraBlip(BlipVQA):
                 f"model {entry.name!r}: adapter {adapter} does not name its base model "
                 "(base_model_name_or_path); give it with --model-args pretrained=PATH_OR_HUB_ID"
             )
-        # (A missing adapter is reported by load(), as a skipped run, like missing weights.)
         self.finetune_info = read_json_object(adapter / FINETUNE_INFO)
         super().__init__(entry, args, **kwargs)
 

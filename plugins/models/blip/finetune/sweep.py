@@ -43,6 +43,7 @@ from vlmbench.api import (
     ArgError,
     SpecError,
     VlmbenchError,
+    markdown_text,
     study_order,
     unknown_message,
     write_json,
@@ -367,6 +368,7 @@ def sweep_table(summaries: list[dict[str, Any]], base: dict[str, Any] | None) ->
         "status",
         "best val",
     ]
+    header = [markdown_text(h) for h in header]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     if base is not None:
         cells = [
@@ -384,7 +386,7 @@ def sweep_table(summaries: list[dict[str, Any]], base: dict[str, Any] | None) ->
         lines.append("| " + " | ".join(cells) + " |")
     for s in summaries:
         test = s.get("test") or {}
-        cells = [s["name"], str(s["rank"]), str(s["targets"])]
+        cells = [markdown_text(s["name"]), markdown_text(s["rank"]), markdown_text(s["targets"])]
         for m in metrics:
             value = test.get(m)
             text = format_number(value)
@@ -397,8 +399,8 @@ def sweep_table(summaries: list[dict[str, Any]], base: dict[str, Any] | None) ->
             format_number(s.get("modules")),
             format_number(s.get("trainable_parameters")),
             format_number(s.get("steps")),
-            str(s.get("status") or "–"),
-            f"{s.get('monitor')} {val:.4f}" if val is not None else "–",
+            markdown_text(s.get("status") or "–"),
+            f"{markdown_text(s.get('monitor'))} {val:.4f}" if val is not None else "–",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Test metrics of each adapter, with the change against the base model in brackets."]
