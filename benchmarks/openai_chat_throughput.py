@@ -2,7 +2,9 @@
 checkpoint, all measured in one run of this script.
 
 One ``transformers serve CHECKPOINT`` process (fp32 on the CPU, pinned to the checkpoint) is started on
-a free port; then, in this process and one after another, on the same samples with the cache off:
+a free port; then, in this process and one after another, on the same samples with the cache off and
+the same number of torch threads on both sides (``--threads``, default 1: on a small shared machine more
+threads of a tiny model mostly wait for each other):
 
 - ``qwen2.5-vl`` in-process (``-b 8``), the reference;
 - ``openai-chat`` at ``num_concurrent`` 1, 4 and 16 (its default batch: 4 times the concurrency).
@@ -41,9 +43,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(checkpoint: Path, dtype: str, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(checkpoint: Path, dtype: str, threads: int, log: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(checkpoint), "--device", "cpu",
                "--dtype", dtype, "--host", "127.0.0.1", "--port", str(port), "--log-level", "error"]  # fmt: skip
     with open(log, "wb") as out:
@@ -89,7 +91,16 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the server and of the in-process plugin alike",
+    )
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="openai-bench-"))
     checkpoint = args.checkpoint
     if checkpoint is None:
@@ -98,7 +109,7 @@ def main() -> None:
 
         checkpoint = tiny_models.build("qwen2.5-vl", work / "checkpoints")
     options = {"task": args.task, "limit": args.limit, "dtype": args.dtype}
-    server, base_url = start_server(checkpoint, args.dtype, work / "serve.log")
+    server, base_url = start_server(checkpoint, args.dtype, args.threads, work / "serve.log")
     try:
         rows = {
             "in-process qwen2.5-vl": run("qwen2.5-vl", {"pretrained": str(checkpoint)}, options, work / "a")
@@ -110,7 +121,9 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     reference = rows["in-process qwen2.5-vl"]
-    print(f"{args.task}: {reference['samples']} samples, {checkpoint.name}, {args.dtype}, CPU\n")
+    print(
+        f"{args.task}: {reference['samples']} samples, {checkpoint.name}, {args.dtype}, CPU, {args.threads} torch thread(s)\n"
+    )
     print(
         "| run | samples/s | ratio to in-process | latency p50 / p90 / p99 (ms) | client overhead per request | equal answers |"
     )

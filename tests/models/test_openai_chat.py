@@ -279,8 +279,8 @@ def test_ranking_with_prompt_logprobs_and_a_clear_refusal_without(model_task, tm
     rows = _predictions(tmp_path)
     assert {r["raw"] for r in rows} == {"yes"}
     top = rows[0]["top_candidates"]
-    assert top[0] == ["yes", pytest.approx(-0.3 - 0.5 * 0)]  # three characters at -0.1 each
-    assert all(c["body"]["continue_final_message"] for c in [vars(c) for c in server.calls])
+    assert top[0] == ["yes", pytest.approx(-0.3)]  # three characters at -0.1 each, the newline before not
+    assert all(c.body["continue_final_message"] and c.body["prompt_logprobs"] == 0 for c in server.calls)
 
     server.logprobs = False
     before = len(server.calls)
@@ -381,3 +381,25 @@ def test_sigkill_mid_run_then_resume(model_task, tmp_path, server):
     # Only what was missing, each once: with all 12 stored in the end, none of these was stored before.
     assert len(again) == len(set(again)) == 12 - stored
     assert len(_check_store(model_task.generate, tmp_path, db)) == 12
+
+
+def test_family_template_detail_and_no_system_prompt(model_task, tmp_path, server):
+    import yaml
+
+    spec = yaml.safe_load(model_task.generate.read_text(encoding="utf-8"))
+    spec["prompt"] = {"default": "{question}", "qwen2.5-vl": "Q: {question} A:"}
+    task = model_task.folder / "family_task.yaml"  # beside the data it names
+    task.write_text(yaml.safe_dump({**spec, "task": "family_task"}), encoding="utf-8")
+    result, _ = _run(
+        task,
+        tmp_path,
+        server.base_url,
+        "--limit",
+        "2",
+        args="family=qwen2.5-vl,image_detail=low,system_prompt=",
+    )
+    assert result.exit_code == 0, result.output
+    body = server.calls[0].body
+    assert [m["role"] for m in body["messages"]] == ["user"]
+    assert body["messages"][0]["content"][0]["image_url"]["detail"] == "low"
+    assert server.calls[0].prompt.startswith("Q: ") and server.calls[0].prompt.endswith(" A:")

@@ -110,13 +110,6 @@ class Connection:
         """Run a coroutine on the connection's loop (from the thread that owns the connection)."""
         return self._loop.run_until_complete(work)
 
-    def close(self) -> None:
-        if self._client is not None and not self._loop.is_closed():
-            self._loop.run_until_complete(self._client.aclose())
-        self._client = None
-        if not self._loop.is_closed():
-            self._loop.close()
-
     def _http(self) -> httpx2.AsyncClient:
         if self._client is None:
             limits = httpx2.Limits(

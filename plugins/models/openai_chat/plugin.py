@@ -34,7 +34,6 @@ from vlmbench.api import (
 from vlmbench_plugins.models.openai_chat import payload, server
 from vlmbench_plugins.models.openai_chat.connection import Connection, Policy, RequestFailed
 
-#: Prompt-log-probability ranking scores candidates as they are written; it has no end-of-answer token.
 _SECRET_FRAGMENT = 6  # shortest run of a key's characters that is masked wherever it shows up
 _REASONS = {"rejected": "request_rejected", "bad_response": "bad_response", "server_error": "server_error"}
 
