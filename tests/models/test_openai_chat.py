@@ -349,7 +349,7 @@ def _rows(db: Path) -> int:
         return 0
 
 
-@pytest.mark.slow(seconds=18)
+@pytest.mark.slow(seconds=17)
 def test_sigkill_mid_run_then_resume(model_task, tmp_path, server):
     """A real vlmbench process killed with SIGKILL while requests are in flight: the rerun sends only what
     was not stored (at most the batch in flight again) and ends with each sample once."""

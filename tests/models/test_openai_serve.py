@@ -85,7 +85,7 @@ def _comparable(text: str) -> str:
     return re.sub(r"<\|[a-z_]+\|>|[^\x00-\x7f]", "", text).strip()
 
 
-@pytest.mark.slow(seconds=30)
+@pytest.mark.slow(seconds=32)
 def test_answers_on_abo_sample_equal_the_in_process_plugin(serve, tmp_path, one_torch_thread):
     """Every sample of abo_sample, with the task's generation settings (greedy, ten tokens): the server's
     answer is the in-process plugin's. The answers of a
