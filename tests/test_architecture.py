@@ -171,15 +171,19 @@ def test_built_in_plugins_import_only_the_public_api():
 
 def test_the_core_names_no_model_and_no_dataset():
     plugins = load_plugins()
-    names = {e.name for e in plugins.models} | {
-        "abo",
-        "amazon",
-        "blip-2",
-        "qwen",
-        "smolvlm",
-        "idefics",
-        "opt",
-    }
+    names = (
+        {e.name for e in plugins.models}
+        | {a for e in plugins.models for a in e.aliases}
+        | {
+            "abo",
+            "amazon",
+            "blip-2",
+            "qwen",
+            "smolvlm",
+            "idefics",
+            "opt",
+        }
+    )
     names |= {e.name for e in plugins.tasks}
     names -= {"prior"}  # an English word as well ("prior to"); the baseline is checked below by its quotes
     pattern = re.compile(

@@ -19,7 +19,8 @@ What is here:
 - options: :class:`Arg` (typed, with bounds and choices), :func:`parse_kv`, :func:`parse_batch_size`,
   and :func:`split_scoped` for ``NAME:k=v,...`` values that address one of several plugins
 - errors: :class:`VlmbenchError` and its kinds; raise :class:`AssetMissingError` for weights or data
-  that are not there, :class:`SampleError` for one request a model cannot answer
+  that are not there, :class:`SampleError` for one request a model cannot answer, :class:`ModelFailed`
+  for a model that can answer nothing more (its server went away: the run keeps what was stored)
 - devices and assets: :func:`resolve_device`, :func:`resolve_dtype`, :func:`torch_dtype`, the
   offline-first Hub lookups (:func:`hub_file`, :func:`hub_snapshot`, :func:`offline_first`), file
   hashes for fingerprints, vlmbench's cache folder (:func:`cache_dir`, for what a plugin computes once),
@@ -64,6 +65,7 @@ from vlmbench.errors import (
     ArgError,
     AssetMissingError,
     DataError,
+    ModelFailed,
     PicklableError,
     SampleError,
     SpecError,
@@ -152,6 +154,7 @@ __all__ = [
     "Model",
     "ModelChoice",
     "ModelEntry",
+    "ModelFailed",
     "PicklableError",
     "Plugins",
     "QAItem",

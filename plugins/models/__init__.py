@@ -27,10 +27,15 @@ _MODELS = (
      "ViLBERT 12-in-1 VQA head (closed vocabulary of 3129 answers) on its Visual Genome region-detector features"),
     ("ofa", "ofa.plugin:OFAModel", "OFA-Sys/ofa-base", "182M", _GR,
      "OFA (One For All) encoder-decoder: beam-search answers, Trie-constrained or all-candidate ranking"),
+    # Ranking needs a server that returns prompt log-probabilities (vLLM); others are told before any request.
+    ("openai-chat", "openai_chat.plugin:OpenAIChat", None, "the server's", _GR,
+     "Any VLM behind an OpenAI-compatible chat-completions server (vLLM, SGLang, TGI, transformers serve) or API"),
 )  # fmt: skip
 
 # The LoRA variant is prompted as BLIP is.
 _FAMILY = {"lora-blip": "blip"}
+# Other tools' names of a model: lm-evaluation-harness calls the OpenAI-compatible client so.
+_ALIASES = {"openai-chat": ("local-chat-completions",)}
 
 
 @hookimpl
@@ -44,6 +49,7 @@ def register_models(register):
             default_checkpoint=checkpoint,
             parameters=parameters,
             request_types=request_types,
+            aliases=_ALIASES.get(name, ()),
             **family,
         )
 

@@ -57,8 +57,9 @@ class _RunCommand(click.Command):
 @click.option("--limit", metavar="N",
               help="Evaluate only the first N samples, or that fraction of them when N is below 1 (0.1 = 10%). "
                    "Part of the run's identity: its results go to their own folder.")  # fmt: skip
-@click.option("--batch-size", "-b", default="8", show_default=True, metavar="N|auto",
-              help="Requests per model call; auto: the largest that fits on a GPU (halved on out-of-memory).")  # fmt: skip
+@click.option("--batch-size", "-b", default=None, metavar="N|auto",
+              help="Requests per model call [default: 8, or the model's own choice: a server model's is 4 "
+                   "times its concurrency]; auto: the largest that fits on a GPU (halved on out-of-memory).")  # fmt: skip
 @click.option("--gen-kwargs", metavar="K=V,...",
               help="Generation settings overriding the task's, e.g. max_new_tokens=5,num_beams=3 (part of the "
                    "run's identity).")  # fmt: skip
@@ -130,7 +131,7 @@ def run(ctx, **options):
         raise VlmbenchError("no task to run: give --task NAME (see `vlmbench list tasks`) or --config FILE")
     config = dict(
         limit=options["limit"],
-        batch_size=parse_batch_size(options["batch_size"]),
+        batch_size=None if options["batch_size"] is None else parse_batch_size(options["batch_size"]),
         device=options["device"],
         dtype=options["dtype"],
         seed=options["seed"],

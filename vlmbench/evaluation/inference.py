@@ -10,6 +10,10 @@ and no single sample can stop the run:
 - Any other exception on a batch is retried request by request, so only the failing sample is skipped
   (``model_error``, with its message). A model that fails on every one of its first requests is broken
   rather than unlucky: it stops with :class:`ModelFailed` instead of failing 80,000 times.
+- A model may answer part of a batch: a :class:`SampleError` in place of an answer skips that sample
+  and the answers are stored (a server that rejected one request of many). A :class:`ModelFailed` in
+  place of an answer (a server that went away), or raised, stops the loop once the batch's answers are
+  stored; what was stored stays, and the same command resumes.
 """
 
 from __future__ import annotations
@@ -192,7 +196,9 @@ class ModelLoop:
         while pending:
             part = pending.pop(0)
             try:
-                outputs = self._call(part)
+                outputs, unanswered = self._call(part)
+            except ModelFailed:
+                raise
             except SampleError as problem:
                 if len(part) > 1:
                     pending = self._split(part.requests, 1) + pending
@@ -209,7 +215,14 @@ class ModelLoop:
                 continue
             self.store.put_many(self.key, outputs)
             self.computed += len(outputs)
-            self.failures_in_a_row = 0
+            if outputs:
+                self.failures_in_a_row = 0
+            # After the answers are stored: --on-bad-sample stop raises here, and so does a model that
+            # can answer nothing more.
+            for r, problem in unanswered:
+                if isinstance(problem, ModelFailed):
+                    raise problem
+                self.skip(r, problem)
 
     def _after_out_of_memory(self, part: Batch) -> list[Batch]:
         _free_accelerator_memory()
@@ -246,29 +259,35 @@ class ModelLoop:
                     self._model_error(chunk[0], exc)
         return out
 
-    def _call(self, batch: Batch) -> list[CachedPrediction]:
+    def _call(self, batch: Batch) -> tuple[list[CachedPrediction], list[tuple[Request, VlmbenchError]]]:
         self.model_calls += 1
         reqs = batch.requests
+        out = []
         if reqs[0].kind == "generate":
             raw = self.model.generate(batch, self.generation)
             _check_len(self.model, raw, reqs)
-            return [
-                CachedPrediction(r.sample_id, r.kind, r.prompt, str(a), None, r.image_sha256)
-                for r, a in zip(reqs, raw, strict=True)
-            ]
-        scores = self.model.rank(batch)
-        _check_len(self.model, scores, reqs)
-        out = []
-        for r, s in zip(reqs, scores, strict=True):
-            s = [float(x) for x in s]
-            if len(s) != len(r.candidates):
-                raise VlmbenchError(
-                    f"model {self.model.name!r} returned {len(s)} scores for {len(r.candidates)} candidates"
-                )
-            best = int(np.argmax(s)) if s else -1
-            answer = r.candidates[best] if s else ""
-            out.append(CachedPrediction(r.sample_id, r.kind, r.prompt, answer, s, r.image_sha256))
-        return out
+            for r, a in zip(reqs, raw, strict=True):
+                if not isinstance(a, (SampleError, ModelFailed)):
+                    out.append(CachedPrediction(r.sample_id, r.kind, r.prompt, str(a), None, r.image_sha256))
+        else:
+            scores = self.model.rank(batch)
+            _check_len(self.model, scores, reqs)
+            for r, s in zip(reqs, scores, strict=True):
+                if isinstance(s, (SampleError, ModelFailed)):
+                    continue
+                s = [float(x) for x in s]
+                if len(s) != len(r.candidates):
+                    raise VlmbenchError(
+                        f"model {self.model.name!r} returned {len(s)} scores for {len(r.candidates)} candidates"
+                    )
+                best = int(np.argmax(s)) if s else -1
+                answer = r.candidates[best] if s else ""
+                out.append(CachedPrediction(r.sample_id, r.kind, r.prompt, answer, s, r.image_sha256))
+            raw = scores
+        unanswered = [
+            (r, o) for r, o in zip(reqs, raw, strict=True) if isinstance(o, (SampleError, ModelFailed))
+        ]
+        return out, unanswered
 
 
 def _is_out_of_memory(exc: Exception) -> bool:

@@ -34,11 +34,15 @@ MAX_DEFAULT_WORKERS = 4
 
 
 class RequestImages:
-    """Map-style dataset: a request with its image decoded (in a worker process when there are any)."""
+    """Map-style dataset: a request with its image decoded (in a worker process when there are any).
 
-    def __init__(self, requests: list[Request], source: ImageSource):
+    With ``keep_bytes`` the request carries the file's bytes instead of the decoded image: the image is
+    still decoded once, so that an unreadable one is skipped here rather than sent to a server."""
+
+    def __init__(self, requests: list[Request], source: ImageSource, keep_bytes: bool = False):
         self.requests = requests
         self.source = source
+        self.keep_bytes = keep_bytes
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -48,7 +52,11 @@ class RequestImages:
         try:
             data = self.source.read(request.image_ref)
             request.image_sha256 = sha256_bytes(data)
-            request.image = decode_image(data, name=request.image_ref)
+            image = decode_image(data, name=request.image_ref)
+            if self.keep_bytes:
+                request.image_bytes = data
+            else:
+                request.image = image
         except ImageProblem as problem:
             request.problem = problem
         return request
@@ -128,7 +136,7 @@ def make_loader(
     batches = batch_order(requests, batch_size)
     workers = min(num_workers, len(batches))
     return DataLoader(
-        RequestImages(requests, source),
+        RequestImages(requests, source, keep_bytes=bool(getattr(model, "wants_image_bytes", False))),
         batch_sampler=batches,
         collate_fn=Collate(model),
         num_workers=workers,

@@ -41,6 +41,8 @@ from vlmbench.tasks.task import Task
 MAX_SEED = 2**32 - 1
 # The first batch size tried by --batch-size auto on a GPU; out-of-memory errors halve it.
 AUTO_BATCH_START = 128
+# Requests per model call when neither the run nor the model chooses.
+DEFAULT_BATCH_SIZE = 8
 
 
 def default_cache_path() -> Path:
@@ -52,7 +54,8 @@ class RunConfig:
     """Options of one run (the CLI's flags). ``cache=None`` means the default cache file,
     ``cache=False`` keeps predictions in memory only."""
 
-    batch_size: int | str = 8  # "auto": the largest that fits on a GPU (found by halving on OOM)
+    # None: the model's preferred size, else 8; "auto": the largest that fits on a GPU (found by halving on OOM)
+    batch_size: int | str | None = None
     limit: int | float | None = None  # a number of samples, or a fraction of them below 1
     device: str = "auto"
     dtype: str = "auto"
@@ -69,7 +72,9 @@ class RunConfig:
     replace: bool = False  # allow replacing a stored result of other data or more samples
 
     def __post_init__(self) -> None:
-        if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+        if self.batch_size not in ("auto", None) and (
+            not isinstance(self.batch_size, int) or self.batch_size < 1
+        ):
             raise VlmbenchError(f"batch size must be a positive number or 'auto', got {self.batch_size!r}")
         self.limit = parse_limit(self.limit)
         if not 0 <= self.seed <= MAX_SEED:
@@ -134,6 +139,7 @@ def plan_run(
     _seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     instance = plugins.create_model(model, model_args, device=device, dtype=cfg.dtype, seed=cfg.seed)
+    instance.check_request_type(kind)
     metric_specs = [MetricSpec(m) for m in cfg.metrics] if cfg.metrics else task.spec.metrics
     context = MetricContext(difficulty_weights=task.spec.difficulty_weights, seed=cfg.seed, device=device)
     metrics = build_metrics(metric_specs, plugins, context)  # option errors surface before any model work
@@ -149,7 +155,7 @@ def plan_run(
     samples = task.samples[: limited_count(len(task.samples), cfg.limit)]
     if not samples:
         raise DataError(f"task {task.name!r} has no samples to evaluate")
-    template = task.spec.prompt_template(entry.family, cls.default_prompt)
+    template = task.spec.prompt_template(instance.prompt_family(), cls.default_prompt)
     requests = [_request(task, template, s, kind) for s in samples]
     settings = {"kind": kind, "prompt_template": template}
     if kind == "generate":
@@ -165,7 +171,7 @@ def plan_run(
         notes.append("generation: " + ", ".join(f"{k}={v}" for k, v in sorted(cfg.gen_kwargs.items())))
     return RunPlan(
         cfg, task, instance, metrics, samples, requests, key, run_dir, device, generation,
-        _batch_size(cfg.batch_size, device), cfg.label or instance.label(), notes, skipped, examples,
+        _batch_size(cfg.batch_size, device, instance), cfg.label or instance.label(), notes, skipped, examples,
     )  # fmt: skip
 
 
@@ -191,11 +197,15 @@ def _generation(task: Task, overrides: dict[str, Any]) -> GenerationSpec:
     return schema.build(GenerationSpec, merged, where="", source="--gen_kwargs")
 
 
-def _batch_size(requested: int | str, device: str) -> int:
+def _batch_size(requested: int | str | None, device: str, model: Model) -> int:
+    # A model that prefers a size (a server client: its concurrency) gets it unless the run sets one.
     # "auto" starts large on a GPU and lets the loop halve it on out-of-memory errors; a CPU run gets
     # no such signal before swapping, so it keeps the usual size.
+    preferred = model.preferred_batch_size()
+    if requested is None:
+        return preferred or DEFAULT_BATCH_SIZE
     if requested == "auto":
-        return AUTO_BATCH_START if device.startswith("cuda") else 8
+        return preferred or (AUTO_BATCH_START if device.startswith("cuda") else DEFAULT_BATCH_SIZE)
     return int(requested)
 
 

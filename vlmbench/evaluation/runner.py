@@ -172,7 +172,11 @@ def execute(plan: RunPlan, dist: DistInfo | None = None) -> Outcome | None:
         skipped=gathered[0],
         examples=gathered[1],
         notices=notices + loop.notices,
-        timing={**loop.timing, "wall_seconds": time.perf_counter() - started},
+        timing={
+            **loop.timing,
+            **(plan.model.timings() if loop.computed else {}),
+            "wall_seconds": time.perf_counter() - started,
+        },
         model_info=model_info,
         world_size=dist.world_size,
         workers=workers,

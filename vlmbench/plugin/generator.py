@@ -207,17 +207,45 @@ CONTAINS_SECRET = "contains_secret"
 
 class SecretMask:
     """Finds and masks secrets in text. A service may echo a key in another case, and a key read from
-    the environment may carry stray whitespace: matching is case-insensitive, on the stripped value."""
+    the environment may carry stray whitespace: matching is case-insensitive, on the stripped value.
 
-    def __init__(self, secrets: Iterable[str]):
+    With ``fragment=N`` any run of N or more characters of a secret is masked too: a service that
+    shows part of a key (``Incorrect API key provided: sk-abc...wxyz``) gives nothing away either."""
+
+    def __init__(self, secrets: Iterable[str], fragment: int | None = None):
         values = sorted({s.strip() for s in secrets if s and s.strip()}, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, values)), re.IGNORECASE) if values else None
+        self._size = fragment
+        self._pieces = (
+            {v.lower()[i : i + fragment] for v in values for i in range(len(v) - fragment + 1)}
+            if fragment
+            else set()
+        )
 
     def found(self, text: str | None) -> bool:
-        return bool(self._pattern and text and self._pattern.search(text))
+        return bool(text) and self.mask(text) != text
 
     def mask(self, text: str) -> str:
-        return self._pattern.sub(MASK, text) if self._pattern and text else text
+        if not self._pattern or not text:
+            return text
+        text = self._pattern.sub(MASK, text)
+        if not self._pieces:
+            return text
+        size, lower = self._size or 0, text.lower()
+        hidden = [False] * len(text)
+        for i in range(len(text) - size + 1):
+            if lower[i : i + size] in self._pieces:
+                hidden[i : i + size] = [True] * size
+        out, i = [], 0
+        while i < len(text):
+            if hidden[i]:
+                while i < len(text) and hidden[i]:
+                    i += 1
+                out.append(MASK)
+            else:
+                out.append(text[i])
+                i += 1
+        return "".join(out)
 
     def screen(self, result: GenerationResult) -> GenerationResult:
         """``result`` without the items that contain a secret (counted under ``contains_secret``), its

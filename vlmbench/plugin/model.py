@@ -32,12 +32,15 @@ class Model:
     - ``default_prompt``: prompt template used when the task has none for this model's family.
     - ``version``: bump when a code change alters outputs; it is part of the cache key.
     - ``needs_training_data``: if true, :meth:`fit` receives the task's training samples first.
+    - ``wants_image_bytes``: if true, requests carry the image file's own bytes (``Request.image_bytes``)
+      instead of the decoded image — for a model that sends images elsewhere as they are.
     """
 
     args: ClassVar[dict[str, Arg]] = {}
     default_prompt: ClassVar[str | None] = None
     version: ClassVar[str] = "1"
     needs_training_data: ClassVar[bool] = False
+    wants_image_bytes: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -68,6 +71,20 @@ class Model:
         """Validate ``given`` against :attr:`args` and construct the model (no weights loaded yet)."""
         values = validate(cls.args, given or {}, owner=f"model {entry.name!r}")
         return cls(entry, values, device=device, dtype=dtype, seed=seed)
+
+    # -- planning (no weights, no images) -------------------------------------------------------
+    def prompt_family(self) -> str:
+        """Whose prompt template of the task this model uses: its registered family by default."""
+        return self.entry.family or self.name
+
+    def check_request_type(self, kind: str) -> None:
+        """Called while the run is planned, before any model work: raise
+        :class:`vlmbench.errors.UnsupportedTask` when this instance cannot answer ``kind`` requests
+        although its plugin can (a server without what ranking needs). Default: nothing."""
+
+    def preferred_batch_size(self) -> int | None:
+        """The batch size to use when the run does not set one (``None``: the run's default)."""
+        return None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def load(self) -> None:
@@ -107,12 +124,17 @@ class Model:
         the GPU; whatever it returns arrives as ``batch.inputs``. Default: nothing."""
         return None
 
-    def generate(self, batch: Batch, generation: GenerationSpec) -> list[str]:
-        """Free-form answers, one raw string per request, in order."""
+    def generate(self, batch: Batch, generation: GenerationSpec) -> list[str | VlmbenchError]:
+        """Free-form answers, one raw string per request, in order. A request that could not be
+        answered while the others were may get a :class:`vlmbench.errors.SampleError` in its place: that
+        sample is skipped and counted under the error's reason, the answers are stored. A
+        :class:`vlmbench.errors.ModelFailed` in its place stops the model once the answers are stored
+        (the model can answer nothing more: its server went away)."""
         raise VlmbenchError(f"model {self.name!r} does not support generate requests")
 
-    def rank(self, batch: Batch) -> list[list[float]]:
-        """One score per candidate for each request (higher is better), in order."""
+    def rank(self, batch: Batch) -> list[list[float] | VlmbenchError]:
+        """One score per candidate for each request (higher is better), in order; an error in place of
+        a request's scores skips it or stops the model, as for :meth:`generate`."""
         raise VlmbenchError(f"model {self.name!r} does not support rank requests")
 
     def notes(self) -> list[str]:
@@ -120,6 +142,11 @@ class Model:
         before any weights load (for example that its inputs approximate the original model's).
         Recorded in results.json ``notes``, so the leaderboard shows them as footnotes. Default: none."""
         return []
+
+    def timings(self) -> dict[str, Any]:
+        """Timings the model measured itself while answering (a server's latency percentiles), added to
+        results.json's ``timing`` block. Called once the run has answered. Default: none."""
+        return {}
 
     def answer_vocabulary(self) -> Sequence[str] | None:
         """Closed-vocabulary models (a classifier head over fixed answers) return their answers; the

@@ -23,7 +23,8 @@ class ModelEntry:
 
     ``family`` selects the task's prompt template (``prompt: {family: "..."}``); it defaults to the name.
     ``parameters`` is a human-readable size of the default checkpoint (e.g. ``"385M"``) for listings;
-    runs record the exact count of the weights actually loaded.
+    runs record the exact count of the weights actually loaded. ``aliases`` are other names the model
+    answers to (another tool's spelling); the entry, its runs and its listings keep ``name``.
     """
 
     name: str
@@ -33,10 +34,12 @@ class ModelEntry:
     request_types: tuple[str, ...] = ("generate",)
     parameters: str | None = None
     family: str | None = None
+    aliases: tuple[str, ...] = ()
     plugin: str = ""
 
     def __post_init__(self) -> None:
         _check_target(self.target, self.name)
+        object.__setattr__(self, "aliases", tuple(self.aliases))
         bad = [t for t in self.request_types if t not in REQUEST_TYPES]
         if bad or not self.request_types:
             raise VlmbenchError(
@@ -125,6 +128,7 @@ class Registry(Generic[E]):
     check: Callable[[Any, type], None] | None = None
     _entries: dict[str, E] = field(default_factory=dict)
     _classes: dict[str, type] = field(default_factory=dict, repr=False)
+    _aliases: dict[str, str] = field(default_factory=dict, repr=False)  # alias -> the entry's name
 
     def add(self, entry: E) -> None:
         old = self._entries.get(entry.name)
@@ -132,17 +136,27 @@ class Registry(Generic[E]):
             raise VlmbenchError(
                 f"{self.kind} {entry.name!r} is registered twice: by {old.plugin or '?'} and by {entry.plugin or '?'}"
             )
+        aliases = getattr(entry, "aliases", ())
+        for name in (entry.name, *aliases):
+            owner = self._aliases.get(name) or (name if name in self._entries and name in aliases else None)
+            if owner is not None and owner != entry.name:
+                raise VlmbenchError(
+                    f"{self.kind} name {name!r} is taken by {owner!r}; {entry.name!r} cannot use it as well"
+                )
         self._entries[entry.name] = entry
+        self._aliases.update(dict.fromkeys(aliases, entry.name))
 
     def get(self, name: str) -> E:
+        """The entry of ``name`` or of one of its aliases."""
         try:
-            return self._entries[name]
+            return self._entries[self._aliases.get(name, name)]
         except KeyError:
             raise UnknownNameError(self.kind, name, self._entries) from None
 
     def load(self, name: str) -> type:
-        """The implementation class of ``name``, imported and checked (once per process)."""
+        """The implementation class of ``name`` (or an alias), imported and checked (once per process)."""
         entry = self.get(name)
+        name = entry.name
         if name not in self._classes:
             cls = load_target(entry.target)
             base = load_target(self.base) if self.base else object
@@ -159,7 +173,7 @@ class Registry(Generic[E]):
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._aliases
 
     def __iter__(self) -> Iterator[E]:
         return iter(self._entries[n] for n in self.names())

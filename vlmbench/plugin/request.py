@@ -21,8 +21,9 @@ class Request:
     """One question for a model.
 
     ``kind == "generate"``: answer freely. ``kind == "rank"``: score every entry of ``candidates``.
-    ``image`` is filled in by the data loader (RGB); ``problem`` is set instead when the image
-    could not be read, and such requests never reach a model.
+    ``image`` is filled in by the data loader (RGB) — or, for a model that sends images on as they are
+    (:attr:`vlmbench.plugin.model.Model.wants_image_bytes`), ``image_bytes``, the file's own bytes;
+    ``problem`` is set instead when the image could not be read, and such requests never reach a model.
     """
 
     sample_id: str
@@ -34,6 +35,7 @@ class Request:
     candidates: tuple[str, ...] = ()
     image: Image.Image | None = None
     image_sha256: str | None = None
+    image_bytes: bytes | None = None
     problem: ImageProblem | None = None
 
 
