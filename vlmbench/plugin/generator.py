@@ -27,7 +27,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from vlmbench.hashing import json_digest
@@ -196,46 +196,6 @@ class Generator:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "plugin": self.entry.plugin, "version": self.version,
                 "args": redact(self.args, self.arg_values)}  # fmt: skip
-
-
-# -- secrets -------------------------------------------------------------------------------------
-
-MASK = "***"
-#: The rejection reason of a generated item that contains a secret.
-CONTAINS_SECRET = "contains_secret"
-
-
-class SecretMask:
-    """Finds and masks secrets in text. A service may echo a key in another case, and a key read from
-    the environment may carry stray whitespace: matching is case-insensitive, on the stripped value."""
-
-    def __init__(self, secrets: Iterable[str]):
-        values = sorted({s.strip() for s in secrets if s and s.strip()}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, values)), re.IGNORECASE) if values else None
-
-    def found(self, text: str | None) -> bool:
-        return bool(self._pattern and text and self._pattern.search(text))
-
-    def mask(self, text: str) -> str:
-        return self._pattern.sub(MASK, text) if self._pattern and text else text
-
-    def screen(self, result: GenerationResult) -> GenerationResult:
-        """``result`` without the items that contain a secret (counted under ``contains_secret``), its
-        error and raw reply masked."""
-        if self._pattern is None:
-            return result
-        fields = ("question", "answer", "source")
-        kept = [i for i in result.items if not any(self.found(getattr(i, f)) for f in fields)]
-        rejected = dict(result.rejected)
-        if len(kept) < len(result.items):
-            rejected[CONTAINS_SECRET] = rejected.get(CONTAINS_SECRET, 0) + len(result.items) - len(kept)
-        return replace(
-            result,
-            items=kept,
-            rejected=rejected,
-            error=None if result.error is None else self.mask(result.error),
-            raw=None if result.raw is None else self.mask(result.raw),
-        )
 
 
 # -- parsing model replies -------------------------------------------------------------------------
