@@ -98,7 +98,6 @@ from vlmbench.plugin.generator import (
     Job,
     Listing,
     QAItem,
-    SecretMask,
     items_from_reply,
 )
 from vlmbench.plugin.hookspecs import hookimpl
@@ -114,6 +113,7 @@ from vlmbench.plugin.metric import (
 from vlmbench.plugin.model import Model
 from vlmbench.plugin.registry import GeneratorEntry, MetricEntry, ModelEntry
 from vlmbench.plugin.request import Batch, Request
+from vlmbench.plugin.secrets import SecretMask
 from vlmbench.scoring.asset_identity import model_identity, wordnet_identity, wordnet_identity_of
 from vlmbench.scoring.assets import find_wordnet, load_wordnet, resolve_model
 from vlmbench.tasks.dataset import ImageSource, Sample, load_split

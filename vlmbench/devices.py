@@ -80,17 +80,26 @@ def gpu_possible() -> bool:
     return True
 
 
+def check_dtype(requested: str | None) -> str:
+    """``--dtype`` checked without a model: ``auto`` or the full name of a known dtype (``bf16`` ->
+    ``bfloat16``); anything else is an :class:`ArgError`, whichever model would have used it."""
+    text = (requested or "auto").strip().lower()
+    if text == "auto":
+        return text
+    if text not in DTYPES:
+        raise ArgError(f"unknown dtype {requested!r}; use auto, float32, bfloat16 or float16")
+    return DTYPES[text]
+
+
 def resolve_dtype(requested: str | None, device: str, *, auto: str | None = None) -> str:
     """``auto`` -> ``bfloat16`` on a CUDA device that supports it, ``float16`` on older GPUs,
     ``float32`` elsewhere — or the model's own choice ``auto`` when it gives one (a model trained and
     checked in float32 only, say); aliases such as ``bf16`` or ``fp16`` -> their full names."""
-    requested = (requested or "auto").strip().lower()
+    requested = check_dtype(requested)
     if requested == "auto" and auto is not None:
         requested = auto
     if requested != "auto":
-        if requested not in DTYPES:
-            raise ArgError(f"unknown dtype {requested!r}; use auto, float32, bfloat16 or float16")
-        return DTYPES[requested]
+        return check_dtype(requested)
     if device.startswith("cuda"):
         import torch
 

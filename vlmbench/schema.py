@@ -148,13 +148,79 @@ def load_yaml(text: str, *, source: str) -> Any:
                 f"{source}: the YAML expands to more than {MAX_YAML_VALUES} values (through aliases); "
                 "a task or configuration file needs far fewer"
             )
-        return loader.construct_document(node)
+        repeated = _repeated_key(node)
+        if repeated:
+            raise SpecError(
+                f"{source}: line {repeated[1]}: key {repeated[0]!r} appears twice in one mapping; which value "
+                "was meant cannot be told (YAML would keep the last silently)"
+            )
+        data = loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: invalid YAML: {exc}") from None
     except RecursionError:
         raise SpecError(f"{source}: invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
+    problem = invalid_text(data)
+    if problem:
+        raise SpecError(f"{source}: {problem}")
+    return data
+
+
+def invalid_text(value: Any, where: str = "") -> str | None:
+    """The encoding policy for text read from outside (data rows, run and task files, predictions,
+    command lines): every string, keys included, must be valid Unicode, so that it can be written as
+    UTF-8. A lone surrogate (JSON's ``"\\ud800"``, a YAML escape, a file name's undecodable byte) is the
+    one thing a Python string can hold that cannot. Returns where the first such string is, escaped;
+    None when every string is fine. Readers turn it into a counted skip (a data row) or one error line
+    (a file or an option). Walked without recursion: parsed JSON may nest as deep as the parser allows."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                place = f" in {at}" if at else ""
+                excerpt = shown_text(item[max(0, exc.start - 20) : exc.end + 20])
+                return f"not valid Unicode text{place}: a lone surrogate in '{excerpt}'"
+        elif isinstance(item, dict):
+            for key, inner in reversed(item.items()):
+                stack.append((inner, _join(at, shown_text(str(key)))))
+                stack.append((key, f"a key of {at}" if at else "a key"))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((inner, f"{at}[{i}]") for i, inner in reversed(list(enumerate(item))))
+    return None
+
+
+def shown_text(text: str) -> str:
+    """``text`` with what cannot be written as UTF-8 (lone surrogates) shown as ``\\udXXX`` escapes, for
+    messages about it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _repeated_key(node: Any) -> tuple[str, int] | None:
+    """(key, line) of the first mapping key written twice in one mapping, if any (``<<`` merges aside)."""
+    import yaml
+
+    seen: set[int] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, value in item.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if key.value in keys:
+                        return key.value, key.start_mark.line + 1
+                    keys.add(key.value)
+                stack += [key, value]
+        elif isinstance(item, yaml.SequenceNode):
+            stack += item.value
+    return None
 
 
 def _expanded_size(node: Any, memo: dict[int, int]) -> int:

@@ -179,7 +179,7 @@ class GeminiGenerator(Generator):
         self._rng = random.Random()
 
     def redact(self, text: str) -> str:
-        """``text`` with the API key masked, in any case (for anything that may be shown or stored)."""
+        """``text`` with the API key and any piece of it masked, in any case (for anything shown or stored)."""
         return self._mask.mask(text)
 
     # -- generation ------------------------------------------------------------------------------
@@ -200,7 +200,8 @@ class GeminiGenerator(Generator):
 
     def generate(self, job: Job) -> GenerationResult:
         try:
-            # A reply that echoes the key (in any case) loses those items, counted as contains_secret.
+            # A reply that echoes the key or any 8-character piece of it (in any case) loses those items,
+            # counted as contains_secret; its raw text and errors are masked (see SecretMask).
             return self._mask.screen(self._generate(job))
         except Exception as exc:  # never let one listing stop the others; never leak the key
             self._count(failed_listings=1)

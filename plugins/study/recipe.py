@@ -18,7 +18,7 @@ Output folder layout::
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,16 @@ def plan_study(options: StudyOptions, plugins: Any) -> StudyPlan:
     options.run = {**_file_options(spec.options), **options.run}
     choices = _with_model_args(spec.model_choices(), options.model_args)
     sweep = _plan_sweep(options, task, out, options.run, plugins) if options.lora else None
+    # without a sweep the LoRA base model itself is quantised: it must take the 8-bit option
+    if (
+        options.quantization
+        and not options.lora
+        and "load_in_8bit" not in plugins.models.load(options.lora_base).args
+    ):
+        raise ArgError(
+            f"--lora-base {options.lora_base!r} cannot be loaded in 8 bits (it has no load_in_8bit "
+            "argument); choose another --lora-base or pass --no-quantization"
+        )
     plans, skipped = [], []
     for choice in choices:
         cfg = RunConfig(**options.run, output_dir=out / MODELS, label=choice.label)
@@ -108,8 +118,6 @@ def plan_study(options: StudyOptions, plugins: Any) -> StudyPlan:
             plans.append((choice, plan_run(choice.name, task, cfg, model_args=choice.args, plugins=plugins)))
         except UnsupportedTask as exc:
             skipped.append((choice.label or choice.name, str(exc)))
-    if options.quantization and not options.lora:
-        plugins.models.get(options.lora_base)  # the model quantised instead of the best adapter
     return StudyPlan(options, task, out, plans, skipped, sweep, run_file)
 
 
@@ -130,9 +138,12 @@ def _single_task(tasks: list[str], source: Path) -> str:
 
 
 def _with_model_args(choices: list[ModelChoice], values: list[str]) -> list[ModelChoice]:
-    """The run file's models with ``NAME:k=v,...`` arguments added to the model called NAME."""
+    """The run file's models with ``NAME:k=v,...`` arguments added to the model called NAME: a key the
+    run file sets too takes the command line's value (as options do); a key given twice on the command
+    line is an error."""
     out = list(choices)
     names = [c.name for c in out]
+    given: dict[int, list[str]] = {}
     for value in values:
         scope, rest = split_scoped(value)
         if scope is None:
@@ -141,22 +152,34 @@ def _with_model_args(choices: list[ModelChoice], values: list[str]) -> list[Mode
             raise ArgError(unknown_message("model of the run file", scope, names))
         if names.count(scope) > 1:
             raise ArgError(f"--model-args {value!r}: the run file lists {scope!r} more than once")
-        i = names.index(scope)
-        out[i] = ModelChoice(scope, ",".join(a for a in (out[i].args, rest) if a), out[i].label)
+        given.setdefault(names.index(scope), []).append(rest)
+    for i, parts in given.items():
+        try:
+            command_line = parse_kv(",".join(parts))
+        except ArgError as exc:
+            raise ArgError(f"--model-args of model {names[i]!r}: {exc}") from None
+        out[i] = ModelChoice(names[i], {**_args_of(out[i]), **command_line}, out[i].label)
     return out
 
 
-def _plan_sweep(options: StudyOptions, task: Task, out: Path, run: dict[str, Any], plugins: Any) -> Any:
-    from vlmbench_plugins.models.blip.finetune.sweep import load_sweep, parse_settings
+def _args_of(choice: ModelChoice) -> dict[str, Any]:
+    """A choice's arguments as a mapping: a run file's as they are, a command line's parsed."""
+    return dict(choice.args) if isinstance(choice.args, Mapping) else parse_kv(choice.args)
 
-    spec = load_sweep(None, task=task.name, model=options.lora_base)
+
+def _plan_sweep(options: StudyOptions, task: Task, out: Path, run: dict[str, Any], plugins: Any) -> Any:
+    from vlmbench_plugins.models.blip.finetune.sweep import check_configurations, load_sweep, parse_settings
+
+    # A task given as a file is trained on from that file: its name alone would not be found.
+    source = task.spec.source_path
+    spec = load_sweep(None, task=task.name if task.name in plugins.tasks or not source else str(source),
+                      model=options.lora_base)  # fmt: skip
     spec.defaults.update(parse_settings(options.lora_settings, "--lora-set"))
     for key in ("batch_size", "limit", "device", "dtype", "num_workers", "metrics"):
         if run.get(key) is not None:
             spec.evaluate[key] = run[key]
-    for config in spec.configurations():
-        spec.config_for(config, out / LORA)  # every fine-tuning option checked now
-    plugins.models.get(spec.model)
+    # every fine-tuning option, the base model and the task's train split checked now, before the table
+    check_configurations([spec.config_for(config, out / LORA) for config in spec.configurations()], plugins)
     return spec
 
 
@@ -236,5 +259,5 @@ def _quantization_subject(plan: StudyPlan, result: StudyResult) -> tuple[Path | 
         return None, "", {}, "the LoRA configurations were skipped"
     for (row, run_dir), (choice, _) in zip(result.models, plan.models, strict=True):
         if choice.name == plan.options.lora_base and row.status == "ok":
-            return run_dir, choice.name, parse_kv(choice.args), row.model
+            return run_dir, choice.name, _args_of(choice), row.model
     return None, "", {}, f"{plan.options.lora_base} was not evaluated in the model table"

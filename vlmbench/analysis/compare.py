@@ -22,6 +22,7 @@ from vlmbench.analysis.display import level_order
 from vlmbench.analysis.gates import Gate, parse_gate, regressions
 from vlmbench.analysis.runs import Run, load_run, task_mismatches, unique_labels
 from vlmbench.errors import VlmbenchError, unknown_message
+from vlmbench.scoring.stats import check_statistics
 
 #: Names kept importable from here: rendering, gates and run loading have modules of their own.
 __all__ = [
@@ -381,8 +382,7 @@ def compare_runs(paths: Sequence[str | Path], **options: Any) -> dict:
     opts = _Options(**options)
     if len(paths) < 2:
         raise VlmbenchError("compare needs at least two runs (the first is the baseline)")
-    if opts.bootstrap_samples < 0:
-        raise VlmbenchError("--bootstrap-samples must be 0 or more")
+    check_statistics(opts.bootstrap_samples, opts.seed)  # before any run is read
     runs = [load_run(p) for p in paths]
     labels = unique_labels(
         [r.label for r in runs],

@@ -65,11 +65,8 @@ def load_run(path: str | Path) -> Run:
     if not preds_path.exists():
         raise VlmbenchError(f"{folder}: {run_files.PREDICTIONS} is missing; per-sample comparison needs it")
     predictions: dict[str, dict] = {}
-    for row in run_files.read_predictions(preds_path):
-        sid = str(row.get("sample_id"))
-        if sid in predictions:
-            raise VlmbenchError(f"{preds_path}: sample_id {sid!r} appears more than once")
-        predictions[sid] = row
+    for row in run_files.read_predictions(preds_path):  # each sample id once: checked there
+        predictions[str(row.get("sample_id"))] = row
     model = results.get("model") or {}
     label = model.get("label") or model.get("name") or folder.name
     return Run(folder, results, predictions, label)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmbench.errors import VlmbenchError
+from vlmbench.schema import invalid_text
 from vlmbench.tasks.spec import MAX_BOOTSTRAP_SAMPLES
 
 RESULTS = "results.json"
@@ -90,6 +91,39 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
             fh.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
 
     _atomic_write(path, write)
+
+
+def check_replaceable(
+    run_dir: Path, *, data: str | None, fingerprint: str | None, n_samples: int, replace: bool
+) -> None:
+    """The one rule for writing a result into a folder that already holds one (``run`` and ``score``
+    alike): a stored result is replaced only by a result of the same data (``data``: the task hash) and
+    the same model or predictions file (``fingerprint``) with at least as many samples — a rerun or a
+    rescore. Anything else is refused unless ``replace`` (``--replace``): a folder holding a result of
+    other data, of another model or file, or of more samples is never replaced silently. A results.json
+    that cannot be read, or that records a skipped model, holds nothing of value to keep."""
+    path = Path(run_dir) / RESULTS
+    if replace or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        old_task, old_model = (
+            (old["task"], old.get("model") or {}) if old.get("status") == "ok" else (None, None)
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    if not isinstance(old_task, dict) or not isinstance(old_model, dict):
+        return
+    old_n = old_task.get("n_samples")
+    old_n = old_n if isinstance(old_n, int) and not isinstance(old_n, bool) else 0
+    if old_task.get("hash") == data and old_model.get("fingerprint") == fingerprint and old_n <= n_samples:
+        return
+    raise VlmbenchError(
+        f"{run_dir} holds the result of {old_n} samples of task {old_task.get('name')!r} (hash "
+        f"{old_task.get('hash')}) by {old_model.get('label') or old_model.get('name')!r} (fingerprint "
+        f"{old_model.get('fingerprint')}); this result has {n_samples} samples (hash {data}, fingerprint "
+        f"{fingerprint}). Choose another --output-dir, or pass --replace to replace it"
+    )
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -197,7 +231,7 @@ def _checked(text: str, problem_of: Callable[[Any], str | None], where: str) -> 
         data = parse_json(text, allow_nan=False)
     except ValueError as exc:
         raise ArtifactError(f"{where}: {exc}") from None
-    problem = problem_of(data)
+    problem = invalid_text(data) or problem_of(data)
     if problem:
         raise ArtifactError(f"{where}: {problem}")
     return data
@@ -205,10 +239,13 @@ def _checked(text: str, problem_of: Callable[[Any], str | None], where: str) -> 
 
 def read_predictions(path: Path) -> list[dict]:
     """Every record of a run's ``predictions.jsonl``, each checked like :func:`load_results` checks
-    results; the first bad line is an :class:`ArtifactError` naming the file and the line."""
+    results; the first bad line is an :class:`ArtifactError` naming the file and the line. A run
+    answers each sample once: a sample id on two lines (a file edited or concatenated by hand) is an
+    error too, as scoring it twice would count it twice and which of its answers counts cannot be told."""
     path = Path(path)
     _read_regular_file(path, max_bytes=2**63)  # the checks only: the records are read line by line
     records = []
+    lines: dict[str, int] = {}
     try:
         with open(path, "rb") as fh:
             number = 0
@@ -218,7 +255,14 @@ def read_predictions(path: Path) -> list[dict]:
                     raise ArtifactError(f"{path}:{number}: line longer than {MAX_RECORD_BYTES} bytes")
                 text = _decode(path, line, f":{number}")
                 if text.strip():
-                    records.append(_checked(text, prediction_problem, where=f"{path}:{number}"))
+                    record = _checked(text, prediction_problem, where=f"{path}:{number}")
+                    first = lines.setdefault(str(record.get("sample_id")), number)
+                    if first != number:
+                        raise ArtifactError(
+                            f"{path}:{number}: sample_id {record.get('sample_id')!r} is already on line {first}; "
+                            "a run's predictions hold each sample once"
+                        )
+                    records.append(record)
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return records

@@ -77,8 +77,8 @@ def leaderboard_(runs_dir, sort_by, task, fmt, columns, by_difficulty, write):
 @click.option("--top", type=int, default=20, show_default=True,
               help="Flipped samples listed per direction (0 = all).")  # fmt: skip
 @click.option("--bootstrap-samples", type=int, default=1000, show_default=True,
-              help="Paired bootstrap resamples for the 95% intervals (0 = no intervals).")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+              help="Paired bootstrap resamples for the 95% intervals, up to 100000 (0 = no intervals).")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap (0 to 2**32-1).")
 @click.option("--allow-task-mismatch", is_flag=True,
               help="Compare runs of different task names, versions or hashes (the report says so).")  # fmt: skip
 @click.option("--fail-on-regression", "gates", multiple=True, metavar="METRIC:TOL",
@@ -215,14 +215,18 @@ def plot_(runs_dir, output_dir, task, metric, vs_metrics, top):
     help="Folder for predictions.jsonl and results.json [default: the run's folder; for an external "
     "file runs/TASK-NAME/NAME-SHA8].",
 )
-@click.option("--bootstrap-samples", type=int, help="Bootstrap resamples for the 95% CIs [default: 1000].")
-@click.option("--seed", type=int, help="Bootstrap seed [default: the run's, else 0].")
+@click.option("--bootstrap-samples", type=int,
+              help="Bootstrap resamples for the 95% CIs, 0 (no intervals) to 100000 [default: the run's, else 1000].")  # fmt: skip
+@click.option("--seed", type=int, help="Bootstrap seed, 0 to 2**32-1 [default: the run's, else 0].")
 @click.option("--device", default="auto", show_default=True, help="Device for encoder metrics.")
 @click.option("--only", is_flag=True,
               help="Re-scoring a run: keep only the metrics named by --metrics (by default the run's other "
                    "metrics are kept and the named ones added or updated).")  # fmt: skip
 @click.option("--no-cache", is_flag=True,
               help="Neither read nor store metric scores in the score cache (every score is computed).")  # fmt: skip
+@click.option("--replace", is_flag=True,
+              help="Write into an --output-dir that holds another result (of other data, another run or file, "
+                   "or more samples); refused otherwise, as `run` refuses.")  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress lines.")
 def score_(
     source,
@@ -244,6 +248,7 @@ def score_(
     device,
     only,
     no_cache,
+    replace,
     quiet,
 ):
     """Score stored or external predictions without running a model.
@@ -253,7 +258,9 @@ def score_(
     like a run and prints the leaderboard row. A metric whose assets are missing is reported as skipped.
 
     Re-scoring a run adds or updates the metrics named with --metrics and keeps its other results
-    (--only drops them); a metric that cannot be computed now keeps its stored value.
+    (--only drops them); a metric that cannot be computed now keeps its stored value. An --output-dir
+    holding another result (of other data, another run or file, or more samples) is refused unless
+    --replace, as `run` refuses; a run's predictions.jsonl naming a sample twice is refused.
 
     \b
     Example:
@@ -304,6 +311,7 @@ def score_(
         keep_others=not only,
         cache=not no_cache,
         progress=not quiet,
+        replace=replace,
     )
     for metric, reason in result.results.get("skipped_metrics", {}).items():
         click.secho(f"{metric}: skipped: {reason}", fg="yellow", err=True)

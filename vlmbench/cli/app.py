@@ -11,13 +11,19 @@ import click
 
 from vlmbench.errors import Interrupted, VlmbenchError
 from vlmbench.plugin.loading import load_plugins
+from vlmbench.schema import invalid_text, shown_text
 
 
 class _Group(click.Group):
     """Prints vlmbench errors as one clear line (exit status 2) instead of a traceback."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["vlmbench.arguments"] = list(args)  # checked in invoke(), where errors become one line
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context):
         try:
+            _check_arguments(ctx.meta.get("vlmbench.arguments", []))
             return super().invoke(ctx)
         except Interrupted as exc:
             click.secho(f"vlmbench: {exc}", fg="yellow", err=True)
@@ -34,7 +40,22 @@ class _Group(click.Group):
 
 
 def _one_line(text: str) -> str:
+    # shown_text: a message quoting text that is not valid Unicode must still print
+    text = shown_text(text)
     return " ".join(text.split("\n")) if "\n" in text else text
+
+
+def _check_arguments(args: list[str]) -> None:
+    """The encoding policy for the command line: an argument holding bytes that are not UTF-8 (Python
+    keeps them as lone surrogates) could not be written into results.json, which records the command
+    line, names and paths as text. One error line before anything runs."""
+    for number, arg in enumerate(args, start=1):
+        problem = invalid_text(arg)
+        if problem:
+            raise VlmbenchError(
+                f"command-line argument {number} ('{shown_text(arg)}') is not valid UTF-8 text; vlmbench "
+                "records names, labels and paths as text: rename or retype it"
+            )
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

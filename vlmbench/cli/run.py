@@ -169,8 +169,6 @@ def _apply_file_options(ctx: click.Context, options: dict, file_options) -> None
             continue
         if name == "metrics":
             value = ",".join(value)
-        elif name == "gen_kwargs":
-            value = ",".join(f"{k}={v}" for k, v in value.items())
         elif name in ("output_dir", "cache"):
             value = Path(value)
         options[name] = value

@@ -9,7 +9,6 @@ replaced. A mistake costs seconds, not an evaluation.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,10 +21,10 @@ from vlmbench import schema
 from vlmbench.artifacts import run_files
 from vlmbench.artifacts.run_files import safe_name
 from vlmbench.cache import cache_dir
-from vlmbench.devices import resolve_device
-from vlmbench.errors import DataError, UnsupportedTask, VlmbenchError
+from vlmbench.devices import check_dtype, resolve_device
+from vlmbench.errors import ArgError, DataError, UnsupportedTask, VlmbenchError
 from vlmbench.evaluation.loader import DEFAULT_WORKER_TIMEOUT
-from vlmbench.evaluation.run_spec import limited_count, parse_limit
+from vlmbench.evaluation.run_spec import limited_count, parse_gen_kwargs, parse_limit
 from vlmbench.evaluation.store import RunKey
 from vlmbench.hashing import json_digest
 from vlmbench.plugin.loading import Plugins, load_plugins, resolve_task
@@ -34,11 +33,11 @@ from vlmbench.plugin.model import Model
 from vlmbench.plugin.request import Request
 from vlmbench.scoring.score_cache import default_score_cache_path
 from vlmbench.scoring.scorer import build_metrics
-from vlmbench.tasks.dataset import Sample
+from vlmbench.scoring.stats import MAX_SEED
+from vlmbench.tasks.dataset import HF_IMAGE_PREFIX, Sample
 from vlmbench.tasks.spec import GenerationSpec, MetricSpec
 from vlmbench.tasks.task import Task
 
-MAX_SEED = 2**32 - 1
 # The first batch size tried by --batch-size auto on a GPU; out-of-memory errors halve it.
 AUTO_BATCH_START = 128
 # Requests per model call when neither the run nor the model chooses.
@@ -77,8 +76,15 @@ class RunConfig:
         ):
             raise VlmbenchError(f"batch size must be a positive number or 'auto', got {self.batch_size!r}")
         self.limit = parse_limit(self.limit)
-        if not 0 <= self.seed <= MAX_SEED:
-            raise VlmbenchError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise VlmbenchError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed!r}")
+        try:
+            check_dtype(self.dtype)
+        except ArgError as exc:
+            raise ArgError(f"--dtype: {exc}") from None
+        self.gen_kwargs = parse_gen_kwargs(self.gen_kwargs)
+        # The settings alone, on the defaults, are checked here; with the task's own in plan_run.
+        _generation(GenerationSpec(), self.gen_kwargs)
         if self.num_workers is not None and self.num_workers < 0:
             raise VlmbenchError("--num-workers must be 0 or more")
         if self.on_bad_sample not in ("skip", "stop"):
@@ -143,7 +149,7 @@ def plan_run(
     metric_specs = [MetricSpec(m) for m in cfg.metrics] if cfg.metrics else task.spec.metrics
     context = MetricContext(difficulty_weights=task.spec.difficulty_weights, seed=cfg.seed, device=device)
     metrics = build_metrics(metric_specs, plugins, context)  # option errors surface before any model work
-    generation = _generation(task, cfg.gen_kwargs)
+    generation = _generation(task.spec.generation, cfg.gen_kwargs)
 
     skipped: Counter[str] = Counter()
     examples: list[str] = []
@@ -155,6 +161,7 @@ def plan_run(
     samples = task.samples[: limited_count(len(task.samples), cfg.limit)]
     if not samples:
         raise DataError(f"task {task.name!r} has no samples to evaluate")
+    _check_images_reachable(task, samples)
     template = task.spec.prompt_template(instance.prompt_family(), cls.default_prompt)
     requests = [_request(task, template, s, kind) for s in samples]
     settings = {"kind": kind, "prompt_template": template}
@@ -163,7 +170,9 @@ def plan_run(
     key = RunKey(instance.fingerprint(), task.hash, json_digest(settings))
     run_dir = cfg.output_dir / safe_name(task.name) / _run_folder(instance, key, task, cfg, generation)
     run_files.ensure_output_dir(cfg.output_dir)
-    _check_not_replacing(run_dir, task, len(samples), cfg.replace)
+    run_files.check_replaceable(
+        run_dir, data=task.hash, fingerprint=key.model_fp, n_samples=len(samples), replace=cfg.replace
+    )
     notes += instance.notes()
     if cfg.limit is not None:
         notes.append(f"limited to {len(samples)} of {len(task.samples)} samples (--limit {cfg.limit})")
@@ -173,6 +182,19 @@ def plan_run(
         cfg, task, instance, metrics, samples, requests, key, run_dir, device, generation,
         _batch_size(cfg.batch_size, device, instance), cfg.label or instance.label(), notes, skipped, examples,
     )  # fmt: skip
+
+
+def _check_images_reachable(task: Task, samples: list[Sample]) -> None:
+    """Every model reads each request's image: image paths without a ``dataset.image_root`` to read them
+    from would load the model only to skip every sample."""
+    if task.spec.dataset.image_root is not None:
+        return
+    named = next((s for s in samples if not s.image.startswith(HF_IMAGE_PREFIX)), None)
+    if named is not None:
+        raise DataError(
+            f"task {task.name!r}: its samples name image files ({named.where}: {named.image!r}), but the task "
+            "file gives no dataset.image_root to read them from; set it (relative to the task file)"
+        )
 
 
 def _request_type(entry, task: Task) -> tuple[str, list[str]]:
@@ -190,11 +212,12 @@ def _request_type(entry, task: Task) -> tuple[str, list[str]]:
     )
 
 
-def _generation(task: Task, overrides: dict[str, Any]) -> GenerationSpec:
+def _generation(base: GenerationSpec, overrides: dict[str, Any]) -> GenerationSpec:
+    """The task's generation settings with ``--gen-kwargs`` over them, checked as one."""
     if not overrides:
-        return task.spec.generation
-    merged = {**dataclasses.asdict(task.spec.generation), **overrides}
-    return schema.build(GenerationSpec, merged, where="", source="--gen_kwargs")
+        return base
+    merged = {**dataclasses.asdict(base), **overrides}
+    return schema.build(GenerationSpec, merged, where="", source="--gen-kwargs")
 
 
 def _batch_size(requested: int | str | None, device: str, model: Model) -> int:
@@ -218,26 +241,6 @@ def _run_folder(model: Model, key: RunKey, task: Task, cfg: RunConfig, generatio
     if cfg.limit is not None:
         folder += f"-limit{cfg.limit}"
     return folder
-
-
-def _check_not_replacing(run_dir: Path, task: Task, n_samples: int, allowed: bool) -> None:
-    """A stored result of more samples or of other data is never replaced silently."""
-    path = run_dir / run_files.RESULTS
-    if allowed or not path.is_file():
-        return
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-        old_task = old["task"] if old.get("status") == "ok" else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return  # unreadable: nothing of value to keep
-    if not isinstance(old_task, dict):
-        return
-    if old_task.get("hash") != task.hash or int(old_task.get("n_samples") or 0) > n_samples:
-        raise VlmbenchError(
-            f"{run_dir} holds the result of {old_task.get('n_samples')} samples of task {old_task.get('name')!r} "
-            f"(hash {old_task.get('hash')}); this run has {n_samples} samples (hash {task.hash}). "
-            "Choose another --output-dir, or pass --replace to replace it"
-        )
 
 
 def _request(task: Task, template: str, sample: Sample, kind: str) -> Request:

@@ -16,22 +16,24 @@ lm-evaluation-harness users type: ``--model NAME --model_args pretrained=A``), o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlmbench import schema
-from vlmbench.errors import SpecError, VlmbenchError
+from vlmbench.errors import ArgError, SpecError, VlmbenchError
 from vlmbench.plugin.args import parse_kv, split_scoped
 
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """One model instance to run: a plugin name, its arguments (``k=v,...``) and an optional label."""
+    """One model instance to run: a plugin name, its arguments and an optional label. Arguments are the
+    ``k=v,...`` text of a command line, or the mapping of a run file, kept as it is: a value or key
+    holding ``,`` or ``=`` is never split again."""
 
     name: str
-    args: str = ""
+    args: str | Mapping[str, Any] = ""
     label: str | None = None
 
 
@@ -67,7 +69,13 @@ def bind_model_args(events: Sequence[tuple[str, str]]) -> list[ModelChoice]:
                 f"put the arguments right after the --model they belong to"
             )
         matches[0].append(rest)
-    return [ModelChoice(m[0], ",".join(a for a in [*common, *m[1:]] if a)) for m in models]
+    choices = [ModelChoice(m[0], ",".join(a for a in [*common, *m[1:]] if a)) for m in models]
+    for choice in choices:
+        try:
+            parse_kv(choice.args)  # a key given twice (-a k=3 -a k=4) fails here, before anything loads
+        except ArgError as exc:
+            raise ArgError(f"--model-args of model {choice.name!r}: {exc}") from None
+    return choices
 
 
 def split_tasks(values: Sequence[str]) -> list[str]:
@@ -119,11 +127,17 @@ def limited_count(total: int, limit: int | float | None) -> int:
     return min(total, limit)
 
 
-def parse_gen_kwargs(text: str | dict | None) -> dict[str, Any]:
-    """``max_new_tokens=5,num_beams=3`` -> generation settings that override the task's."""
+def parse_gen_kwargs(text: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """``max_new_tokens=5,num_beams=3`` -> generation settings that override the task's. A mapping (a
+    run file's ``gen_kwargs``) is taken as it is: its keys and typed values are never split again."""
     if not text:
         return {}
-    given = dict(text) if isinstance(text, dict) else parse_kv(text)
+    if isinstance(text, Mapping):
+        return dict(text)
+    try:
+        given = parse_kv(text)
+    except ArgError as exc:
+        raise ArgError(f"--gen-kwargs: {exc}") from None
     return {k: _number_or_text(v) for k, v in given.items()}
 
 
@@ -185,18 +199,8 @@ class RunFile:
             entry = schema.build(
                 FileModel, {"name": item} if isinstance(item, str) else item, where="", source=where
             )
-            args = ",".join(f"{k}={_text(v)}" for k, v in entry.args.items())
-            out.append(ModelChoice(entry.name, args, entry.label))
+            out.append(ModelChoice(entry.name, dict(entry.args), entry.label))
         return out
-
-
-def _text(value: Any) -> str:
-    text = "true" if value is True else "false" if value is False else str(value)
-    if "," in text:
-        raise SpecError(
-            f"model argument value {text!r} contains a comma, which the k=v,... form cannot carry"
-        )
-    return text
 
 
 def find_run_file(value: str, plugins: Any) -> Path:

@@ -64,7 +64,8 @@ def split_scoped(value: str) -> tuple[str | None, str]:
 
 
 def parse_kv(text: str | None) -> dict[str, str]:
-    """``"a=1,b=x"`` -> ``{"a": "1", "b": "x"}``."""
+    """``"a=1,b=x"`` -> ``{"a": "1", "b": "x"}``. A key given twice (``k=3,k=4``, also from options
+    joined from several ``-a`` flags) is an error: which value was meant cannot be told."""
     result: dict[str, str] = {}
     if not text:
         return result
@@ -75,7 +76,12 @@ def parse_kv(text: str | None) -> dict[str, str]:
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise ArgError(f"expected key=value, got {part!r} (in {text!r})")
-        result[key.strip()] = value.strip()
+        key = key.strip()
+        if key in result:
+            raise ArgError(
+                f"{key!r} is given twice ({key}={result[key]} and {key}={value.strip()}); give it once"
+            )
+        result[key] = value.strip()
     return result
 
 

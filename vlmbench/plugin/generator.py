@@ -27,7 +27,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from vlmbench.hashing import json_digest
@@ -196,74 +196,6 @@ class Generator:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "plugin": self.entry.plugin, "version": self.version,
                 "args": redact(self.args, self.arg_values)}  # fmt: skip
-
-
-# -- secrets -------------------------------------------------------------------------------------
-
-MASK = "***"
-#: The rejection reason of a generated item that contains a secret.
-CONTAINS_SECRET = "contains_secret"
-
-
-class SecretMask:
-    """Finds and masks secrets in text. A service may echo a key in another case, and a key read from
-    the environment may carry stray whitespace: matching is case-insensitive, on the stripped value.
-
-    With ``fragment=N`` any run of N or more characters of a secret is masked too: a service that
-    shows part of a key (``Incorrect API key provided: sk-abc...wxyz``) gives nothing away either."""
-
-    def __init__(self, secrets: Iterable[str], fragment: int | None = None):
-        values = sorted({s.strip() for s in secrets if s and s.strip()}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, values)), re.IGNORECASE) if values else None
-        self._size = fragment
-        self._pieces = (
-            {v.lower()[i : i + fragment] for v in values for i in range(len(v) - fragment + 1)}
-            if fragment
-            else set()
-        )
-
-    def found(self, text: str | None) -> bool:
-        return bool(text) and self.mask(text) != text
-
-    def mask(self, text: str) -> str:
-        if not self._pattern or not text:
-            return text
-        text = self._pattern.sub(MASK, text)
-        if not self._pieces:
-            return text
-        size, lower = self._size or 0, text.lower()
-        hidden = [False] * len(text)
-        for i in range(len(text) - size + 1):
-            if lower[i : i + size] in self._pieces:
-                hidden[i : i + size] = [True] * size
-        out, i = [], 0
-        while i < len(text):
-            if hidden[i]:
-                while i < len(text) and hidden[i]:
-                    i += 1
-                out.append(MASK)
-            else:
-                out.append(text[i])
-                i += 1
-        return "".join(out)
-
-    def screen(self, result: GenerationResult) -> GenerationResult:
-        """``result`` without the items that contain a secret (counted under ``contains_secret``), its
-        error and raw reply masked."""
-        if self._pattern is None:
-            return result
-        fields = ("question", "answer", "source")
-        kept = [i for i in result.items if not any(self.found(getattr(i, f)) for f in fields)]
-        rejected = dict(result.rejected)
-        if len(kept) < len(result.items):
-            rejected[CONTAINS_SECRET] = rejected.get(CONTAINS_SECRET, 0) + len(result.items) - len(kept)
-        return replace(
-            result,
-            items=kept,
-            rejected=rejected,
-            error=None if result.error is None else self.mask(result.error),
-            raw=None if result.raw is None else self.mask(result.raw),
-        )
 
 
 # -- parsing model replies -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 from vlmbench.artifacts import run_files
 from vlmbench.errors import DataError
+from vlmbench.schema import invalid_text
 from vlmbench.scoring.records import scored_answer
 from vlmbench.tasks.dataset import split_answers
 
@@ -169,6 +170,11 @@ def read_rows(
             continue
         if not isinstance(row, dict):
             problem(number, "not a JSON object")
+            continue
+        bad_text = invalid_text(row)
+        if bad_text:  # counted as the task reader counts it: text that could never be written back
+            skipped["bad_encoding"] += 1
+            examples.append(f"{path.name}:{number}: {bad_text}")
             continue
         header += [k for k in row if k not in header]
         rows.append((number, row))

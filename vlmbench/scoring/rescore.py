@@ -35,6 +35,7 @@ from vlmbench.scoring.external import Columns, read_external
 from vlmbench.scoring.records import merge_metric_blocks, metric_blocks, score_records, scored_answer
 from vlmbench.scoring.score_cache import default_score_cache_path
 from vlmbench.scoring.scorer import build_metrics
+from vlmbench.scoring.stats import check_statistics
 from vlmbench.tasks.filters import check_filters
 from vlmbench.tasks.spec import DEFAULT_WEIGHTS, MetricSpec, TaskSpec
 
@@ -77,6 +78,7 @@ def rescore(
     keep_others: bool = True,
     cache: bool = True,
     progress: bool = True,
+    replace: bool = False,
 ) -> RescoreResult:
     """Score ``source`` (a run folder, a run's predictions.jsonl, or an external CSV/JSONL file).
 
@@ -90,8 +92,11 @@ def rescore(
     study's weights for external files). An external file's results go to
     ``runs_root/<task_name>/<name>-<sha8>`` unless ``output_dir`` is given. ``cache=False`` neither
     reads nor stores metric scores in the score cache (``vlmbench score --no-cache``); ``progress=False``
-    prints no progress lines.
+    prints no progress lines. A folder other than the scored run's own that already holds a result is
+    written into only under the rule ``run`` follows (:func:`~vlmbench.artifacts.run_files.check_replaceable`:
+    the same data and predictions again), unless ``replace``.
     """
+    check_statistics(1000 if bootstrap_samples is None else bootstrap_samples, 0 if seed is None else seed)
     plugins = plugins or load_plugins()
     source = Path(source)
     if not source.exists():
@@ -106,7 +111,7 @@ def rescore(
     if run_file is not None:
         return _rescore_run(
             run_file, specs, output_dir, filters, difficulty_weights, bootstrap_samples, seed, device, plugins,
-            keep_others, score_cache,
+            keep_others, score_cache, replace,
         )  # fmt: skip
     return _rescore_external(
         source,
@@ -124,6 +129,7 @@ def rescore(
         runs_root=Path(runs_root),
         plugins=plugins,
         score_cache=score_cache,
+        replace=replace,
     )
 
 
@@ -166,6 +172,7 @@ def _rescore_run(
     plugins: Plugins,
     keep_others: bool = True,
     score_cache: _ScoreOptions | None = None,
+    replace: bool = False,
 ) -> RescoreResult:
     records = run_files.read_predictions(path)
     if not records:
@@ -182,6 +189,7 @@ def _rescore_run(
         config.get("bootstrap_samples", 1000) if bootstrap_samples is None else bootstrap_samples
     )
     seed = config.get("seed", 0) if seed is None else seed
+    check_statistics(bootstrap_samples, seed, source=f"{results_path}: config")
     kept = old if keep_others else None
     if filters is not None:
         for row in records:
@@ -195,6 +203,12 @@ def _rescore_run(
             kept = None
 
     out_dir = Path(output_dir) if output_dir is not None else path.parent
+    if not _same_folder(out_dir, path.parent):  # the run itself is rescored in place, by definition
+        old_task, old_model = old.get("task") or {}, old.get("model") or {}
+        run_files.check_replaceable(
+            out_dir, data=old_task.get("hash"), fingerprint=old_model.get("fingerprint"),
+            n_samples=old_task.get("n_samples") or len(records), replace=replace,
+        )  # fmt: skip
     stats = _Statistics(weights, bootstrap_samples, seed, device, plugins, score_cache)
     results = _score_and_write(records, specs, stats, out_dir, base=old, keep=kept)
     results["status"] = "ok"
@@ -237,6 +251,7 @@ def _rescore_external(
     runs_root: Path,
     plugins: Plugins,
     score_cache: _ScoreOptions | None = None,
+    replace: bool = False,
 ) -> RescoreResult:
     found = read_external(path, columns, separator, filters)
     label = name or path.stem
@@ -245,6 +260,9 @@ def _rescore_external(
         Path(output_dir)
         if output_dir is not None
         else runs_root / run_files.safe_name(task) / f"{run_files.safe_name(label)}-{found.sha256[:8]}"
+    )
+    run_files.check_replaceable(
+        out_dir, data=None, fingerprint=found.sha256[:16], n_samples=len(found.records), replace=replace
     )
     stats = _Statistics(weights, bootstrap_samples, seed, device, plugins, score_cache)
     results = _score_and_write(found.records, specs, stats, out_dir)
@@ -356,6 +374,13 @@ def _ordered(results: dict) -> dict:
     return {**{k: results[k] for k in order if k in results}, **results}
 
 
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
 def _n_ok(records: list[dict]) -> int:
     return sum(1 for r in records if r["status"] == "ok")
 
@@ -368,10 +393,16 @@ def parse_metric_args(values: Sequence[str]) -> dict[str, dict[str, str]]:
     """``["wups:mode=reference", "sbert:batch_size=64,device=cpu"]`` -> options per metric name."""
     from vlmbench.plugin.args import parse_kv
 
-    out: dict[str, dict[str, str]] = {}
+    joined: dict[str, list[str]] = {}
     for value in values:
         metric, sep, rest = value.partition(":")
         if not sep or not metric.strip():
             raise VlmbenchError(f"--metric-args {value!r}: expected METRIC:key=value,...")
-        out.setdefault(metric.strip(), {}).update(parse_kv(rest))
+        joined.setdefault(metric.strip(), []).append(rest)
+    out: dict[str, dict[str, str]] = {}
+    for metric, parts in joined.items():
+        try:  # one option given twice, in one flag or in two, is an error, not the last one winning
+            out[metric] = parse_kv(",".join(parts))
+        except VlmbenchError as exc:
+            raise VlmbenchError(f"--metric-args of {metric}: {exc}") from None
     return out

@@ -6,6 +6,12 @@ from collections.abc import Callable
 
 import numpy as np
 
+from vlmbench.errors import VlmbenchError
+from vlmbench.tasks.spec import MAX_BOOTSTRAP_SAMPLES
+
+#: Seeds go to numpy's legacy global generator too, which takes 0 to 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
 # Resamples are drawn in chunks so that B x n indices never need to sit in memory at once.
 _CHUNK_CELLS = 20_000_000
 
@@ -47,3 +53,18 @@ def statistic_with_ci(statistic: Callable[[np.ndarray], float], n: int, samples:
 def _finite(x: float) -> float | None:
     x = float(x)
     return x if np.isfinite(x) else None
+
+
+def check_statistics(bootstrap_samples: object, seed: object, *, source: str = "") -> None:
+    """The bootstrap's options, checked before any work: resamples from 0 (no intervals) to
+    :data:`MAX_BOOTSTRAP_SAMPLES` (a billion would be a MemoryError minutes later) and a seed numpy
+    takes. ``source`` names where stored values came from (``--bootstrap-samples`` and ``--seed``
+    otherwise)."""
+    prefix = f"{source}: " if source else "--"
+    for name, value, top, low in (
+        ("bootstrap-samples", bootstrap_samples, MAX_BOOTSTRAP_SAMPLES, "0 (no intervals)"),
+        ("seed", seed, MAX_SEED, "0"),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+            shown = name.replace("-", "_") if source else name
+            raise VlmbenchError(f"{prefix}{shown} must be a whole number from {low} to {top}, got {value!r}")

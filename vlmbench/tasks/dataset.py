@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmbench.errors import AssetMissingError, DataError, did_you_mean
+from vlmbench.schema import invalid_text
 from vlmbench.tasks.images import ImageProblem, read_image_file
 from vlmbench.tasks.spec import DatasetSpec, is_hub_id
 
@@ -184,6 +185,10 @@ def _jsonl_rows(path: Path, data: bytes, problems: list[RowProblem]) -> Iterator
             continue
         if not isinstance(row, dict):
             problems.append(RowProblem("malformed_row", f"{path}:{number}: each line must be a JSON object"))
+            continue
+        bad_text = invalid_text(row)
+        if bad_text:  # a "\ud800" escape: the row could never be written to predictions.jsonl
+            problems.append(RowProblem("bad_encoding", f"{path}:{number}: {bad_text}"))
             continue
         yield number, row
 

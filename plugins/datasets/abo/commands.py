@@ -50,7 +50,9 @@ def download_abo_command(dest, variant, base_url, checksums, keep_archives, forc
       DEST/images/metadata/images.csv.gz
       DEST/images/small/<xx>/<name>.jpg
     Transfers resume where they stopped (HTTP ranges), are checked against the published size and
-    checksum (S3 ETag MD5), and unpack only regular files inside DEST.
+    checksum (S3 ETag MD5), stop at a ceiling per archive (512 MiB for the listings, 8 GiB for the
+    images), and unpack only regular files inside DEST. A mirror without a checksum is accepted with a
+    warning and recorded as unverified.
     """
     from vlmbench_plugins.datasets.abo.download import ABO_BASE_URL, download_abo
 

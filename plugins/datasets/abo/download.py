@@ -11,12 +11,15 @@ checks each one, and unpacks it into ``dest`` so that ``dest/listings/metadata/l
 - **Verified**: the size must equal the server's ``Content-Length``. The bucket publishes an MD5 in
   each object's ETag: a plain ETag is the file's MD5, a multipart ETag ``<hex>-<n>`` is the MD5 of the
   MD5s of ``n`` equal parts; both are checked (the part size is recovered from ``n``). A SHA-256 given
-  by the caller is checked too. A mismatch deletes the download and fails.
+  by the caller is checked too. A mismatch deletes the download and fails. A mirror that publishes no
+  checksum (and no ``--sha256`` given) is accepted with a warning, and the state file records the
+  archive as ``"unverified"``.
+- **Bounded**: each archive has a documented ceiling (:attr:`Archive.max_bytes`, well above its
+  published size). A server that announces more, or sends more (a response without ``Content-Length``
+  that never ends), is refused; the partial file is removed.
 - **Idempotent**: a state file (``.vlmbench-download.json``) records what was extracted; a re-run
   finds it and does nothing, without touching the network.
-- **Safe extraction**: through tarfile's ``data`` extraction filter; only regular files and folders
-  are unpacked; absolute paths, ``..``, links and device entries are refused, and every target must
-  resolve inside ``dest``.
+- **Safe extraction**: see :mod:`.extract`.
 """
 
 from __future__ import annotations
@@ -26,17 +29,16 @@ import hashlib
 import http.client
 import json
 import os
-import platform
-import tarfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from vlmbench.api import VlmbenchError, write_json
+from vlmbench.api import write_json
+from vlmbench_plugins.datasets.abo.extract import DownloadError, progress_bar, safe_extract
 
 ABO_BASE_URL = "https://amazon-berkeley-objects.s3.amazonaws.com/archives"
 STATE_FILE = ".vlmbench-download.json"
@@ -44,26 +46,25 @@ CHUNK = 1 << 20
 MIB = 1 << 20
 
 
-class DownloadError(VlmbenchError):
-    """A transfer that failed, did not verify, or an archive that is unsafe to unpack."""
-
-
 @dataclass(frozen=True)
 class Archive:
-    """One archive of the ABO bucket. ``expect`` names a path that exists after extraction."""
+    """One archive of the ABO bucket. ``expect`` names a path that exists after extraction;
+    ``max_bytes`` is the most a download of it may write (its published size with ample headroom)."""
 
     name: str
     expect: str
     summary: str = ""
+    max_bytes: int = 8 << 30
 
 
 VARIANTS: dict[str, tuple[Archive, ...]] = {
     "small": (
-        Archive("abo-listings.tar", "listings/metadata", "product listings (about 83 MB)"),
+        Archive("abo-listings.tar", "listings/metadata", "product listings (about 83 MB)", 512 * MIB),
         Archive(
             "abo-images-small.tar",
             "images/metadata/images.csv.gz",
             "images, longest side 256 px (about 3 GB)",
+            8 << 30,
         ),
     ),
 }
@@ -74,6 +75,7 @@ class RemoteInfo:
     size: int | None
     etag: str | None
     accepts_ranges: bool
+    limit: int | None = None  # the most bytes the file may have (see fetch's max_bytes)
 
 
 @dataclass
@@ -90,20 +92,6 @@ class DownloadResult:
     dest: Path
     archives: dict[str, dict[str, Any]]
     skipped: list[str]  # archives already extracted
-
-
-def _progress(total: int | None, initial: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=total,
-        initial=initial,
-        desc=desc,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        disable=not enabled,
-    )
 
 
 def remote_info(url: str, timeout: float = 60.0) -> RemoteInfo:
@@ -137,12 +125,22 @@ def fetch(
     retries: int = 5,
     backoff: float = 1.0,
     timeout: float = 60.0,
+    max_bytes: int | None = None,
 ) -> FetchResult:
-    """Download ``url`` to ``target`` (resuming ``target.part``), verify it, then rename it into place."""
+    """Download ``url`` to ``target`` (resuming ``target.part``), verify it, then rename it into place.
+    ``max_bytes`` bounds the download: an announced size above it is refused before any transfer, and a
+    transfer that goes past it (a server sending no size, or more than it announced) is stopped, its
+    partial file removed."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     info = remote_info(url, timeout)
+    if max_bytes is not None and info.size is not None and info.size > max_bytes:
+        raise DownloadError(
+            f"{url}: the server announces {info.size} bytes, more than the {max_bytes} this file can "
+            "have; refused (is --base-url the right mirror?)"
+        )
+    info.limit = max_bytes
     result = FetchResult(path=target, size=0, requests=1)
     offset = part.stat().st_size if part.exists() else 0
     if info.size is not None and offset > info.size:
@@ -150,7 +148,7 @@ def fetch(
         offset = 0
     result.resumed_from = offset
     failures = 0
-    with _progress(info.size, offset, target.name, progress) as bar:
+    with progress_bar(info.size, offset, target.name, progress) as bar:
         while info.size is None or offset < info.size:
             headers = {}
             if offset:
@@ -162,6 +160,12 @@ def fetch(
                 result.requests += 1
                 if info.size is None:
                     break  # no length announced: one complete response is all there is
+            except _TooLarge:
+                part.unlink(missing_ok=True)  # not resumable: the next run starts from zero
+                raise DownloadError(
+                    f"{url}: the server sent more than {info.limit} bytes, more than this file can have "
+                    "(a response without a size that does not end?); stopped and the partial file removed"
+                ) from None
             except _Transient as exc:
                 result.requests += 1
                 failures += 1
@@ -183,6 +187,10 @@ def fetch(
 
 
 class _Transient(Exception):
+    pass
+
+
+class _TooLarge(Exception):
     pass
 
 
@@ -213,6 +221,8 @@ def _transfer(url, headers, part: Path, offset: int, info: RemoteInfo, bar, time
                     chunk = resp.read(CHUNK)
                     if not chunk:
                         break
+                    if info.limit is not None and offset + len(chunk) > info.limit:
+                        raise _TooLarge()
                     fh.write(chunk)
                     offset += len(chunk)
                     bar.update(len(chunk))
@@ -325,81 +335,6 @@ def _hash_file(path: Path, part_sizes: list[int], with_md5: bool, with_sha: bool
     }
 
 
-def safe_extract(archive: Path, dest: Path, *, progress: bool = True) -> int:
-    """Unpack ``archive`` (a tar file) into ``dest``; returns the number of files written.
-
-    Entries are read in one streaming pass and extracted through tarfile's ``data`` filter, which refuses
-    entries that would land outside ``dest`` (absolute names, links pointing outside, folders in ``dest``
-    that are symlinks to elsewhere) and special files, and drops owners and unsafe permission bits. On
-    top of it (:func:`_checked_member`) only regular files and folders are unpacked, names holding
-    ``..`` are refused, and so is an absolute name the filter would turn into a relative one. Any
-    refused entry stops the extraction with :class:`DownloadError`. Files are written in place: an
-    interrupted extraction is simply done again by the next run, as the state file records an archive
-    as extracted only once it is complete.
-    """
-    if not hasattr(tarfile, "data_filter"):
-        # Extraction filters came with Python 3.12 and the security releases 3.10.12 and 3.11.4. Without
-        # them this refuses rather than keeping a second, hand-written set of checks for old releases.
-        raise DownloadError(
-            f"{archive.name}: this Python ({platform.python_version()}) cannot unpack archives safely "
-            "(tarfile has no extraction filters); use Python 3.10.12, 3.11.4, 3.12 or newer"
-        )
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    files = 0
-    try:
-        with (
-            tarfile.open(archive, mode="r|*") as tar,
-            _progress(archive.stat().st_size, 0, f"unpack {archive.name}", progress) as bar,
-        ):
-
-            def admit(member: tarfile.TarInfo, dest_path: str | Path) -> tarfile.TarInfo:
-                nonlocal files
-                checked = _checked_member(member, dest_path, dest)
-                if checked.isreg():
-                    files += 1
-                bar.update(member.size)
-                return checked
-
-            tar.extractall(dest, filter=admit)
-    except tarfile.TarError as exc:
-        raise DownloadError(f"{archive.name}: not a readable tar archive ({exc})") from None
-    return files
-
-
-def _checked_member(member: tarfile.TarInfo, dest_path: str | Path, dest: Path) -> tarfile.TarInfo:
-    """``member`` as tarfile's data filter passes it, with the filter's refusals as :class:`DownloadError`
-    in this module's words; raises for links and special files as well."""
-    unsafe = f"unsafe archive entry {member.name!r}"
-    if ".." in PurePosixPath(member.name).parts:
-        # Refused even where it would come back inside `dest` ("a/../b"): the filter admits that, but
-        # tarfile then fails to create the folder "a/.." with a bare OSError; the ABO archives hold none.
-        raise DownloadError(f"{unsafe}: leaves the destination folder")
-    try:
-        checked = tarfile.data_filter(member, dest_path)
-    except tarfile.AbsolutePathError:
-        raise DownloadError(f"{unsafe}: absolute path") from None
-    except tarfile.OutsideDestinationError:
-        # with `..` ruled out above: a folder already in `dest` that is a symlink to elsewhere
-        raise DownloadError(f"{unsafe}: resolves outside {dest}") from None
-    except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
-        raise DownloadError(f"{unsafe}: links are not extracted") from None
-    except tarfile.SpecialFileError:
-        raise DownloadError(f"{unsafe}: special files are not extracted") from None
-    except tarfile.FilterError as exc:
-        raise DownloadError(f"{unsafe}: {exc}") from None
-    if checked.name != member.name:
-        # the filter strips a leading "/" and would unpack the entry inside `dest`; an archive that
-        # names absolute paths is not one of the published ABO archives, so it is refused instead
-        raise DownloadError(f"{unsafe}: absolute path")
-    if not (checked.isdir() or checked.isreg()):
-        # the filter admits links that stay inside `dest`; the ABO archives hold none, so none is made
-        kind = "link" if (checked.issym() or checked.islnk()) else "special file"
-        raise DownloadError(f"{unsafe}: {kind}s are not extracted")
-    # readable by everyone and never executable, whatever modes the archive recorded
-    return checked.replace(mode=0o644, deep=False) if checked.isreg() else checked
-
-
 def _read_state(dest: Path) -> dict[str, Any]:
     path = dest / STATE_FILE
     if not path.is_file():
@@ -409,6 +344,20 @@ def _read_state(dest: Path) -> dict[str, Any]:
     except (OSError, json.JSONDecodeError):
         return {"archives": {}}
     return data if isinstance(data.get("archives"), dict) else {"archives": {}}
+
+
+#: The checks that prove an archive's content (a size only proves the transfer ended where announced).
+CHECKSUMS = ("etag-md5", "etag-multipart-md5", "sha256")
+
+
+def _unverified(verified: list[str]) -> dict[str, str]:
+    """``{"unverified": why}`` for an archive no checksum was checked against, else nothing."""
+    if any(check in CHECKSUMS for check in verified):
+        return {}
+    return {
+        "unverified": "its content is UNVERIFIED: the server published no MD5 checksum (ETag) and no "
+        "--sha256 ARCHIVE=HEX was given" + ("" if "size" in verified else ", nor even its size")
+    }
 
 
 def download_abo(
@@ -460,6 +409,7 @@ def download_abo(
                 progress=progress,
                 retries=retries,
                 backoff=backoff,
+                max_bytes=archive.max_bytes,
             )
             fetched = {"size": result.size, "verified": result.verified, "resumed_from": result.resumed_from}
             state["archives"][archive.name] = {
@@ -467,6 +417,7 @@ def download_abo(
                 "verified_size": result.size,
                 "verified": result.verified,
                 "extracted": False,
+                **_unverified(result.verified),
             }
             write_json(dest / STATE_FILE, state)
         files = safe_extract(local, dest, progress=progress)
@@ -478,8 +429,11 @@ def download_abo(
             "verified": fetched["verified"],
             "extracted": True,
             "files": files,
+            **_unverified(fetched["verified"]),
         }
         write_json(dest / STATE_FILE, state)
+        if "unverified" in state["archives"][archive.name]:
+            say(f"warning: {archive.name}: {state['archives'][archive.name]['unverified']}")
         if not keep_archives:
             local.unlink(missing_ok=True)
         say(f"{archive.name}: {files} files unpacked into {dest}")

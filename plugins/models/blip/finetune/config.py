@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmbench.api import ArgError
+from vlmbench.api import ArgError, resolve_dtype
 from vlmbench_plugins.models.blip.finetune.presets import PRESETS, target_pattern
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -130,6 +130,7 @@ class FinetuneConfig:
         ):
             if value not in allowed:
                 raise ArgError(f"{what} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+        resolve_dtype(self.dtype, "cpu")  # an unknown --dtype is an error now, not after the base model loads
         if self.target_pattern is None and self.targets not in PRESETS:
             target_pattern(self.targets)  # raises with a did-you-mean message
         if self.early_stopping_patience and not self.val_split:

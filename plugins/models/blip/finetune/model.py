@@ -16,6 +16,7 @@ import torch
 
 from vlmbench.api import VlmbenchError, load_plugins
 from vlmbench_plugins.models.blip.finetune.data import IGNORE_INDEX
+from vlmbench_plugins.models.blip.finetune.preflight import check_base_model
 from vlmbench_plugins.models.blip.finetune.presets import linear_names, matching_modules
 from vlmbench_plugins.models.blip.vqa import BlipVQA
 
@@ -50,12 +51,7 @@ def load_plugin(
 ) -> BlipVQA:
     """Create and load a BLIP VQA model plugin (``blip`` or any plugin built on :class:`BlipVQA`)."""
     plugins = plugins or load_plugins()
-    cls = plugins.models.load(name)
-    if not issubclass(cls, BlipVQA):
-        raise VlmbenchError(
-            f"fine-tuning needs a BLIP VQA model plugin (model class {BlipVQA.model_class}); "
-            f"{name!r} is {getattr(cls, 'model_class', cls.__name__)}"
-        )
+    check_base_model(name, plugins)
     given = {k: v for k, v in model_args.items() if v is not None}
     plugin = plugins.create_model(name, given, device=device, dtype=dtype, seed=seed)
     plugin.load()

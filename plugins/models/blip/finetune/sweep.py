@@ -170,6 +170,19 @@ def load_sweep(path: str | Path | None, *, task: str | None = None, model: str |
     return spec
 
 
+def check_configurations(configs: list[FinetuneConfig], plugins: Any) -> None:
+    """What every configuration needs (a BLIP VQA base model, the task's splits), checked before the
+    first one trains; configurations that share a model, task and splits are checked once."""
+    from vlmbench_plugins.models.blip.finetune.preflight import check_before_training
+
+    seen = set()
+    for config in configs:
+        key = (config.model, config.task, config.train_split, config.val_split)
+        if key not in seen:
+            seen.add(key)
+            check_before_training(config, plugins)
+
+
 @dataclass
 class SweepResult:
     output_dir: Path
@@ -204,6 +217,7 @@ def run_sweep(
             raise VlmbenchError(unknown_message("sweep run", unknown[0], [r["name"] for r in runs]))
         runs = [r for r in runs if r["name"] in only]
     configs = [spec.config_for(run, out) for run in runs]  # every option checked before any training
+    check_configurations(configs, plugins)
     for key in ("mixed_precision", "device"):
         # accelerate fixes both once per process.
         if len({getattr(c, key) for c in configs}) > 1:

@@ -53,6 +53,7 @@ from vlmbench_plugins.models.blip.finetune.model import (
     add_lora,
     load_plugin,
 )
+from vlmbench_plugins.models.blip.finetune.preflight import check_before_training, train_split_of
 from vlmbench_plugins.models.blip.finetune.validation import Validation, describe, improves
 
 _SCHEDULER_NAMES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -102,6 +103,8 @@ class Trainer:
         from accelerate.utils import set_seed
 
         cfg = self.cfg
+        # the base model plugin and the task's splits, before any model work
+        check_before_training(cfg, self.plugins or load_plugins())
         acc = self._start_accelerator()
         checkpoint = checkpoint_to_resume(cfg)
         acc.wait_for_everyone()  # every process looked at the output folder before anything is written
@@ -156,12 +159,7 @@ class Trainer:
         cfg = self.cfg
         self.task = task = resolve_task(cfg.task, plugins)
         entry = plugins.models.get(cfg.model)
-        train_split = cfg.train_split or task.spec.train_split
-        if not train_split:
-            raise DataError(
-                f"task {task.name!r} names no train split; give one with --train-split (a value of the "
-                "task's split column, or a split of its Hugging Face dataset)"
-            )
+        train_split = train_split_of(cfg, task)
         self.plugin = plugin = load_plugin(
             cfg.model,
             {
