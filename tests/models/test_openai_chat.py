@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from vlmbench.api import load_plugins
 from vlmbench.cli import cli
 from vlmbench.errors import VlmbenchError
-from vlmbench.plugin.generator import SecretMask
+from vlmbench.plugin.secrets import SecretMask
 from vlmbench.plugin.registry import ModelEntry, Registry
 
 from .fake_openai import Call, FakeServer, Reply, answer_for, sample_key
@@ -32,7 +32,10 @@ def server():
 
 def _run(task: Path, tmp_path: Path, base_url: str, *extra: str, args: str = "", name: str = "openai-chat"):
     cache = tmp_path / "cache.sqlite"
-    argv = ["run", "-m", name, "-a", f"base_url={base_url},{FAST}" + (f",{args}" if args else ""),
+    # The test's own settings win over FAST's: a key given twice is an error.
+    given = dict(kv.split("=", 1) for kv in f"{FAST},{args}".strip(",").split(","))
+    settings = ",".join(f"{k}={v}" for k, v in given.items())
+    argv = ["run", "-m", name, "-a", f"base_url={base_url},{settings}",
             "-t", str(task), "-o", str(tmp_path / "runs"), "--cache", str(cache), "--num-workers", "0", "-q", *extra]  # fmt: skip
     result = CliRunner().invoke(cli, argv, catch_exceptions=False)
     return result, cache
