@@ -100,7 +100,8 @@ def plan_study(options: StudyOptions, plugins: Any) -> StudyPlan:
     # The run file's options, then the command line's: one set of evaluation settings for every step.
     options.run = {**_file_options(spec.options), **options.run}
     choices = _with_model_args(spec.model_choices(), options.model_args)
-    sweep = _plan_sweep(options, task, out, options.run, plugins) if options.lora else None
+    # The sweep finds the task again as it was named here: a task file by its path, not by its name.
+    sweep = _plan_sweep(options, task_name, out, options.run, plugins) if options.lora else None
     plans, skipped = [], []
     for choice in choices:
         cfg = RunConfig(**options.run, output_dir=out / MODELS, label=choice.label)
@@ -146,10 +147,10 @@ def _with_model_args(choices: list[ModelChoice], values: list[str]) -> list[Mode
     return out
 
 
-def _plan_sweep(options: StudyOptions, task: Task, out: Path, run: dict[str, Any], plugins: Any) -> Any:
+def _plan_sweep(options: StudyOptions, task: str, out: Path, run: dict[str, Any], plugins: Any) -> Any:
     from vlmbench_plugins.models.blip.finetune.sweep import load_sweep, parse_settings
 
-    spec = load_sweep(None, task=task.name, model=options.lora_base)
+    spec = load_sweep(None, task=task, model=options.lora_base)
     spec.defaults.update(parse_settings(options.lora_settings, "--lora-set"))
     for key in ("batch_size", "limit", "device", "dtype", "num_workers", "metrics"):
         if run.get(key) is not None:
