@@ -175,7 +175,7 @@ def _rows(db: Path) -> int:
         return 0
 
 
-@pytest.mark.slow(seconds=8)
+@pytest.mark.slow(seconds=5)
 def test_sigterm_while_a_worker_is_stuck_stops_at_once(plugin_env, tmp_path, reliability):
     """Waiting on a stuck worker there is no batch in flight: SIGTERM stops now, keeping what was stored,
     instead of waiting out the 600 s worker timeout."""
