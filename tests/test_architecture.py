@@ -28,7 +28,7 @@ MAX_FUNCTION_LINES = 80
 # The core's stages, lowest first. A module imports from its own stage and the stages below it, never
 # from one above (lazy imports inside functions included). The base is vlmbench's top-level modules.
 STAGES = ("base", "tasks", "plugin", "hf", "artifacts", "scoring", "evaluation", "analysis", "cli")
-BASE_MODULES = {"cache", "console", "devices", "errors", "hashing", "hub", "schema"}
+BASE_MODULES = {"cache", "console", "devices", "errors", "files", "hashing", "hub", "schema"}
 # The public surfaces: they re-export from every stage, and nothing in the core imports them.
 FACADES = {"vlmbench", "vlmbench.api", "vlmbench.__main__"}
 

@@ -20,7 +20,12 @@ What is here:
   and :func:`split_scoped` for ``NAME:k=v,...`` values that address one of several plugins
 - errors: :class:`VlmbenchError` and its kinds; raise :class:`AssetMissingError` for weights or data
   that are not there, :class:`SampleError` for one request a model cannot answer, :class:`ModelFailed`
-  for a model that can answer nothing more (its server went away: the run keeps what was stored)
+  for a model that can answer nothing more (its server went away: the run keeps what was stored), :class:`Interrupted`
+  for a command stopped by Ctrl-C or SIGTERM (:class:`StopRequested` catches them)
+- files a user names: :func:`open_regular`, :func:`read_regular`, :func:`read_regular_text` and
+  :func:`read_yaml_file` read regular files only (a FIFO or device is :class:`NotRegularFile`, never a hang)
+- DataLoaders: :func:`data_loader` starts workers as every loader of vlmbench does (they die with the
+  process, leave signals to it, time out instead of hanging); iterate it with :func:`loader_batches`
 - devices and assets: :func:`resolve_device`, :func:`resolve_dtype`, :func:`torch_dtype`, the
   offline-first Hub lookups (:func:`hub_file`, :func:`hub_snapshot`, :func:`offline_first`), file
   hashes for fingerprints, vlmbench's cache folder (:func:`cache_dir`, for what a plugin computes once),
@@ -65,6 +70,7 @@ from vlmbench.errors import (
     ArgError,
     AssetMissingError,
     DataError,
+    Interrupted,
     ModelFailed,
     PicklableError,
     SampleError,
@@ -77,6 +83,9 @@ from vlmbench.errors import (
 from vlmbench.evaluation.plan import RunConfig, RunPlan, plan_run
 from vlmbench.evaluation.run_spec import ModelChoice, find_run_file, load_run_file, parse_batch_size
 from vlmbench.evaluation.runner import RunResult, evaluate, run_plan
+from vlmbench.evaluation.signals import StopRequested
+from vlmbench.evaluation.workers import DEFAULT_WORKER_TIMEOUT, data_loader, loader_batches
+from vlmbench.files import NotRegularFile, open_regular, read_regular, read_regular_text
 from vlmbench.hashing import file_sha256, json_digest, remembered, tree_sha256
 from vlmbench.hf import (
     HF_ARGS,
@@ -120,10 +129,11 @@ from vlmbench.tasks.dataset import ImageSource, Sample, load_split
 from vlmbench.tasks.filters import apply_filters
 from vlmbench.tasks.images import ImageProblem, confined_path, decode_image, read_image_file
 from vlmbench.tasks.normalize import vqa_normalize
-from vlmbench.tasks.spec import GenerationSpec
+from vlmbench.tasks.spec import GenerationSpec, read_yaml_file
 from vlmbench.tasks.task import Task
 
 __all__ = [
+    "DEFAULT_WORKER_TIMEOUT",
     "EXIT_NOTHING_EVALUATED",
     "HF_ARGS",
     "LIKELIHOOD_ARGS",
@@ -146,6 +156,7 @@ __all__ = [
     "HFModel",
     "ImageProblem",
     "ImageSource",
+    "Interrupted",
     "Job",
     "Listing",
     "Metric",
@@ -155,6 +166,7 @@ __all__ = [
     "ModelChoice",
     "ModelEntry",
     "ModelFailed",
+    "NotRegularFile",
     "PicklableError",
     "Plugins",
     "QAItem",
@@ -168,6 +180,7 @@ __all__ = [
     "ScoreTable",
     "SecretMask",
     "SpecError",
+    "StopRequested",
     "Task",
     "UnsupportedTask",
     "VlmbenchError",
@@ -180,6 +193,7 @@ __all__ = [
     "command_line",
     "confined_path",
     "count_parameters",
+    "data_loader",
     "decode_image",
     "did_you_mean",
     "difficulty_columns",
@@ -204,18 +218,23 @@ __all__ = [
     "load_run_file",
     "load_split",
     "load_wordnet",
+    "loader_batches",
     "markdown_code",
     "markdown_text",
     "metric_columns",
     "model_identity",
     "now",
     "offline_first",
+    "open_regular",
     "parse_batch_size",
     "parse_kv",
     "plan_run",
     "read_adapter",
     "read_image_file",
     "read_json_object",
+    "read_regular",
+    "read_regular_text",
+    "read_yaml_file",
     "remembered",
     "render_figures",
     "resolve_device",

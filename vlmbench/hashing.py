@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmbench.cache import cache_dir
+from vlmbench.files import open_regular
 
 
 def json_digest(obj: Any, length: int | None = 16) -> str:
@@ -83,7 +84,7 @@ def _save(memo_path: Path, memo: dict) -> None:
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmbench.api import Arg, ArgError, AssetMissingError, Listing
+from vlmbench.api import Arg, ArgError, AssetMissingError, Listing, NotRegularFile, read_regular_text
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
 DEFAULT_TEMPLATE = PROMPTS_DIR / "single_word_qa.txt"
@@ -116,9 +116,11 @@ class Template:
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path).expanduser() if path else DEFAULT_TEMPLATE
         try:
-            self.text = self.path.read_text(encoding="utf-8")
+            self.text = read_regular_text(self.path)
         except FileNotFoundError:
             raise AssetMissingError(f"prompt template {self.path}", "the file does not exist") from None
+        except NotRegularFile as exc:
+            raise ArgError(f"prompt template {exc}") from None
         try:
             names = {f for _, f, _, _ in string.Formatter().parse(self.text) if f is not None}
         except ValueError as exc:

@@ -31,12 +31,14 @@ from vlmbench.api import (
     Batch,
     Model,
     ModelEntry,
+    NotRegularFile,
     Request,
     VlmbenchError,
     cached_commit,
     count_parameters,
     download_blocker,
     hub_file,
+    read_regular_text,
     resolve_dtype,
     tree_sha256,
 )
@@ -111,8 +113,8 @@ class ClipRanker(Model):
         if self.arg_values["templates_file"]:
             path = Path(self.arg_values["templates_file"]).expanduser()
             try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except OSError as exc:
+                lines = read_regular_text(path).splitlines()
+            except (OSError, NotRegularFile) as exc:
                 raise ArgError(f"clip: cannot read templates_file {path}: {exc}") from None
             templates = [t.strip() for t in lines if t.strip()]
         else:

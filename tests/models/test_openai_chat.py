@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from vlmbench.api import load_plugins
 from vlmbench.cli import cli
 from vlmbench.errors import VlmbenchError
-from vlmbench.plugin.secrets import SecretMask
 from vlmbench.plugin.registry import ModelEntry, Registry
+from vlmbench.plugin.secrets import SecretMask
 
 from .fake_openai import Call, FakeServer, Reply, answer_for, sample_key
 

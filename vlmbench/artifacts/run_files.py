@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -9,9 +10,10 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from vlmbench.errors import VlmbenchError
+from vlmbench.files import NotRegularFile, open_regular, read_regular_text
 from vlmbench.schema import invalid_text
 from vlmbench.tasks.spec import MAX_BOOTSTRAP_SAMPLES
 
@@ -130,8 +132,8 @@ def read_json_object(path: Path) -> dict[str, Any]:
     """The JSON object in ``path``, or ``{}`` when the file is missing, unreadable or not an object: for
     side files whose absence only costs a recomputation (memos, adapter notes)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_regular_text(path))
+    except (OSError, ValueError, NotRegularFile):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -189,17 +191,29 @@ def parse_json(text: str | bytes, *, allow_nan: bool = True) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-def _read_regular_file(path: Path, max_bytes: int) -> bytes:
-    # Only regular files: a FIFO named results.json would block the reader forever.
+@contextlib.contextmanager
+def _open_artifact(path: Path, max_bytes: int) -> Iterator[BinaryIO]:
+    """``path`` opened if it is a regular file of at most ``max_bytes`` (a FIFO named results.json
+    would block its reader forever); anything else is an :class:`ArtifactError` naming it."""
     try:
-        if not path.is_file():
-            what = "a folder" if path.is_dir() else "missing" if not path.exists() else "not a regular file"
-            raise ArtifactError(f"{path}: cannot be read ({what})")
-        if path.stat().st_size > max_bytes:
-            raise ArtifactError(f"{path}: {path.stat().st_size} bytes, too large for a vlmbench artifact")
-        return path.read_bytes()
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise ArtifactError(f"{path}: {size} bytes, too large for a vlmbench artifact")
+            yield fh
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: cannot be read (missing)") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: cannot be read (a folder)") from None
+    except NotRegularFile:
+        raise ArtifactError(f"{path}: cannot be read (not a regular file)") from None
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _read_regular_file(path: Path, max_bytes: int) -> bytes:
+    with _open_artifact(path, max_bytes) as fh:
+        return fh.read(max_bytes + 1)
 
 
 def _decode(path: Path, data: bytes, where: str = "") -> str:
@@ -243,28 +257,24 @@ def read_predictions(path: Path) -> list[dict]:
     answers each sample once: a sample id on two lines (a file edited or concatenated by hand) is an
     error too, as scoring it twice would count it twice and which of its answers counts cannot be told."""
     path = Path(path)
-    _read_regular_file(path, max_bytes=2**63)  # the checks only: the records are read line by line
     records = []
     lines: dict[str, int] = {}
-    try:
-        with open(path, "rb") as fh:
-            number = 0
-            while line := fh.readline(MAX_RECORD_BYTES + 1):
-                number += 1
-                if len(line) > MAX_RECORD_BYTES:
-                    raise ArtifactError(f"{path}:{number}: line longer than {MAX_RECORD_BYTES} bytes")
-                text = _decode(path, line, f":{number}")
-                if text.strip():
-                    record = _checked(text, prediction_problem, where=f"{path}:{number}")
-                    first = lines.setdefault(str(record.get("sample_id")), number)
-                    if first != number:
-                        raise ArtifactError(
-                            f"{path}:{number}: sample_id {record.get('sample_id')!r} is already on line {first}; "
-                            "a run's predictions hold each sample once"
-                        )
-                    records.append(record)
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    with _open_artifact(path, max_bytes=2**63) as fh:  # the records are read line by line
+        number = 0
+        while line := fh.readline(MAX_RECORD_BYTES + 1):
+            number += 1
+            if len(line) > MAX_RECORD_BYTES:
+                raise ArtifactError(f"{path}:{number}: line longer than {MAX_RECORD_BYTES} bytes")
+            text = _decode(path, line, f":{number}")
+            if text.strip():
+                record = _checked(text, prediction_problem, where=f"{path}:{number}")
+                first = lines.setdefault(str(record.get("sample_id")), number)
+                if first != number:
+                    raise ArtifactError(
+                        f"{path}:{number}: sample_id {record.get('sample_id')!r} is already on line {first}; "
+                        "a run's predictions hold each sample once"
+                    )
+                records.append(record)
     return records
 
 

@@ -3,8 +3,9 @@
 What can go wrong in a long evaluation is handled here, so that no answer that was computed is lost
 and no single sample can stop the run:
 
-- Ctrl-C or SIGTERM lets the batch in flight finish and be stored, then stops (a second signal stops
-  at once); the caller reports it with exit status 130 or 143.
+- Ctrl-C or SIGTERM lets the batch in flight finish and be stored, then stops; waiting for a batch
+  (none in flight), or at a second signal, it stops at once (:mod:`.signals`); the caller reports it
+  with exit status 130 or 143.
 - An out-of-memory error halves the batch and retries; later batches stay at the smaller size; a single
   request that still does not fit is skipped as ``out_of_memory``.
 - Any other exception on a batch is retried request by request, so only the failing sample is skipped
@@ -19,9 +20,6 @@ and no single sample can stop the run:
 from __future__ import annotations
 
 import resource
-import signal
-import sys
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -29,53 +27,14 @@ from typing import Any
 import numpy as np
 
 from vlmbench.errors import DataError, ModelFailed, SampleError, VlmbenchError
-from vlmbench.evaluation.loader import iterate
+from vlmbench.evaluation.signals import StopRequested
 from vlmbench.evaluation.store import CachedPrediction, PredictionStore, RunKey
+from vlmbench.evaluation.workers import loader_batches
 from vlmbench.plugin.request import Batch, Request
 
 #: Requests that fail in a row, with none answered yet, before a model counts as broken.
 FAIL_FAST_AFTER = 32
 _MAX_MESSAGE = 500
-
-
-class StopRequested:
-    """First SIGINT or SIGTERM: note it (the loop stops after storing the current batch). Second:
-    stop now. Handlers are installed only in the main thread (signals can only be handled there)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopRequested:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + (self.signal or signal.SIGINT)
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signum
-        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        print(
-            f"\nvlmbench: {what}: stopping after the current batch ({what} again to stop now)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def __exit__(self, *exc) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
 
 
 class ModelLoop:
@@ -143,7 +102,7 @@ class ModelLoop:
             with StopRequested() as stop:
                 try:
                     self._batches(loader, stop, bar)
-                except KeyboardInterrupt:  # the second signal: stop now
+                except KeyboardInterrupt:  # stop now (a second signal, or none in flight)
                     self.interrupted, self.exit_code = True, stop.exit_code
                     raise
             if self.computed == 0 and self.failures_in_a_row and not self.interrupted:
@@ -161,7 +120,7 @@ class ModelLoop:
 
     def _batches(self, loader, stop: StopRequested, bar) -> None:
         waited = time.perf_counter()
-        for batch in iterate(loader):
+        for batch in loader_batches(loader, stop):
             self.timing["data_wait_seconds"] += time.perf_counter() - waited
             for r in batch.failed:
                 self.skip(r, r.problem)

@@ -1,8 +1,7 @@
 """Requests with their images, batched by a DataLoader whose workers read and decode the images.
 
-Workers are tied to the process that started them: they die with it (even after SIGKILL), ignore the
-Ctrl-C and SIGTERM that the main process handles by finishing its batch, and a worker that dies or
-stops handing back batches becomes an error after ``timeout`` seconds instead of a hang.
+Workers are started as every loader of vlmbench starts them (:mod:`vlmbench.evaluation.workers`): they
+die with the main process, leave signals to it, and a worker that dies or hangs is an error, not a hang.
 
 How many workers a run gets unless it says (:func:`default_workers`): one per core that the model
 leaves free, at most four. A model on an accelerator, or one that does little CPU work, leaves all
@@ -13,22 +12,15 @@ by more than the worker saves (measured in benchmarks/harness_overhead.py, docs/
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import os
-import signal
-import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from vlmbench.errors import VlmbenchError
+from vlmbench.evaluation.workers import DEFAULT_WORKER_TIMEOUT, data_loader
 from vlmbench.plugin.request import Batch, Request
 from vlmbench.tasks.dataset import ImageSource
 from vlmbench.tasks.images import ImageProblem, decode_image, sha256_bytes
 
-# Long enough for a slow processor on a large batch, short enough that a stuck worker is noticed.
-DEFAULT_WORKER_TIMEOUT = 600.0
 # Beyond four, workers add memory and start-up time while the model, not the data, sets the pace.
 MAX_DEFAULT_WORKERS = 4
 
@@ -130,66 +122,13 @@ def make_loader(
     batch_size: int,
     num_workers: int,
     timeout: float = DEFAULT_WORKER_TIMEOUT,
-):
-    from torch.utils.data import DataLoader
-
-    batches = batch_order(requests, batch_size)
-    workers = min(num_workers, len(batches))
-    return DataLoader(
+) -> Any:
+    """The run's DataLoader: requests in :func:`batch_order`, images read in workers
+    (:mod:`vlmbench.evaluation.workers` says how they are started and ended)."""
+    return data_loader(
         RequestImages(requests, source, keep_bytes=bool(getattr(model, "wants_image_bytes", False))),
-        batch_sampler=batches,
-        collate_fn=Collate(model),
-        num_workers=workers,
-        prefetch_factor=4 if workers else None,
-        worker_init_fn=functools.partial(_init_worker, os.getpid()) if workers else None,
-        timeout=timeout if workers else 0,
+        batch_order(requests, batch_size),
+        Collate(model),
+        num_workers=num_workers,
+        timeout=timeout,
     )
-
-
-def iterate(loader) -> Iterator[Batch]:
-    """The loader's batches; a worker that died or stopped answering becomes a clear error."""
-    it = iter(loader)
-    try:
-        while True:
-            try:
-                batch = next(it)
-            except StopIteration:
-                return
-            except RuntimeError as exc:
-                text = str(exc)
-                if text.startswith(("DataLoader timed out", "DataLoader worker (pid")):
-                    raise VlmbenchError(
-                        f"a DataLoader worker failed: {text.splitlines()[0]} (a full /dev/shm, a file-size "
-                        "limit or a crash can cause this; answers stored so far are kept — rerun the same "
-                        "command to resume, with --num-workers 0 to avoid worker processes)"
-                    ) from None
-                raise
-            yield batch
-    finally:
-        with contextlib.suppress(Exception):
-            it._shutdown_workers()
-
-
-def _init_worker(main_pid: int, _worker_id: int) -> None:
-    # The main process turns Ctrl-C and SIGTERM into "finish the batch, then stop"; a worker must not
-    # die first and take the batch in flight with it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _die_with(main_pid)
-
-
-def _die_with(main_pid: int) -> None:
-    """Ask the kernel to kill this worker when its parent dies (Linux). Without it a worker of a
-    SIGKILLed run can block forever on a full result pipe, holding its memory."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != main_pid:  # the parent died before the request took effect
-        os._exit(1)

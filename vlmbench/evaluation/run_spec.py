@@ -218,7 +218,7 @@ def load_run_file(path: str | Path) -> RunFile:
     from vlmbench.tasks.spec import read_yaml_file
 
     path = Path(path)
-    data = read_yaml_file(path)
+    data = read_yaml_file(path, "run file")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a run file must be a mapping with models, tasks and options")
     run = schema.build(RunFile, data, where="", source=str(path))

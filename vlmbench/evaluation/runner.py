@@ -163,7 +163,7 @@ def execute(plan: RunPlan, dist: DistInfo | None = None) -> Outcome | None:
         for leftover in main_path.parent.glob(main_path.name + "*"):
             leftover.unlink()
     if loop.interrupted:
-        raise Interrupted(_interrupted_message(loop), loop.exit_code)
+        raise Interrupted(_interrupted_message(loop, cfg.cache_path is not None), loop.exit_code)
     return Outcome(
         predictions=predictions,
         computed=len(predictions.keys() - valid),  # on rank 0 of a data-parallel run: all ranks together
@@ -233,7 +233,9 @@ def _answer(plan: RunPlan, loop: ModelLoop, writer: PredictionStore, todo: list[
         if loop.loaded and loop.computed:
             writer.put_model_info(plan.key.model_fp, plan.model.describe())
     except KeyboardInterrupt:
-        raise Interrupted(_interrupted_message(loop), loop.exit_code or 130) from None
+        raise Interrupted(
+            _interrupted_message(loop, cfg.cache_path is not None), loop.exit_code or 130
+        ) from None
     return workers
 
 
@@ -355,7 +357,12 @@ def _seed_torch(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _interrupted_message(loop: ModelLoop) -> str:
+def _interrupted_message(loop: ModelLoop, cached: bool) -> str:
+    if not cached:  # --no-cache: the answers lived in memory only
+        return (
+            f"interrupted: --no-cache kept the {loop.computed} answers of this run in memory only, so none "
+            "is stored; the same command starts over (without --no-cache a rerun resumes)"
+        )
     return (
         f"interrupted: {loop.computed} answers from this run are stored in the cache; "
         "run the same command again to resume"

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from vlmbench.cache import schema_problem
 from vlmbench.errors import VlmbenchError
+from vlmbench.files import NotRegularFile, open_regular
 
 _MODEL_INFO = """
 CREATE TABLE IF NOT EXISTS model_info (
@@ -294,10 +295,12 @@ def _identify(path: Path) -> str:
     """``"new"`` (absent or empty), ``"vlmbench"`` (marked as ours) or ``"unknown"`` (an SQLite file
     without our mark: an older vlmbench cache, or someone else's). Anything else is refused here."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             header = fh.read(100)
     except FileNotFoundError:
         return "new"
+    except NotRegularFile as exc:
+        raise VlmbenchError(f"the prediction cache {exc} (check the --cache path)") from None
     except OSError as exc:
         raise VlmbenchError(f"cannot read the prediction cache {path}: {exc.strerror or exc}") from None
     if not header:

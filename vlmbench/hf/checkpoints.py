@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vlmbench.errors import AssetMissingError, VlmbenchError, first_line
+from vlmbench.files import NotRegularFile, read_regular_text
 
 CONFIG = "config.json"
 #: Weight files that are Python pickles (safetensors files are not).
@@ -35,10 +36,10 @@ def checkpoint_type(folder: Path) -> str | None:
     path = Path(folder) / CONFIG
     what = f"the checkpoint directory {folder}"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_text(path)
     except FileNotFoundError:
         raise AssetMissingError(what, f"it has no {CONFIG}. {_HINT}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, NotRegularFile) as exc:
         raise AssetMissingError(what, f"its {CONFIG} cannot be read ({first_line(exc)}). {_HINT}") from None
     try:
         config = json.loads(text)

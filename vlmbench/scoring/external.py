@@ -15,6 +15,7 @@ from typing import Any
 
 from vlmbench.artifacts import run_files
 from vlmbench.errors import DataError
+from vlmbench.files import NotRegularFile, read_regular
 from vlmbench.schema import invalid_text
 from vlmbench.scoring.records import scored_answer
 from vlmbench.tasks.dataset import split_answers
@@ -59,7 +60,9 @@ def read_external(
     """``path`` read into prediction records (status ``ok``, or ``skipped`` for a row without a reference
     or with a difficulty that is not a whole number), answers derived with ``filters``."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
+    except NotRegularFile as exc:
+        raise DataError(str(exc)) from None
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     out = ExternalFile(hashlib.sha256(data).hexdigest(), {}, [])

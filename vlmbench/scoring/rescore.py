@@ -29,6 +29,7 @@ from pathlib import Path
 from vlmbench.artifacts import run_files
 from vlmbench.artifacts.provenance import provenance
 from vlmbench.errors import DataError, VlmbenchError
+from vlmbench.files import open_regular
 from vlmbench.plugin.loading import Plugins, load_plugins
 from vlmbench.plugin.metric import MetricContext
 from vlmbench.scoring.external import Columns, read_external
@@ -149,7 +150,7 @@ def _stored_run(source: Path) -> Path | None:
         return source
     # Without its results.json, a file that merely shares the name but holds other rows is scored as
     # an external file.
-    with open(source, "rb") as fh:
+    with open_regular(source) as fh:
         first = next((line for line in fh if line.strip()), b"")
     try:
         row = run_files.parse_json(first)

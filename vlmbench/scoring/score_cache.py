@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from vlmbench.cache import cache_dir, schema_problem
+from vlmbench.files import NotRegularFile, open_regular
 
 SCORE_CACHE_NAME = "metric_scores.sqlite"
 # PRAGMA application_id "vlms": marks the file as a vlmbench score cache (the prediction cache is "vlmb").
@@ -226,10 +227,12 @@ class _Foreign(Exception):
 def _foreign(path: Path) -> str | None:
     """Why ``path`` is not a file this cache may use (not SQLite, another program's mark), or None."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             header = fh.read(100)
     except FileNotFoundError:
         return None
+    except NotRegularFile as exc:
+        return str(exc).removeprefix(f"{path} ")
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
     if not header:

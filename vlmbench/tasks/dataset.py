@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmbench.errors import AssetMissingError, DataError, did_you_mean
+from vlmbench.files import NotRegularFile, read_regular
 from vlmbench.schema import invalid_text
 from vlmbench.tasks.images import ImageProblem, read_image_file
 from vlmbench.tasks.spec import DatasetSpec, is_hub_id
@@ -84,14 +85,17 @@ def load_split(spec: DatasetSpec, split: str | None) -> tuple[LoadedSplit, Image
     if spec.format == "hf":
         return _load_hf(spec, split)
     path = Path(spec.path)
-    if not path.is_file():
+    try:
+        data = read_regular(path)
+    except (FileNotFoundError, IsADirectoryError):
         raise AssetMissingError(
             f"dataset file {path}",
             spec.missing_hint
             or "the file does not exist; check dataset.path in the task file (relative paths are resolved "
             "against the task file's folder)",
-        )
-    data = path.read_bytes()
+        ) from None
+    except NotRegularFile as exc:
+        raise DataError(f"dataset file {exc}") from None
     problems: list[RowProblem] = []
     rows = _csv_rows(path, data, problems) if spec.format == "csv" else _jsonl_rows(path, data, problems)
     loaded = _to_samples(rows, spec, split, str(path))

@@ -10,13 +10,13 @@ import functools
 import hashlib
 import io
 import os
-import stat
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from vlmbench.errors import SampleError
+from vlmbench.files import NotRegularFile, open_regular
 
 # Pillow's own bomb check warns at 89M pixels and errors at twice that; vlmbench errors at the limit.
 MAX_PIXELS = 89_478_485
@@ -59,32 +59,24 @@ def read_image_file(root: Path, relative: str, max_bytes: int = MAX_FILE_BYTES) 
     or never end), a directory, a file larger than ``max_bytes`` — is refused before it is read."""
     path = confined_path(root, relative)
     try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; it changes nothing for regular files.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with open_regular(path) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise ImageProblem("empty_image", f"{path} is empty (0 bytes)")
+            if size > max_bytes:
+                raise ImageProblem(
+                    "image_too_large",
+                    f"{path} has {size} bytes, more than the limit of {max_bytes} for an image file",
+                )
+            data = fh.read(max_bytes + 1)
     except FileNotFoundError:
         raise ImageProblem("missing_image", f"{path} does not exist") from None
     except IsADirectoryError:
         raise ImageProblem("missing_image", f"{path} is a directory") from None
+    except NotRegularFile as exc:
+        raise ImageProblem("not_a_file", str(exc)) from None
     except (OSError, ValueError) as exc:
         raise ImageProblem("missing_image", f"{path}: {exc}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ImageProblem("missing_image", f"{path} is a directory")
-        raise ImageProblem("not_a_file", f"{path} is not a regular file (a FIFO, socket or device)")
-    with os.fdopen(fd, "rb") as fh:
-        if info.st_size == 0:
-            raise ImageProblem("empty_image", f"{path} is empty (0 bytes)")
-        if info.st_size > max_bytes:
-            raise ImageProblem(
-                "image_too_large",
-                f"{path} has {info.st_size} bytes, more than the limit of {max_bytes} for an image file",
-            )
-        try:
-            data = fh.read(max_bytes + 1)
-        except OSError as exc:
-            raise ImageProblem("missing_image", f"{path}: {exc}") from None
     if not data:
         raise ImageProblem("empty_image", f"{path} is empty (0 bytes)")
     if len(data) > max_bytes:  # the file grew after it was checked

@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from vlmbench.errors import DataError
+from vlmbench.files import NotRegularFile, read_regular, read_regular_text
 from vlmbench.hashing import json_digest
 from vlmbench.tasks.dataset import ImageSource, LoadedSplit, Sample, load_split
 from vlmbench.tasks.normalize import vqa_normalize
@@ -67,9 +68,7 @@ class Task:
         if self.spec.train_split and self.spec.dataset.format == "hf":
             spec["train_data_hash"] = load_split(self.spec.dataset, self.spec.train_split)[0].content_hash
         if self.spec.candidates and self.spec.candidates.path:
-            spec["candidates"]["path"] = hashlib.sha256(
-                Path(self.spec.candidates.path).read_bytes()
-            ).hexdigest()
+            spec["candidates"]["path"] = hashlib.sha256(read_regular(self.spec.candidates.path)).hexdigest()
         # Metrics and filters are applied to stored outputs; they do not change what a model is asked.
         for key in ("metrics", "filters", "description", "bootstrap_samples", "difficulty_weights"):
             spec.pop(key, None)
@@ -164,7 +163,9 @@ def _rank_answers(answers: list[str], top_k: int | None) -> tuple[str, ...]:
 def _read_candidate_file(path: Path) -> list[str]:
     """One answer per line (.txt) or a JSON list of strings (.json)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_text(path)
+    except NotRegularFile as exc:
+        raise DataError(f"candidate file {exc}") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: the candidate file is not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:

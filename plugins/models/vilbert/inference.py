@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vlmbench.api import read_regular
+
 from .features import RegionBatch, RegionFeatures, collate_regions
 from .modeling import VilbertForVLTasks
 from .tokenization import QuestionBatch
@@ -116,12 +118,13 @@ def read_answer_file(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"answer list not found: {path} (the VQA trainval_label2ans.pkl)")
+    data = read_regular(path)  # a FIFO swapped in after the check above is refused, not waited on
     if path.suffix == ".pkl":
-        answers: Any = read_answer_pickle(path.read_bytes())
+        answers: Any = read_answer_pickle(data)
     elif path.suffix == ".json":
-        answers = json.loads(path.read_text(encoding="utf-8"))
+        answers = json.loads(data.decode("utf-8"))
     else:
-        answers = path.read_text(encoding="utf-8").splitlines()
+        answers = data.decode("utf-8").splitlines()
     if isinstance(answers, Mapping):  # ans2label: answer -> row
         if not all(isinstance(a, str) and type(i) is int for a, i in answers.items()):
             raise ValueError(f"{path}: expected a map of answer strings to integer rows")

@@ -16,7 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.api import DataError, ImageProblem, ImageSource, Request, Sample, Task, decode_image, load_split
+from vlmbench.api import (
+    DataError,
+    ImageProblem,
+    ImageSource,
+    Request,
+    Sample,
+    Task,
+    data_loader,
+    decode_image,
+    load_split,
+)
 
 IGNORE_INDEX = -100  # label value the loss skips: answer padding
 
@@ -169,21 +179,21 @@ class VQACollate:
 def make_loader(
     data: SplitData, batches: list[list[int]], collate: VQACollate, num_workers: int, seed: int = 0
 ) -> Any:
-    """A DataLoader over the given batches of indices (images decoded and encoded in workers).
+    """A DataLoader over the given batches of indices (images decoded and encoded in workers), started
+    as every loader of vlmbench is (:func:`vlmbench.api.data_loader`: workers die with the process,
+    leave signals to it and time out instead of hanging); iterate it with
+    :func:`vlmbench.api.loader_batches`.
 
     It draws its workers' seeds from its own generator, not from torch's global one: the global
     stream (LoRA dropout) then advances only with training steps, so a resumed run continues it
     exactly where the checkpoint left it.
     """
     import torch
-    from torch.utils.data import DataLoader
 
-    workers = min(num_workers, len(batches))
-    return DataLoader(
+    return data_loader(
         SplitImages(data),
-        batch_sampler=batches,
-        collate_fn=collate,
-        num_workers=workers,
-        prefetch_factor=4 if workers else None,
+        batches,
+        collate,
+        num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
     )

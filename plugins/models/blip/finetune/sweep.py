@@ -44,6 +44,7 @@ from vlmbench.api import (
     SpecError,
     VlmbenchError,
     markdown_text,
+    read_yaml_file,
     study_order,
     unknown_message,
     write_json,
@@ -141,10 +142,7 @@ def load_sweep(path: str | Path | None, *, task: str | None = None, model: str |
     ``model`` override the file's."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise SpecError(f"cannot read sweep file {path}: {exc}") from None
+        data = read_yaml_file(Path(path), "sweep file") or {}
         if not isinstance(data, dict):
             raise SpecError(f"{path}: a sweep file must be a mapping")
         for key in data:
@@ -245,7 +243,8 @@ def run_sweep(
             if state is not None:
                 config.resume = "latest"
             log(f"sweep: training {config.run_name}")
-            finetune(config, plugins=plugins, log=log)
+            # Rerunning the sweep resumes an interrupted run from its latest checkpoint (see above).
+            finetune(config, plugins=plugins, log=log, resume_hint="run the same command again to resume")
             state = json.loads(state_file.read_text(encoding="utf-8"))
         summaries.append(_summary(config, state))
     if not evaluate:

@@ -31,12 +31,22 @@ from typing import Any
 
 import torch
 
-from vlmbench.api import DataError, VlmbenchError, load_plugins, resolve_task, write_json
+from vlmbench.api import (
+    DataError,
+    Interrupted,
+    StopRequested,
+    VlmbenchError,
+    load_plugins,
+    loader_batches,
+    resolve_task,
+    write_json,
+)
 from vlmbench_plugins.models.blip.finetune.checkpoints import (
     CONFIG_FILE,
     Checkpointer,
     TrainState,
     checkpoint_to_resume,
+    latest_checkpoint,
 )
 from vlmbench_plugins.models.blip.finetune.config import FinetuneConfig
 from vlmbench_plugins.models.blip.finetune.data import (
@@ -80,10 +90,16 @@ class _LossWindow:
 
 
 def finetune(
-    config: FinetuneConfig, *, plugins: Any = None, log: Callable[[str], None] | None = None
+    config: FinetuneConfig,
+    *,
+    plugins: Any = None,
+    log: Callable[[str], None] | None = None,
+    resume_hint: str | None = None,
 ) -> FinetuneResult:
-    """Run (or resume) a LoRA fine-tuning run; see :class:`Trainer`."""
-    return Trainer(config, plugins=plugins, log=log).run()
+    """Run (or resume) a LoRA fine-tuning run; see :class:`Trainer`. Ctrl-C or SIGTERM stops it at once
+    (a checkpoint or adapter being written is finished first) with :class:`Interrupted`, whose message
+    says what is kept and ends with ``resume_hint`` [default: how ``vlmbench finetune`` continues]."""
+    return Trainer(config, plugins=plugins, log=log, resume_hint=resume_hint).run()
 
 
 class Trainer:
@@ -91,15 +107,41 @@ class Trainer:
     schedule), then the training loop with validation, checkpoints and early stopping."""
 
     def __init__(
-        self, config: FinetuneConfig, *, plugins: Any = None, log: Callable[[str], None] | None = None
+        self,
+        config: FinetuneConfig,
+        *,
+        plugins: Any = None,
+        log: Callable[[str], None] | None = None,
+        resume_hint: str | None = None,
     ):
         self.cfg = config
         self.plugins = plugins
         self._log = log or (lambda text: print(text, file=sys.stderr, flush=True))
         self.out = Path(config.output_dir)
+        self.resume_hint = resume_hint
+        self.state: TrainState | None = None
+        self.stop = StopRequested(at_once=True)
 
     # -- set-up -----------------------------------------------------------------------------------------
     def run(self) -> FinetuneResult:
+        with self.stop:
+            try:
+                return self._run()
+            except KeyboardInterrupt:
+                raise Interrupted(self._interrupted_message(), self.stop.exit_code) from None
+
+    def _interrupted_message(self) -> str:
+        step = self.state.global_step if self.state is not None else 0
+        latest = latest_checkpoint(self.out)
+        kept = f"its latest checkpoint is {latest}" if latest else "no checkpoint was taken yet"
+        hint = self.resume_hint or (
+            "continue from it with the same command and --resume"
+            if latest
+            else "run the same command again to start over"
+        )
+        return f"interrupted: fine-tuning {self.cfg.run_name} stopped at step {step}; {kept}; {hint}"
+
+    def _run(self) -> FinetuneResult:
         from accelerate.utils import set_seed
 
         cfg = self.cfg
@@ -275,7 +317,8 @@ class Trainer:
                 stop = True
                 if state.epoch < cfg.epochs:
                     state.status = "max_steps"
-            self.checkpoints.save(state)
+            with self.stop.deferred():
+                self.checkpoints.save(state)
         return self._finish()
 
     def _train_epoch(self, epoch: int, window: _LossWindow) -> int:
@@ -290,7 +333,7 @@ class Trainer:
             self.train, batches[start:], self.train_collate, cfg.num_workers, seed=cfg.seed + epoch
         )
         step_samples = 0
-        for offset, batch in enumerate(loader):
+        for offset, batch in enumerate(loader_batches(loader)):
             i = start + offset
             # Accumulation groups are fixed positions in the epoch (the last may be shorter), so
             # a resumed run groups batches as the original did.
@@ -315,7 +358,8 @@ class Trainer:
             if state.global_step % cfg.log_every == 0:
                 self._log_window(window, epoch + (i + 1) / len(batches))
             if cfg.save_every_steps and state.global_step % cfg.save_every_steps == 0:
-                self.checkpoints.save(state)
+                with self.stop.deferred():
+                    self.checkpoints.save(state)
             if cfg.max_steps and state.global_step >= cfg.max_steps:
                 break
         return len(batches)
@@ -404,7 +448,8 @@ class Trainer:
         best = self.out / "best"
         if self.validation is None or not best.is_dir():
             best = self.save_adapter(best, "best")
-        self.checkpoints.write_state(state)
+        with self.stop.deferred():
+            self.checkpoints.write_state(state)
         self.module.eval()
         return FinetuneResult(
             self.out, state, best, last, self.adapted, self.plugin, is_main=self.acc.is_main_process
@@ -436,7 +481,8 @@ class Trainer:
             "trainable_parameters": sum(p.numel() for p in self.trainable),
             "quantization": cfg.quantization,
         }
-        return self.checkpoints.save_adapter(path, info)
+        with self.stop.deferred():  # the adapter folder is replaced: never leave it half-written
+            return self.checkpoints.save_adapter(path, info)
 
     def info(self, text: str) -> None:
         if self.acc.is_main_process:

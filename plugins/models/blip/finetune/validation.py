@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from vlmbench.api import Batch, Task, apply_filters, vqa_normalize
+from vlmbench.api import Batch, Task, apply_filters, loader_batches, vqa_normalize
 from vlmbench_plugins.models.blip.finetune.config import MONITORS
 from vlmbench_plugins.models.blip.finetune.data import SplitData, VQACollate, make_loader, shard_batches
 from vlmbench_plugins.models.blip.vqa import BlipVQA
@@ -61,7 +61,7 @@ class Validation:
         totals = torch.zeros(5, dtype=torch.float64, device=acc.device)  # correct, n, loss, tokens, skipped
         spec = self.task.spec
         with torch.no_grad(), acc.autocast():
-            for batch in make_loader(self.data, batches, self.collate, self.num_workers):
+            for batch in loader_batches(make_loader(self.data, batches, self.collate, self.num_workers)):
                 totals[4] += len(batch.failed)
                 if len(batch) == 0:
                     continue
