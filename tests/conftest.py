@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmbench_testing import REPO, colour_rows, make_images, write_task
+from vlmbench_testing import RELIABILITY_FILES, REPO, colour_rows, make_images, write_task
 
 
 @pytest.hookimpl(trylast=True)
@@ -122,14 +122,13 @@ class _Reliability:
         lines = [
             "# Reliability report",
             "",
-            "Produced by the fault-injection tests (`tests/test_reliability.py`, `tests/test_bad_inputs_cli.py`,",
-            "`tests/test_reliability_artifacts.py`, `tests/models/test_hostile_model_files.py` and the QA service test",
-            "in `tests/data/`): each fault was injected the given number of times; *lost* counts model answers that",
-            "were computed and not kept. Runs use the default settings a user gets, DataLoader workers included;",
-            "image and row faults are injected both with the default workers and with none.",
-            "Regenerate with `VLMBENCH_RELIABILITY_REPORT=docs/reliability.md pytest tests/test_reliability.py "
-            "tests/test_bad_inputs_cli.py tests/test_reliability_artifacts.py tests/models/test_hostile_model_files.py "
-            "tests/data/test_abo_gemini.py`.",
+            "Produced by the fault-injection tests (the files of `RELIABILITY_FILES` in `tests/vlmbench_testing.py`):",
+            "each fault was injected the given number of times; *lost* counts model answers that were computed and",
+            "not kept. Runs use the default settings a user gets, DataLoader workers included; image and row faults",
+            "are injected both with the default workers and with none. Regenerate with",
+            "`VLMBENCH_RELIABILITY_REPORT=docs/reliability.md pytest "
+            + " ".join(f"tests/{f}" for f in RELIABILITY_FILES)
+            + "`.",
             "",
         ]
         group = None

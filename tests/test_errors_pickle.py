@@ -24,6 +24,7 @@ EXAMPLES = {
     "AssetMissingError": ("BLIP weights", "pass --model-args pretrained=PATH"),
     "ImageProblem": ("missing_image", "images/a.jpg does not exist"),
     "SampleError": ("prompt_too_long", "the prompt has 9000 tokens; the model takes at most 512"),
+    "RequestFailed": ("rejected", "HTTP 400: the image could not be decoded"),
 }
 
 

@@ -32,7 +32,7 @@ from vlmbench.plugin.metric import SampleMetric
 from vlmbench.plugin.model import Model
 from vlmbench.tasks.spec import load_spec
 
-from vlmbench_testing import REPO, colour_rows, make_images, run_cli, write_task
+from vlmbench_testing import RELIABILITY_FILES, REPO, colour_rows, make_images, run_cli, write_task
 
 # -- in-process test plugins ----------------------------------------------------------------------
 
@@ -896,18 +896,12 @@ def test_two_runs_share_an_output_folder_and_cache(plugin_env, tmp_path, reliabi
 
 
 # The other test files whose faults docs/reliability.md reports (see the `reliability` fixture).
-RELIABILITY_FILES = (
-    "test_bad_inputs_cli.py",
-    "data/test_abo_gemini.py",
-    "test_reliability_artifacts.py",
-    "models/test_hostile_model_files.py",
-)
 
 
 def test_the_reliability_report_lists_every_fault_the_suite_injects():
     """docs/reliability.md is produced by this suite; a fault added here must appear there."""
     report = (REPO / "docs" / "reliability.md").read_text()
-    files = [Path(__file__), *(REPO / "tests" / f for f in RELIABILITY_FILES)]
+    files = [REPO / "tests" / f for f in RELIABILITY_FILES]
     source = "".join(path.read_text() for path in files)
     faults = re.findall(r'reliability\.record\(\s*[^,]+,\s*f?"([^"{]+)', source)
     assert len(faults) >= 40

@@ -16,6 +16,24 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 SAMPLE_TASK = REPO / "tasks" / "abo_sample"  # the bundled sample: its CSV and images
 
+# The fault-injection test files (relative to tests/): each records its faults for docs/reliability.md.
+RELIABILITY_FILES = (
+    "test_reliability.py",
+    "test_bad_inputs_cli.py",
+    "test_reliability_artifacts.py",
+    "test_reliability_adapters.py",
+    "test_reliability_caches.py",
+    "test_reliability_options.py",
+    "test_reliability_outputs.py",
+    "test_reliability_outputs_replace.py",
+    "test_reliability_paths.py",
+    "test_reliability_processes.py",
+    "test_reliability_text.py",
+    "models/test_hostile_model_files.py",
+    "data/test_abo_gemini.py",
+    "data/test_reliability_download_secrets.py",
+)
+
 COLOURS = {"red": (220, 30, 30), "green": (40, 160, 60), "blue": (40, 80, 210), "yellow": (240, 220, 40)}
 
 

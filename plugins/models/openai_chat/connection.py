@@ -39,6 +39,9 @@ class RequestFailed(Exception):
         super().__init__(message)
         self.kind, self.message = kind, message
 
+    def __reduce__(self):  # pickled with both arguments (it crosses process boundaries as every error may)
+        return type(self), (self.kind, self.message)
+
 
 @dataclass(frozen=True)
 class Policy:
