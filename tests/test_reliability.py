@@ -32,7 +32,20 @@ from vlmbench.plugin.metric import SampleMetric
 from vlmbench.plugin.model import Model
 from vlmbench.tasks.spec import load_spec
 
-from vlmbench_testing import RELIABILITY_FILES, REPO, colour_rows, make_images, run_cli, write_task
+from vlmbench_testing import (
+    RELIABILITY_FILES,
+    REPO,
+    cached_answers,
+    child_pids,
+    colour_rows,
+    make_images,
+    run_cli,
+    start_cli,
+    stop,
+    survivors,
+    wait_until,
+    write_task,
+)
 
 # -- in-process test plugins ----------------------------------------------------------------------
 
@@ -313,36 +326,20 @@ def test_invalid_task_files_and_arguments_fail_clearly(tmp_path, reliability):
 # -- crashes and interruptions ------------------------------------------------------------------
 
 
-def _slow_cmd(task, tmp_path, *extra):
-    return [sys.executable, "-m", "vlmbench", "run", "-m", "slow-echo", "-a", "delay=0.25", "-t", str(task), "-b", "4",
-            "--cache", str(tmp_path / "cache.sqlite"), "-o", str(tmp_path / "runs"), "-q", "--num-workers", "0", *extra]  # fmt: skip
-
-
-def _count(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
-def _wait_rows(db: Path, n: int, proc, timeout=120) -> None:
-    deadline = time.time() + timeout
-    while (not db.exists() or _count(db) < n) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.03)
+def _slow_args(task, tmp_path, workers: int = 0) -> list[str]:
+    return ["run", "-m", "slow-echo", "-a", "delay=0.25", "-t", str(task), "-b", "4", "--cache", str(tmp_path / "cache.sqlite"),
+            "-o", str(tmp_path / "runs"), "-q", "--num-workers", str(workers)]  # fmt: skip
 
 
 @pytest.mark.slow
 def test_sigint_stops_after_the_batch_and_resumes(plugin_env, tmp_path, reliability):
     task = write_task(tmp_path / "t", colour_rows(make_images(tmp_path / "t" / "images", 16)))
-    log = tmp_path / "calls.log"
-    env = {**os.environ, **plugin_env, "VLMBENCH_TEST_CALL_LOG": str(log)}
-    proc = subprocess.Popen(
-        _slow_cmd(task, tmp_path), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    _wait_rows(tmp_path / "cache.sqlite", 8, proc)
-    proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=60)
+    log, stderr, db = tmp_path / "calls.log", tmp_path / "stderr.txt", tmp_path / "cache.sqlite"
+    env = {**plugin_env, "VLMBENCH_TEST_CALL_LOG": str(log)}
+    proc = start_cli(_slow_args(task, tmp_path), env, stderr=stderr)
+    wait_until(lambda: cached_answers(db) >= 8, proc)
+    stop(proc, signal.SIGINT)
+    err = stderr.read_text()
     assert proc.returncode == 130, err
     # "now" when the signal came while the loop waited for images: no batch was in flight then
     assert (
@@ -350,8 +347,8 @@ def test_sigint_stops_after_the_batch_and_resumes(plugin_env, tmp_path, reliabil
         and "run the same command again to resume" in err
     )
     answered = log.read_text().split()
-    assert _count(tmp_path / "cache.sqlite") == len(answered)  # the batch in flight was finished and stored
-    res = subprocess.run(_slow_cmd(task, tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert cached_answers(db) == len(answered)  # the batch in flight was finished and stored
+    res = run_cli(_slow_args(task, tmp_path), env)
     assert res.returncode == 0
     assert len(log.read_text().split()) == 32  # nothing answered twice
     reliability.record(
@@ -368,19 +365,16 @@ def test_sigkill_at_any_point_loses_at_most_the_batch_in_flight(
     plugin_env, tmp_path, reliability, kill_after
 ):
     task = write_task(tmp_path / "t", colour_rows(make_images(tmp_path / "t" / "images", 16)))
-    log = tmp_path / "calls.log"
-    env = {**os.environ, **plugin_env, "VLMBENCH_TEST_CALL_LOG": str(log)}
-    proc = subprocess.Popen(
-        _slow_cmd(task, tmp_path), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    _wait_rows(tmp_path / "cache.sqlite", kill_after, proc)
-    proc.kill()
-    proc.wait(timeout=30)
+    log, db = tmp_path / "calls.log", tmp_path / "cache.sqlite"
+    env = {**plugin_env, "VLMBENCH_TEST_CALL_LOG": str(log)}
+    proc = start_cli(_slow_args(task, tmp_path), env)
+    wait_until(lambda: cached_answers(db) >= kill_after, proc)
+    stop(proc, signal.SIGKILL, timeout=30)
     answered = len(log.read_text().split()) if log.exists() else 0
-    stored = _count(tmp_path / "cache.sqlite")
+    stored = cached_answers(db)
     lost = answered - stored
     assert 0 <= lost <= 4
-    res = subprocess.run(_slow_cmd(task, tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    res = run_cli(_slow_args(task, tmp_path), env)
     assert res.returncode == 0, res.stderr
     preds = _preds(next((tmp_path / "runs").rglob("results.json")).parent)
     assert len(preds) == 32 and len({p["sample_id"] for p in preds}) == 32
@@ -394,66 +388,29 @@ def test_sigkill_at_any_point_loses_at_most_the_batch_in_flight(
     )
 
 
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (DataLoader workers of a run)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _default_workers_cmd(task, tmp_path):
-    return [sys.executable, "-m", "vlmbench", "run", "-m", "slow-echo", "-a", "delay=0.25", "-t", str(task), "-b", "4",
-            "--cache", str(tmp_path / "cache.sqlite"), "-o", str(tmp_path / "runs"), "-q", "--num-workers", "1"]  # fmt: skip
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc to find worker processes")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_runs_leave_no_worker_behind(plugin_env, tmp_path, reliability, sig):
     task = write_task(tmp_path / "t", colour_rows(make_images(tmp_path / "t" / "images", 16)))
-    log = tmp_path / "calls.log"
-    env = {**os.environ, **plugin_env, "VLMBENCH_TEST_CALL_LOG": str(log)}
-    proc = subprocess.Popen(
-        _default_workers_cmd(task, tmp_path),
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    _wait_rows(tmp_path / "cache.sqlite", 4, proc)
-    workers = _children(proc.pid)
+    log, stderr, db = tmp_path / "calls.log", tmp_path / "stderr.txt", tmp_path / "cache.sqlite"
+    env = {**plugin_env, "VLMBENCH_TEST_CALL_LOG": str(log)}
+    proc = start_cli(_slow_args(task, tmp_path, workers=1), env, stderr=stderr)
+    wait_until(lambda: cached_answers(db) >= 4, proc)
+    workers = child_pids(proc.pid)
     assert workers, "the run should have a DataLoader worker"
-    proc.send_signal(sig)
-    _out, err = proc.communicate(timeout=60)
-    deadline = time.time() + 10
-    while any(_alive(w) for w in workers) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not any(_alive(w) for w in workers), "a DataLoader worker outlived its run"
+    stop(proc, sig)
+    err = stderr.read_text()
+    assert survivors(workers, within=10) == [], "a DataLoader worker outlived its run"
     answered = log.read_text().split()
-    stored = _count(tmp_path / "cache.sqlite")
+    stored = cached_answers(db)
     if sig == signal.SIGTERM:
         assert proc.returncode == 143, err
         assert re.search("SIGTERM: stopping (after the current batch|now)", err) and "Traceback" not in err
         assert stored == len(answered)  # the batch in flight was finished and stored
     else:
         assert proc.returncode == -signal.SIGKILL and 0 <= len(answered) - stored <= 4
-    res = subprocess.run(
-        _default_workers_cmd(task, tmp_path), env=env, capture_output=True, text=True, timeout=300
-    )
+    res = run_cli(_slow_args(task, tmp_path, workers=1), env)
     assert res.returncode == 0, res.stderr
     assert len(log.read_text().split()) == len(answered) + (32 - stored)  # only the rest was answered
     name = signal.Signals(sig).name
@@ -882,7 +839,7 @@ def test_two_runs_share_an_output_folder_and_cache(plugin_env, tmp_path, reliabi
     ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    assert _count(tmp_path / "cache.sqlite") == 32
+    assert cached_answers(tmp_path / "cache.sqlite") == 32
     run_dir = next((tmp_path / "runs").rglob("results.json")).parent
     results = json.loads((run_dir / "results.json").read_text())
     assert results["task"]["n_scored"] == 32 and len(_preds(run_dir)) == 32

@@ -73,13 +73,13 @@ def test_a_fifo_as_a_run_task_or_sweep_file_is_refused(tmp_path, task, reliabili
     including = tmp_path / "including.yaml"
     including.write_text(yaml.safe_dump({"include": "fifo.yaml", "task": "x"}))
     cases = {
-        "run file (`run --config`)": (["run", "--config", str(fifo)], "run file"),
-        "run file (`study -c`)": (["study", "-c", str(fifo), "-o", str(tmp_path / "s")], "run file"),
-        "task file (`run -t`)": (["run", "-m", "prior", "-t", str(fifo), "-o", str(tmp_path / "r")], "task file"),
-        "`include:` target of a task file": (
+        "a FIFO as the run file (`run --config`)": (["run", "--config", str(fifo)], "run file"),
+        "a FIFO as the run file (`study -c`)": (["study", "-c", str(fifo), "-o", str(tmp_path / "s")], "run file"),
+        "a FIFO as the task file (`run -t`)": (["run", "-m", "prior", "-t", str(fifo), "-o", str(tmp_path / "r")], "task file"),
+        "a FIFO as the `include:` target of a task file": (
             ["run", "-m", "prior", "-t", str(including), "-o", str(tmp_path / "r")], "include",
         ),
-        "sweep file (`sweep -c`)": (["sweep", "-c", str(fifo), "-o", str(tmp_path / "w")], "sweep file"),
+        "a FIFO as the sweep file (`sweep -c`)": (["sweep", "-c", str(fifo), "-o", str(tmp_path / "w")], "sweep file"),
     }  # fmt: skip
     for args, word in cases.values():
         _refused(_invoke(args, [fifo]), word, str(fifo.name))
@@ -88,7 +88,6 @@ def test_a_fifo_as_a_run_task_or_sweep_file_is_refused(tmp_path, task, reliabili
         GROUP,
         cases,
         "refused at once: one Error: line naming the file and what it is, exit 2; nothing written",
-        prefix="a FIFO as the ",
     )
 
 

@@ -8,14 +8,11 @@ worker is stuck. Workers are found by PID (the children of the command, from /pr
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import re
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,57 +25,29 @@ from vlmbench.plugin.hookspecs import hookimpl
 from vlmbench.plugin.loading import load_plugins
 from vlmbench.plugin.model import Model
 
-from vlmbench_testing import REPO, colour_rows, make_images, write_task
+from vlmbench_testing import (
+    REPO,
+    cached_answers,
+    child_pids,
+    colour_rows,
+    make_images,
+    start_cli,
+    stop,
+    survivors,
+    wait_until,
+    write_task,
+)
 
 GROUP = "Crashes and interruptions"
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc for processes")
 
 
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid`` (the DataLoader workers of a command)."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(stat.parent.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _survivors(pids: list[int], within: float = 5.0) -> list[int]:
-    """Which of ``pids`` are still alive after ``within`` seconds; those are killed (the test failed)."""
-    deadline = time.time() + within
-    while any(_alive(p) for p in pids) and time.time() < deadline:
-        time.sleep(0.05)
-    left = [p for p in pids if _alive(p)]
-    for pid in left:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    return left
-
-
-def _env() -> dict[str, str]:
-    # One torch thread: these tiny models train fastest that way, and the suite shares its cores.
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    # stderr to a file, not a pipe: a worker that outlived its command would hold a pipe open forever.
-    with open(log, "w") as fh:
-        return subprocess.Popen([sys.executable, "-m", "vlmbench", *argv], stdout=subprocess.DEVNULL,
-                                stderr=fh, env=env)  # fmt: skip
+# One torch thread: these tiny models train fastest that way, and the suite shares its cores.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.time() + timeout
-    while not condition() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(condition, proc, timeout)
     assert proc.poll() is None, "the command ended before the signal"
     assert condition(), "the command did not get there in time"
 
@@ -134,18 +103,17 @@ def test_training_workers_die_with_their_command(
             _study_argv(tmp_path, squares_yaml, blip, out),
             str(out / "lora" / "*" / "metrics.jsonl"),
         )
-    proc = _start(argv, log, _env())
+    proc = start_cli(argv, ONE_THREAD, stderr=log)
     try:
         _wait_for(_training(metrics), proc)
-        workers = _children(proc.pid)
-        proc.send_signal(sig)
-        proc.wait(timeout=120)
+        workers = child_pids(proc.pid)
+        stop(proc, sig, timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     err = log.read_text()
     assert len(workers) == 2, (workers, err)  # `finetune`'s default --num-workers
-    assert _survivors(workers) == [], "a training DataLoader worker outlived its command"
+    assert survivors(workers) == [], "a training DataLoader worker outlived its command"
     name = signal.Signals(sig).name
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
@@ -167,14 +135,6 @@ def test_training_workers_die_with_their_command(
 # -- a stuck worker -----------------------------------------------------------------------------------
 
 
-def _rows(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
 @pytest.mark.slow(seconds=5)
 def test_sigterm_while_a_worker_is_stuck_stops_at_once(plugin_env, tmp_path, reliability):
     """Waiting on a stuck worker there is no batch in flight: SIGTERM stops now, keeping what was stored,
@@ -185,22 +145,23 @@ def test_sigterm_while_a_worker_is_stuck_stops_at_once(plugin_env, tmp_path, rel
     cache, log = tmp_path / "cache.sqlite", tmp_path / "stderr.txt"
     argv = ["run", "-m", "slow-echo", "-a", "hang_on=hang", "-t", str(task), "-b", "4", "--cache", str(cache),
             "-o", str(tmp_path / "runs"), "-q"]  # fmt: skip
-    proc = _start(argv, log, {**_env(), **plugin_env})
+    proc = start_cli(argv, {**ONE_THREAD, **plugin_env}, stderr=log)
     try:
-        _wait_for(lambda: _rows(cache) >= 12, proc, timeout=120)  # three batches answered, the fourth stuck
-        workers = _children(proc.pid)
+        _wait_for(
+            lambda: cached_answers(cache) >= 12, proc, timeout=120
+        )  # three batches answered, the fourth stuck
+        workers = child_pids(proc.pid)
         time.sleep(0.3)
         started = time.time()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        stop(proc, signal.SIGTERM)
         took = time.time() - started
     finally:
         if proc.poll() is None:
             proc.kill()
     err = log.read_text()
     assert proc.returncode == 143 and took < 15, (took, err)
-    assert workers and _survivors(workers) == []
-    assert _rows(cache) == 12 and "12 answers from this run are stored in the cache" in err
+    assert workers and survivors(workers) == []
+    assert cached_answers(cache) == 12 and "12 answers from this run are stored in the cache" in err
     reliability.record(
         GROUP,
         "SIGTERM while a DataLoader worker is stuck (no batch in flight)",

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +132,81 @@ def invoke_cli(args: list[str]) -> subprocess.CompletedProcess:
 
     result = CliRunner().invoke(cli, args, prog_name="vlmbench", catch_exceptions=False)
     return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+# -- a vlmbench process in the background: started, signalled, its cache and its workers watched --------
+
+
+def start_cli(args: list[str], env: dict | None = None, stderr: Path | None = None) -> subprocess.Popen:
+    """Start ``python -m vlmbench ARGS`` in the background (``env`` added to this process's), its
+    output discarded but for stderr written to the file ``stderr``: a file, not a pipe, since a worker
+    that outlived its command would hold a pipe open and an unread pipe that fills stalls the command."""
+    with open(stderr, "w") if stderr else contextlib.nullcontext(subprocess.DEVNULL) as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "vlmbench", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+        )
+
+
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen, timeout: float = 120) -> bool:
+    """Poll ``condition`` until it holds, ``proc`` ends or ``timeout`` seconds pass; whether it holds."""
+    deadline = time.time() + timeout
+    while not condition() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def stop(proc: subprocess.Popen, sig: int, timeout: float = 60) -> int:
+    """Send ``sig`` to ``proc`` and wait for it to end; its exit status. One still running after
+    ``timeout`` seconds is killed and the wait's ``TimeoutExpired`` fails the test."""
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+
+
+def cached_answers(db: Path) -> int:
+    """How many answers the prediction cache ``db`` holds: 0 while the run has not created it yet (it
+    is not created here) or holds it locked."""
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=1)) as con:
+            return con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def child_pids(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (the DataLoader workers of a command), read from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+    return out
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def survivors(pids: list[int], within: float = 5.0) -> list[int]:
+    """Which of ``pids`` are still alive after ``within`` seconds; those are killed (the test failed)."""
+    deadline = time.time() + within
+    while any(pid_alive(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.05)
+    left = [p for p in pids if pid_alive(p)]
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    return left

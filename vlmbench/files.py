@@ -82,6 +82,24 @@ def read_regular_text(path: str | Path) -> str:
     return read_regular(path).decode("utf-8")
 
 
+def read_named_text(path: Path, what: str, error: type[VlmbenchError]) -> str:
+    """The UTF-8 text of ``path``, a ``what`` the user named (task file, run file, candidate file, ...);
+    any problem reading it (missing, a folder, a FIFO or device, not UTF-8, unreadable) is ``error``
+    with one message naming the file, so that each such file is refused in the same words."""
+    try:
+        return read_regular_text(path)
+    except FileNotFoundError:
+        raise error(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise error(f"{path} is a folder, not a {what}") from None
+    except NotRegularFile as exc:
+        raise error(f"{what} {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: the {what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise error(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+
+
 def check_regular(path: str | Path) -> bool:
     """Whether ``path`` exists, for a file another library will open by path; a FIFO, socket or device
     there raises :class:`NotRegularFile` and a folder ``IsADirectoryError``."""

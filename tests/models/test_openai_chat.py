@@ -5,6 +5,7 @@ every answered sample exactly once. The real-server parity test is in test_opena
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import threading
 from pathlib import Path
@@ -19,6 +20,7 @@ from vlmbench.plugin.registry import ModelEntry, Registry
 from vlmbench.plugin.secrets import SecretMask
 
 from .fake_openai import Call, FakeServer, Reply, answer_for, sample_key
+from vlmbench_testing import cached_answers, run_cli, start_cli, stop, wait_until
 
 # Tiny waits: faults are found in milliseconds, not in the defaults' seconds.
 FAST = "timeout=2,backoff=0.01,backoff_max=0.05"
@@ -313,14 +315,8 @@ def test_requests_per_minute_spaces_requests(model_task, tmp_path, server):
         return server.answer(call, count)
 
     server.reply = timed
-    result, _ = _run(
-        model_task.generate,
-        tmp_path,
-        server.base_url,
-        "--limit",
-        "4",
-        args="requests_per_minute=600,num_concurrent=4",
-    )
+    four_at_once = "requests_per_minute=600,num_concurrent=4"
+    result, _ = _run(model_task.generate, tmp_path, server.base_url, "--limit", "4", args=four_at_once)
     assert result.exit_code == 0, result.output
     assert started[-1] - started[0] >= 3 * 0.1 * 0.9
 
@@ -344,40 +340,22 @@ def test_secret_fragments_are_masked():
     assert mask.mask("nothing secret here") == "nothing secret here"
 
 
-def _rows(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
 @pytest.mark.slow(seconds=17)
 def test_sigkill_mid_run_then_resume(model_task, tmp_path, server):
     """A real vlmbench process killed with SIGKILL while requests are in flight: the rerun sends only what
     was not stored (at most the batch in flight again) and ends with each sample once."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     server.reply = lambda call, count: Reply(**{**vars(server.answer(call, count)), "delay": 0.25})
     db = tmp_path / "cache.sqlite"
-    cmd = [sys.executable, "-m", "vlmbench", "run", "-m", "openai-chat", "-a", f"base_url={server.base_url},num_concurrent=2",
-           "-t", str(model_task.generate), "-b", "4", "--cache", str(db), "-o", str(tmp_path / "runs"), "-q",
-           "--num-workers", "0"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while _rows(db) < 4 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
-    stored, sent = _rows(db), len(server.calls)
+    args = ["run", "-m", "openai-chat", "-a", f"base_url={server.base_url},num_concurrent=2",
+            "-t", str(model_task.generate), "-b", "4", "--cache", str(db), "-o", str(tmp_path / "runs"), "-q",
+            "--num-workers", "0"]  # fmt: skip
+    proc = start_cli(args)
+    wait_until(lambda: cached_answers(db) >= 4, proc)
+    assert stop(proc, signal.SIGKILL, timeout=30) == -signal.SIGKILL
+    stored, sent = cached_answers(db), len(server.calls)
     assert 4 <= stored < 12 and stored <= sent <= stored + 4  # the batch in flight was lost, nothing else
 
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    res = run_cli(args)
     assert res.returncode == 0, res.stderr
     assert f"({12 - stored} computed, {stored} cached)" in res.stderr
     again = server.answered()[sent:]
@@ -393,14 +371,8 @@ def test_family_template_detail_and_no_system_prompt(model_task, tmp_path, serve
     spec["prompt"] = {"default": "{question}", "qwen2.5-vl": "Q: {question} A:"}
     task = model_task.folder / "family_task.yaml"  # beside the data it names
     task.write_text(yaml.safe_dump({**spec, "task": "family_task"}), encoding="utf-8")
-    result, _ = _run(
-        task,
-        tmp_path,
-        server.base_url,
-        "--limit",
-        "2",
-        args="family=qwen2.5-vl,image_detail=low,system_prompt=",
-    )
+    settings = "family=qwen2.5-vl,image_detail=low,system_prompt="
+    result, _ = _run(task, tmp_path, server.base_url, "--limit", "2", args=settings)
     assert result.exit_code == 0, result.output
     body = server.calls[0].body
     assert [m["role"] for m in body["messages"]] == ["user"]

@@ -12,10 +12,10 @@ FIXTURE = FIXTURES / "ofa_tiny_parity.pt"
 
 def test_shipped_fixture_matches_within_tolerance():
     report = check_parity(FIXTURE)
-    assert report.logits_max_abs_diff <= 1e-5
-    assert report.encoder_max_abs_diff <= 1e-5
-    assert report.logits_shape == (2, 4, 120)
-    assert report.encoder_shape == (2, 22, 32)  # 4x4 patches + 6 text tokens
+    logits, encoder = report.output("logits"), report.output("encoder_last_hidden_state")
+    assert logits.max_abs_diff <= 1e-5 and encoder.max_abs_diff <= 1e-5
+    assert logits.shape == (2, 4, 120)
+    assert encoder.shape == (2, 22, 32)  # 4x4 patches + 6 text tokens
     assert {check.name for check in report.buffers} == {
         "token_rp_bucket[:64,:64]",
         "image_rp_bucket[:300,:300]",
@@ -46,7 +46,7 @@ def test_a_perturbed_fixture_fails(tmp_path):
     torch.save(fixture, path)
     report = check_parity(path)
     assert not report.passed
-    assert report.logits_max_abs_diff > 1e-5 and report.encoder_max_abs_diff > 1e-5
+    assert all(check.max_abs_diff > 1e-5 and not check.passed for check in report.outputs)
     assert [c.mismatches for c in report.buffers if c.name.startswith("token")] == [1]
     assert "FAILED" in render_parity_report(report)
     assert main([str(path)]) == 1

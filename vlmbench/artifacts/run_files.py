@@ -201,14 +201,19 @@ def _open_artifact(path: Path, max_bytes: int) -> Iterator[BinaryIO]:
             if size > max_bytes:
                 raise ArtifactError(f"{path}: {size} bytes, too large for a vlmbench artifact")
             yield fh
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: cannot be read (missing)") from None
-    except IsADirectoryError:
-        raise ArtifactError(f"{path}: cannot be read (a folder)") from None
-    except NotRegularFile:
-        raise ArtifactError(f"{path}: cannot be read (not a regular file)") from None
-    except OSError as exc:
-        raise ArtifactError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except (OSError, NotRegularFile) as exc:
+        raise ArtifactError(f"{path}: cannot be read ({_unreadable(exc)})") from None
+
+
+def _unreadable(exc: OSError | NotRegularFile) -> str:
+    """Why an artifact could not be opened, in a word or two: the path is named beside it."""
+    if isinstance(exc, FileNotFoundError):
+        return "missing"
+    if isinstance(exc, IsADirectoryError):
+        return "a folder"
+    if isinstance(exc, NotRegularFile):
+        return "not a regular file"
+    return exc.strerror or str(exc)
 
 
 def _read_regular_file(path: Path, max_bytes: int) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from vlmbench import hub, schema
 from vlmbench.errors import SpecError
-from vlmbench.files import NotRegularFile, read_regular_text
+from vlmbench.files import read_named_text
 
 PROMPT_FIELDS = ("question", "choices")
 # A task name becomes a folder name: nothing that could leave the output folder or collide after escaping.
@@ -166,18 +166,7 @@ def read_yaml_file(path: Path, what: str = "task file") -> Any:
     """A YAML configuration file's data (``what`` names it in messages: task file, run file, ...); any
     problem reading it is a :class:`SpecError` naming the file. Only a regular file is read: a FIFO
     or device is refused without waiting on it."""
-    try:
-        text = read_regular_text(path)
-    except FileNotFoundError:
-        raise SpecError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise SpecError(f"{path} is a folder, not a {what}") from None
-    except NotRegularFile as exc:
-        raise SpecError(f"{what} {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise SpecError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = read_named_text(path, what, SpecError)
     return schema.load_yaml(text, source=str(path))
 
 

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from vlmbench.errors import DataError
-from vlmbench.files import NotRegularFile, read_regular, read_regular_text
+from vlmbench.files import read_named_text, read_regular
 from vlmbench.hashing import json_digest
 from vlmbench.tasks.dataset import ImageSource, LoadedSplit, Sample, load_split
 from vlmbench.tasks.normalize import vqa_normalize
@@ -162,14 +162,7 @@ def _rank_answers(answers: list[str], top_k: int | None) -> tuple[str, ...]:
 
 def _read_candidate_file(path: Path) -> list[str]:
     """One answer per line (.txt) or a JSON list of strings (.json)."""
-    try:
-        text = read_regular_text(path)
-    except NotRegularFile as exc:
-        raise DataError(f"candidate file {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: the candidate file is not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"cannot read the candidate file {path}: {exc.strerror or exc}") from None
+    text = read_named_text(path, "candidate file", DataError)
     if path.suffix == ".json":
         try:
             data = json.loads(text)

@@ -46,23 +46,27 @@ class BufferCheck:
 
 
 @dataclass
+class OutputCheck:
+    name: str  # an output of the model's forward: logits, encoder_last_hidden_state
+    shape: tuple[int, ...]  # the fixture's
+    max_abs_diff: float  # inf when our shape differs
+    passed: bool
+
+
+@dataclass
 class ParityReport:
     fixture: str
     config: dict
     tolerance: float
-    logits_max_abs_diff: float
-    encoder_max_abs_diff: float
-    logits_shape: tuple[int, ...]
-    encoder_shape: tuple[int, ...]
+    outputs: list[OutputCheck]
     buffers: list[BufferCheck] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return (
-            self.logits_max_abs_diff <= self.tolerance
-            and self.encoder_max_abs_diff <= self.tolerance
-            and all(check.equal for check in self.buffers)
-        )
+        return all(check.passed for check in self.outputs) and all(check.equal for check in self.buffers)
+
+    def output(self, name: str) -> OutputCheck:
+        return next(check for check in self.outputs if check.name == name)
 
 
 def _parse_index(text: str | None) -> tuple[slice | int, ...]:
@@ -142,21 +146,13 @@ def check_parity(
             inputs["patch_images"].to(device, torch.float32),
             inputs["decoder_input_ids"].to(device),
         )
-    expected_logits = fixture["outputs"]["logits"].float()
-    expected_encoder = fixture["outputs"]["encoder_last_hidden_state"].float()
-    logits_diff = _max_abs_diff(out.logits, expected_logits)
-    encoder_diff = _max_abs_diff(out.encoder_last_hidden_state, expected_encoder)
+    outputs = []
+    for name in FIXTURE_KEYS["outputs"]:
+        expected = fixture["outputs"][name].float()
+        diff = _max_abs_diff(getattr(out, name), expected)
+        outputs.append(OutputCheck(name, tuple(expected.shape), diff, diff <= tolerance))
     buffers = [_check_buffer(model, name, value) for name, value in fixture.get("buffer_slices", {}).items()]
-    return ParityReport(
-        fixture=str(fixture_path),
-        config=dict(fixture["config"]),
-        tolerance=tolerance,
-        logits_max_abs_diff=logits_diff,
-        encoder_max_abs_diff=encoder_diff,
-        logits_shape=tuple(expected_logits.shape),
-        encoder_shape=tuple(expected_encoder.shape),
-        buffers=buffers,
-    )
+    return ParityReport(str(fixture_path), dict(fixture["config"]), tolerance, outputs, buffers)
 
 
 def render_parity_report(report: ParityReport) -> str:
@@ -166,11 +162,12 @@ def render_parity_report(report: ParityReport) -> str:
     lines = [
         f"OFA parity: {report.fixture}",
         "config: " + ", ".join(f"{key}={value}" for key, value in report.config.items()),
-        f"logits {list(report.logits_shape)}: max |diff| = {report.logits_max_abs_diff:.3e} "
-        f"(tolerance {report.tolerance:.0e}) {verdict(report.logits_max_abs_diff <= report.tolerance)}",
-        f"encoder_last_hidden_state {list(report.encoder_shape)}: max |diff| = {report.encoder_max_abs_diff:.3e} "
-        f"(tolerance {report.tolerance:.0e}) {verdict(report.encoder_max_abs_diff <= report.tolerance)}",
     ]
+    for output in report.outputs:
+        lines.append(
+            f"{output.name} {list(output.shape)}: max |diff| = {output.max_abs_diff:.3e} "
+            f"(tolerance {report.tolerance:.0e}) {verdict(output.passed)}"
+        )
     for check in report.buffers:
         detail = f"{check.mismatches} entries differ" if check.mismatches else check.note
         lines.append(

@@ -40,7 +40,7 @@ class RequestFailed(Exception):
         self.kind, self.message = kind, message
 
     def __reduce__(self):  # pickled with both arguments (it crosses process boundaries as every error may)
-        return type(self), (self.kind, self.message)
+        return type(self), (self.kind, self.message), self.__dict__
 
 
 @dataclass(frozen=True)

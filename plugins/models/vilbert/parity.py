@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from vlmbench_plugins.models.parity_report import ComparedRows, render_rows
 
 from .config import VilbertConfig
 from .loading import detect_variant, load_state_dict_strict, normalize_state_dict
@@ -40,26 +42,14 @@ class OutputParity:
 
 
 @dataclass
-class ParityReport:
+class ParityReport(ComparedRows):
+    ROWS: ClassVar[str] = "outputs"
+
     fixture: str
     variant: str
     tolerance: float
     config: dict[str, Any]
     outputs: list[OutputParity] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.outputs) and all(o.passed for o in self.outputs)
-
-    @property
-    def max_abs_diff(self) -> float:
-        return max((o.max_abs_diff for o in self.outputs), default=math.inf)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["passed"] = self.passed
-        out["max_abs_diff"] = self.max_abs_diff
-        return out
 
 
 def load_fixture(fixture: str | Path | Mapping[str, Any]) -> dict[str, Any]:
@@ -125,19 +115,16 @@ def check_parity(
 
 def render_parity_report(report: ParityReport) -> str:
     """Plain-text table: one row per output with its shape, max abs difference and verdict."""
-    width = max([len(o.name) for o in report.outputs] + [6])
-    lines = [
-        f"ViLBERT parity: {report.fixture}",
-        f"layout: {report.variant}   tolerance: {report.tolerance:.1e}",
-        f"{'output':<{width}}  {'shape':<16}  {'max |diff|':>11}  result",
-    ]
+    rows = []
     for o in report.outputs:
         shape = "x".join(map(str, o.shape)) if o.shape is not None else "-"
         if o.expected_shape is not None and o.shape != o.expected_shape:
             shape += f" (want {'x'.join(map(str, o.expected_shape))})"
-        lines.append(
-            f"{o.name:<{width}}  {shape:<16}  {o.max_abs_diff:>11.3e}  {'ok' if o.passed else 'FAIL'}"
-        )
+        rows.append((o.name, shape, o.max_abs_diff, (), o.passed))
+    heading = [
+        f"ViLBERT parity: {report.fixture}",
+        f"layout: {report.variant}   tolerance: {report.tolerance:.1e}",
+    ]
     verdict = "PASS" if report.passed else "FAIL"
-    lines.append(f"{verdict}: max |diff| {report.max_abs_diff:.3e} over {len(report.outputs)} outputs")
-    return "\n".join(lines)
+    summary = f"{verdict}: max |diff| {report.max_abs_diff:.3e} over {len(report.outputs)} outputs"
+    return render_rows(heading, "output", rows, summary)

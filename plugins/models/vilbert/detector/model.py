@@ -34,26 +34,6 @@ class DetectorStages:
     bbox_deltas: list[Tensor]  # per image [R, 4 * classes]
 
 
-class _Backbone(nn.Module):
-    def __init__(self, config: DetectorConfig) -> None:
-        super().__init__()
-        self.body = ResNeXtBody(config)
-        self.fpn = FPN(config)
-
-
-class _RPN(nn.Module):
-    def __init__(self, config: DetectorConfig) -> None:
-        super().__init__()
-        self.anchor_generator = AnchorGenerator(config)
-        self.head = RPNHead(config.out_channels, len(config.aspect_ratios))
-
-
-class _ROIHeads(nn.Module):
-    def __init__(self, config: DetectorConfig) -> None:
-        super().__init__()
-        self.box = BoxHead(config)
-
-
 class RegionDetector(nn.Module):
     """Backbone, FPN, RPN and box head under the original's module names (810 state-dict entries at
     the released config)."""
@@ -61,9 +41,12 @@ class RegionDetector(nn.Module):
     def __init__(self, config: DetectorConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = _Backbone(config)
-        self.rpn = _RPN(config)
-        self.roi_heads = _ROIHeads(config)
+        # Containers that only carry the original's names (``backbone.body.stem...``, ``rpn.head...``),
+        # which the released weights' keys and the parity stages follow.
+        self.backbone = nn.ModuleDict({"body": ResNeXtBody(config), "fpn": FPN(config)})
+        head = RPNHead(config.out_channels, len(config.aspect_ratios))
+        self.rpn = nn.ModuleDict({"anchor_generator": AnchorGenerator(config), "head": head})
+        self.roi_heads = nn.ModuleDict({"box": BoxHead(config)})
 
     @torch.inference_mode()
     def forward(self, images: Tensor, image_sizes: list[tuple[int, int]]) -> DetectorStages:

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+
+from vlmbench_plugins.models.parity_report import ComparedRows, render_rows
 
 from .box_head import pool
 from .config import RELEASE, DetectorConfig, apply_dotted, merge_tree
@@ -48,21 +50,12 @@ class StageParity:
 
 
 @dataclass
-class DetectorParityReport:
+class DetectorParityReport(ComparedRows):
+    ROWS: ClassVar[str] = "stages"
+
     fixture: str
     tolerance: float
     stages: list[StageParity] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.stages) and all(s.passed for s in self.stages)
-
-    @property
-    def max_abs_diff(self) -> float:
-        return max((s.max_abs_diff for s in self.stages), default=math.inf)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed, "max_abs_diff": self.max_abs_diff}
 
 
 def is_detector_fixture(data: Any) -> bool:
@@ -224,20 +217,17 @@ def _compare_head(check: _Comparer, model: RegionDetector, fpn: list[Tensor], ex
 
 def render_detector_report(report: DetectorParityReport) -> str:
     """One row per stage: shape, max |diff|, max relative diff and verdict."""
-    width = max([len(s.name) for s in report.stages] + [6])
-    lines = [
+    rows = [
+        (s.name, "x".join(map(str, s.shape)) or "scalar", s.max_abs_diff,
+         ("exact" if s.exact else f"{s.max_rel_diff:.2e}",), s.passed)
+        for s in report.stages
+    ]  # fmt: skip
+    heading = [
         f"ViLBERT region detector parity: {report.fixture}",
         f"tolerance: rtol = atol = {report.tolerance:.1e}; integers exact",
-        f"{'stage':<{width}}  {'shape':<16}  {'max |diff|':>11}  {'max rel':>9}  result",
     ]
-    for s in report.stages:
-        shape = "x".join(map(str, s.shape)) or "scalar"
-        rel = "exact" if s.exact else f"{s.max_rel_diff:.2e}"
-        lines.append(
-            f"{s.name:<{width}}  {shape:<16}  {s.max_abs_diff:>11.3e}  {rel:>9}  {'ok' if s.passed else 'FAIL'}"
-        )
     verdict = "PASS" if report.passed else "FAIL"
-    lines.append(
+    summary = (
         f"{verdict}: {sum(s.passed for s in report.stages)}/{len(report.stages)} stages within tolerance"
     )
-    return "\n".join(lines)
+    return render_rows(heading, "stage", rows, summary, extra_columns=("max rel",))
