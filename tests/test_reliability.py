@@ -510,7 +510,7 @@ def test_a_failing_sample_is_skipped_and_the_rest_answered(tmp_path, reliability
         "Crashes and interruptions",
         "model failing on every request",
         1,
-        "model reported as skipped with the error after its first requests; other models still run",
+        "model stopped after its first requests: one Error line with the error, recorded as skipped; other models still run",
     )
 
 

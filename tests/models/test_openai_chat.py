@@ -243,8 +243,10 @@ def test_a_server_that_fails_every_request_is_one_line_not_a_row_each(model_task
     result, cache = _run(
         model_task.generate, tmp_path, server.base_url, args="max_retries=1,max_failures_in_a_row=4"
     )
-    assert result.exit_code == 4
-    assert f"failed 4 requests in a row (the last: HTTP {status}: broken" in result.output
+    assert result.exit_code == 4  # nothing evaluated
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert line.startswith("Error: openai-chat[fake-vlm] on ")
+    assert f"failed 4 requests in a row (the last: HTTP {status}: broken" in line
     # At most the requests in flight when the fourth failed (4 at a time) finish; nothing more is sent.
     attempts = 1 if status == 401 else 2  # a 4xx is never retried
     assert 4 * attempts <= len(server.calls) <= (4 + 3) * attempts

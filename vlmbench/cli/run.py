@@ -207,7 +207,12 @@ def _run_all(plugins, choices, tasks, config) -> _RunOutcome:
         if result.status == "worker":  # a data-parallel rank other than 0: rank 0 reports
             outcome.reporting = False
             continue
-        if result.status == "skipped":
+        if result.status == "skipped" and result.failed:
+            click.secho(
+                f"Error: {plan.label} on {plan.task.name}: {result.results['reason']}", fg="red", err=True
+            )
+            outcome.skipped.append(f"{plan.label} on {plan.task.name}")
+        elif result.status == "skipped":
             click.secho(f"{plan.label}: skipped: {result.results['reason']}", fg="yellow", err=True)
             outcome.skipped.append(f"{plan.label} on {plan.task.name}")
         else:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -66,6 +67,9 @@ class RunResult:
     cached: int = 0
     model_calls: int = 0
     skipped_samples: Counter = field(default_factory=Counter)
+    # The model stopped answering (every request failed, its server went away): the run goes on with
+    # the other models, and the command line reports it as an error, not as a skip.
+    failed: bool = False
 
 
 @dataclass
@@ -105,9 +109,10 @@ def run_plan(plan: RunPlan) -> RunResult:
     try:
         outcome = execute(plan, dist)
     except (AssetMissingError, ModelFailed) as exc:
+        failed = isinstance(exc, ModelFailed)
         if dist.is_main:
-            return _write_skipped_model(plan, exc)
-        return RunResult("skipped", plan.run_dir, {"status": "skipped", "reason": str(exc)})
+            return dataclasses.replace(_write_skipped_model(plan, exc), failed=failed)
+        return RunResult("skipped", plan.run_dir, {"status": "skipped", "reason": str(exc)}, failed=failed)
     if outcome is None:
         return RunResult("worker", plan.run_dir, {})
     return report(plan, outcome)
