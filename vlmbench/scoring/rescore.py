@@ -36,6 +36,7 @@ from vlmbench.scoring.records import merge_metric_blocks, metric_blocks, score_r
 from vlmbench.scoring.score_cache import default_score_cache_path
 from vlmbench.scoring.scorer import build_metrics
 from vlmbench.tasks.filters import check_filters
+from vlmbench.tasks.protocol import ProtocolSpec, protocol_record
 from vlmbench.tasks.spec import DEFAULT_WEIGHTS, MetricSpec, TaskSpec
 
 #: Metrics used when none are named: the task defaults plus the whole suite.
@@ -48,6 +49,7 @@ DEFAULT_FILTERS: tuple[str, ...] = tuple(TaskSpec.__dataclass_fields__["filters"
 class _ScoreOptions:
     path: Path | None  # the score cache, None: off
     progress: bool
+    protocol: dict | None = None  # the protocol the scores follow, as results.json records it
 
 
 @dataclass
@@ -77,6 +79,7 @@ def rescore(
     keep_others: bool = True,
     cache: bool = True,
     progress: bool = True,
+    protocol: ProtocolSpec | None = None,
 ) -> RescoreResult:
     """Score ``source`` (a run folder, a run's predictions.jsonl, or an external CSV/JSONL file).
 
@@ -90,7 +93,8 @@ def rescore(
     study's weights for external files). An external file's results go to
     ``runs_root/<task_name>/<name>-<sha8>`` unless ``output_dir`` is given. ``cache=False`` neither
     reads nor stores metric scores in the score cache (``vlmbench score --no-cache``); ``progress=False``
-    prints no progress lines.
+    prints no progress lines. A ``protocol`` gives the metrics (with its options) and the filters where
+    ``metrics`` and ``filters`` are not given, and is recorded in results.json.
     """
     plugins = plugins or load_plugins()
     source = Path(source)
@@ -98,10 +102,15 @@ def rescore(
         raise DataError(f"{source}: no such file or folder")
     if not (source.is_dir() or source.is_file()):  # a FIFO or a device would block or never end
         raise DataError(f"{source}: not a regular file or folder")
+    if protocol is not None:
+        filters = protocol.filters if filters is None else filters
+        metrics = metrics or protocol.metrics
     if filters is not None:
         check_filters(list(filters), where="--filters")
     specs = [m if isinstance(m, MetricSpec) else MetricSpec(m) for m in (metrics or DEFAULT_METRICS)]
-    score_cache = _ScoreOptions(default_score_cache_path() if cache else None, progress)
+    score_cache = _ScoreOptions(
+        default_score_cache_path() if cache else None, progress, protocol_record(protocol)
+    )
     run_file = _stored_run(source)
     if run_file is not None:
         return _rescore_run(
@@ -345,6 +354,8 @@ def _score_and_write(
         provenance=provenance(),
     )
     results["config"] = {**(results.get("config") or {}), "scoring_device": device}
+    if stats.score_cache is not None and stats.score_cache.protocol is not None:
+        results["protocol"] = stats.score_cache.protocol
     return results
 
 
