@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from vlmbench.cli import cli
-from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
+from vlmbench.errors import ArgError, VlmbenchError
 from vlmbench.evaluation.runner import evaluate
 from vlmbench.plugin.loading import load_plugins, resolve_task
 from vlmbench.tasks.normalize import vqa_normalize
