@@ -24,6 +24,7 @@ def study():
 
 def test_the_study_protocol_changes_how_a_task_is_asked_and_scored(study):
     task = resolve_task("abo_sample", load_plugins())
+    assert task.samples
     under = study.apply(task)
     assert under.samples is task.samples  # the data already read is shared
     assert under.spec.filters == [] and task.spec.filters != []
@@ -83,6 +84,7 @@ def test_score_with_a_protocol_records_it(tmp_path, study):
     assert data["metrics"]["exact_match"]["value"] == pytest.approx(2 / 3)  # the verbose answer is wrong
 
 
+@pytest.mark.slow(seconds=4)
 def test_the_8bit_scope_keeps_small_linear_layers(tiny_checkpoint):
     """``int8_min_out_features=N``: every Linear layer with at most N outputs stays in full precision."""
     plugins = load_plugins()

@@ -50,8 +50,8 @@ class Point:
 def variant_bars(
     bars: Sequence[Bar], metrics: Sequence[tuple[str, str]], title: str, out_dir: Path, name: str
 ) -> tuple[Any, Path, Path]:
-    """A panel per (column, title) of ``metrics``: one bar per entry of ``bars`` in order, variants
-    hatched; the labels in a legend below (long labels would not fit under bars)."""
+    """A panel per (title, column) of ``metrics``: one bar per entry of ``bars`` in order, variants
+    hatched, a zero drawn flat; the labels in a legend below (long labels would not fit under bars)."""
     import matplotlib
 
     with matplotlib.rc_context(RC):
@@ -62,7 +62,7 @@ def variant_bars(
 def memory_vs_score(
     points: Sequence[Point], metrics: Sequence[tuple[str, str]], title: str, out_dir: Path, name: str
 ) -> tuple[Any, Path, Path]:
-    """A panel per (column, title) of ``metrics``: each point at (weight memory, value); the points of a
+    """A panel per (title, column) of ``metrics``: each point at (weight memory, value); the points of a
     group joined by a line, in the order given."""
     import matplotlib
 
@@ -82,13 +82,16 @@ def _variant_bars(bars: Sequence[Bar], metrics: Sequence[tuple[str, str]], title
     colours = [cmap(i % cmap.N) for i in range(len(bars))]
     hatch = ["//" if b.variant else "" for b in bars]
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, (column, name) in zip(axes, metrics, strict=False):
+    for ax, (name, column) in zip(axes, metrics, strict=False):
         values = [b.values.get(column) for b in bars]
         for i, value in enumerate(values):
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 ax.text(i, 0.0, "n/a", ha="center", va="bottom", fontsize=8, color="#666", rotation=90)
                 continue
             ax.bar(i, value, 0.8, color=colours[i], hatch=hatch[i], edgecolor="#333", linewidth=0.6)
+            if value == 0:  # a flat bar, so that a zero is not read as a missing value
+                ax.plot([i], [0], linestyle="none", marker="_", markersize=14, markeredgewidth=3,
+                        color=colours[i], clip_on=False)  # fmt: skip
         ax.set_title(figure_text(name, LABEL_WIDTH))
         ax.set_xticks([])
         seen = [v for v in values if v is not None]
@@ -118,7 +121,7 @@ def _memory_vs_score(points: Sequence[Point], metrics: Sequence[tuple[str, str]]
     suptitle(fig, title)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     labels = list(dict.fromkeys(p.label for p in points))
-    for ax, (column, name) in zip(axes, metrics, strict=False):
+    for ax, (name, column) in zip(axes, metrics, strict=False):
         for g in groups:
             mine = [p for p in points if (p.group or p.label) == g]
             xy = [(p.memory_mb, p.values.get(column)) for p in mine]
