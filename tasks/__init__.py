@@ -1,5 +1,6 @@
 """Tasks bundled with vlmbench (installed as ``vlmbench_tasks``): every ``*.yaml`` in this folder, and
-the run configurations in ``configs/`` (``vlmbench run --config NAME``)."""
+the run configurations in ``configs/`` (``vlmbench run --config NAME``) and the evaluation protocols in
+``protocols/`` (``vlmbench run --protocol NAME``)."""
 
 from pathlib import Path
 
@@ -10,3 +11,4 @@ from vlmbench.api import hookimpl
 def register_tasks(register):
     register(Path(__file__).parent)
     register(Path(__file__).parent / "configs")
+    register(Path(__file__).parent / "protocols")

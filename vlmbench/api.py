@@ -38,14 +38,19 @@ What is here:
   :class:`Task`, :func:`load_split`), answer filters, safe image reading and the artifact writers
   (atomic; :func:`write_json`, :func:`write_jsonl`, :func:`write_text`, :func:`load_results`, :func:`read_json_object`; a run's
   results file is named :data:`RESULTS_FILE`), run files (:func:`find_run_file`,
-  :func:`load_run_file`), and tables and figures of runs: :func:`collect_runs`, :func:`leaderboard_row`, :func:`leaderboard_markdown` (with
+  :func:`load_run_file`), evaluation protocols (:func:`find_protocol`, :class:`ProtocolSpec`) and
+  ``--metric-args`` values (:func:`parse_metric_args`), and tables and figures of runs: :func:`collect_runs`, :func:`leaderboard_row`, :func:`leaderboard_markdown` (with
   :data:`STUDY_COLUMNS`, the study's column order, and :func:`study_order`), the metric columns of
   rows (:func:`metric_columns`, :func:`difficulty_columns`), :func:`difficulty_markdown`,
-  :func:`write_leaderboard` and :func:`render_figures`; for reports, :func:`now` and
+  :func:`write_leaderboard` and :func:`render_figures`, comparison figures (:func:`variant_bars` of
+  :class:`FigureBar`, :func:`memory_vs_score` of :class:`FigurePoint`); for reports, :func:`now` and
   :func:`command_line` as results.json records them, and vlmbench's :data:`VERSION`
 """
 
 from vlmbench import __version__ as VERSION
+from vlmbench.analysis.comparison_figures import Bar as FigureBar
+from vlmbench.analysis.comparison_figures import Point as FigurePoint
+from vlmbench.analysis.comparison_figures import memory_vs_score, variant_bars
 from vlmbench.analysis.display import markdown_code, markdown_text
 from vlmbench.analysis.leaderboard import (
     STUDY_COLUMNS,
@@ -81,7 +86,13 @@ from vlmbench.errors import (
     unknown_message,
 )
 from vlmbench.evaluation.plan import RunConfig, RunPlan, plan_run
-from vlmbench.evaluation.run_spec import ModelChoice, find_run_file, load_run_file, parse_batch_size
+from vlmbench.evaluation.run_spec import (
+    ModelChoice,
+    find_protocol,
+    find_run_file,
+    load_run_file,
+    parse_batch_size,
+)
 from vlmbench.evaluation.runner import RunResult, evaluate, run_plan
 from vlmbench.evaluation.signals import StopRequested
 from vlmbench.evaluation.workers import DEFAULT_WORKER_TIMEOUT, data_loader, loader_batches
@@ -125,10 +136,12 @@ from vlmbench.plugin.request import Batch, Request
 from vlmbench.plugin.secrets import SecretMask
 from vlmbench.scoring.asset_identity import model_identity, wordnet_identity, wordnet_identity_of
 from vlmbench.scoring.assets import find_wordnet, load_wordnet, resolve_model
+from vlmbench.scoring.rescore import parse_metric_args
 from vlmbench.tasks.dataset import ImageSource, Sample, load_split
 from vlmbench.tasks.filters import apply_filters
 from vlmbench.tasks.images import ImageProblem, confined_path, decode_image, read_image_file
 from vlmbench.tasks.normalize import vqa_normalize
+from vlmbench.tasks.protocol import ProtocolSpec
 from vlmbench.tasks.spec import GenerationSpec, read_yaml_file
 from vlmbench.tasks.task import Task
 
@@ -149,6 +162,8 @@ __all__ = [
     "CorpusMetric",
     "DataError",
     "DecoderVLM",
+    "FigureBar",
+    "FigurePoint",
     "GenerationResult",
     "GenerationSpec",
     "Generator",
@@ -169,6 +184,7 @@ __all__ = [
     "NotRegularFile",
     "PicklableError",
     "Plugins",
+    "ProtocolSpec",
     "QAItem",
     "Request",
     "RunConfig",
@@ -201,6 +217,7 @@ __all__ = [
     "download_blocker",
     "evaluate",
     "file_sha256",
+    "find_protocol",
     "find_run_file",
     "find_wordnet",
     "hookimpl",
@@ -221,6 +238,7 @@ __all__ = [
     "loader_batches",
     "markdown_code",
     "markdown_text",
+    "memory_vs_score",
     "metric_columns",
     "model_identity",
     "now",
@@ -228,6 +246,7 @@ __all__ = [
     "open_regular",
     "parse_batch_size",
     "parse_kv",
+    "parse_metric_args",
     "plan_run",
     "read_adapter",
     "read_image_file",
@@ -247,6 +266,7 @@ __all__ = [
     "torch_dtype",
     "tree_sha256",
     "unknown_message",
+    "variant_bars",
     "vqa_normalize",
     "wordnet_identity",
     "wordnet_identity_of",

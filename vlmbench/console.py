@@ -24,6 +24,13 @@ _ONCE = (
 )
 
 
+# Libraries whose warnings (logged or raised) ``--quiet`` hides.
+_LIBRARIES = (
+    "transformers", "peft", "bitsandbytes", "accelerate", "huggingface_hub", "datasets", "torch", "timm",
+    "open_clip", "sentence_transformers", "bert_score", "nltk", "PIL", "matplotlib",
+)  # fmt: skip
+
+
 class _Once(logging.Filter):
     """Lets each message template through once per process."""
 
@@ -65,7 +72,9 @@ def tame_library_output(quiet: bool = False) -> None:
     """Configure library logging and warnings for the command line (call before heavy imports).
 
     ``quiet`` also turns off the progress bars of Hugging Face libraries (weight loading, downloads,
-    dataset preparation), as ``--quiet`` turns off vlmbench's own."""
+    dataset preparation), as ``--quiet`` turns off vlmbench's own, and every library warning (PEFT's
+    deprecations, bitsandbytes' casts, transformers' notices): with ``--quiet`` only errors and
+    vlmbench's own warnings about the data reach the terminal."""
     hide_unactionable_messages()
     once = _Once()
     for name in _ONCE:
@@ -77,6 +86,13 @@ def tame_library_output(quiet: bool = False) -> None:
     if quiet:
         for variable in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):
             os.environ.setdefault(variable, "1")
+        warnings.filterwarnings("ignore")
+        for ours in ("vlmbench", "vlmbench_plugins"):  # added last, so checked first
+            warnings.filterwarnings("default", category=UserWarning, module=rf"{ours}(\..*)?$")
+        for name in _LIBRARIES:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        # transformers sets its own level when it is first imported, from this variable.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 @contextlib.contextmanager

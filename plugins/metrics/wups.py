@@ -13,7 +13,8 @@ Reference definition (``mode=reference``):
 
 ``mode=normalized`` (the default, and what the bundled tasks use) VQA-normalises each comma-separated
 item of both answers first (``"The Red."`` -> ``"red"``, ``"Two"`` -> ``"2"``) and then applies the same
-definition.
+definition; ``mode=lowercase`` only lower-cases each stripped item (whole-answer matching, as the seed
+study compares answers: ``"The Red."`` stays one item, ``"the red."``, with no synsets).
 
 Outputs ``wups_0.0`` and ``wups_0.9`` (t = 0.0 and 0.9) and ``wups_weighted`` =
 ``weight * WUPS@0.0 + (1 - weight) * WUPS@0.9`` per sample (``weight`` 0.5 by default).
@@ -169,10 +170,12 @@ def scorer_for(wordnet: Any) -> WupScorer:
         return scorer
 
 
-def answer_items(answer: str, normalized: bool) -> list[str]:
-    """Comma-separated items of an answer, stripped (and VQA-normalised in normalised mode)."""
+def answer_items(answer: str, mode: str) -> list[str]:
+    """Comma-separated items of an answer, stripped (and VQA-normalised or lower-cased per ``mode``)."""
     parts = answer.split(",")
-    return [vqa_normalize(p) for p in parts] if normalized else [p.strip() for p in parts]
+    if mode == "normalized":
+        return [vqa_normalize(p) for p in parts]
+    return [p.strip().lower() for p in parts] if mode == "lowercase" else [p.strip() for p in parts]
 
 
 def set_scores(scorer: WupScorer, gt: list[str], pred: list[str]) -> tuple[float, ...]:
@@ -203,8 +206,9 @@ class Wups(SampleMetric):
         "mode": Arg(
             str,
             "normalized",
-            "normalized: VQA-normalise each comma-separated item first; reference: the DAQUAR script as is",
-            choices=("normalized", "reference"),
+            "normalized: VQA-normalise each comma-separated item first; lowercase: only lower-case it; "
+            "reference: the DAQUAR script as is",
+            choices=("normalized", "lowercase", "reference"),
         ),
         "weight": Arg(float, 0.5, "weight of WUPS@0.0 in wups_weighted (WUPS@0.9 gets 1 - weight)"),
     }
@@ -230,14 +234,12 @@ class Wups(SampleMetric):
         if self._scorer is None:
             self.setup()
         assert self._scorer is not None
-        normalized = self.options["mode"] == "normalized"
+        mode = self.options["mode"]
         weight = self.options["weight"]
         low, high, mixed = [], [], []
         with self._scorer.lock:
             for pred, ref in zip(predictions, references, strict=True):
-                w0, w9 = set_scores(
-                    self._scorer, answer_items(ref, normalized), answer_items(pred, normalized)
-                )
+                w0, w9 = set_scores(self._scorer, answer_items(ref, mode), answer_items(pred, mode))
                 low.append(w0)
                 high.append(w9)
                 mixed.append(weight * w0 + (1.0 - weight) * w9)

@@ -10,9 +10,14 @@ Output folder layout::
 
     OUT/models/TASK/MODEL-FINGERPRINT/     one run per model of the run file (the model table)
     OUT/lora/                              the sweep: adapters, OUT/lora/eval/ runs, sweep.{md,json}
-    OUT/quantization/TASK/...              the best adapter with its base weights in 8 bits
-    OUT/figures/                           the figures of the model table, with report.html
+    OUT/quantization/TASK/...              8-bit runs beside their full-precision runs
+    OUT/figures/                           the figures of the model table (report.html), Figure 3 and
+                                           the quantisation figure
     OUT/report.md, OUT/study.json          everything above in one report
+
+Every evaluation and the LoRA training follow one protocol (``--protocol``, default ``study``: the
+study's filters, metric options, prompts, candidates, LoRA settings and 8-bit scope, defined in
+``tasks/protocols/study.yaml``); ``--protocol none`` uses vlmbench's own defaults.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from vlmbench.api import (
     Task,
     UnsupportedTask,
     VlmbenchError,
+    find_protocol,
     find_run_file,
     leaderboard_row,
     load_run_file,
-    parse_kv,
+    parse_metric_args,
     plan_run,
     render_figures,
     resolve_task,
@@ -63,6 +69,9 @@ class StudyOptions:
     lora_settings: list[str] = field(default_factory=list)  # KEY=VALUE fine-tuning options
     quantization: bool = True
     run: dict[str, Any] = field(default_factory=dict)  # RunConfig fields shared by every evaluation
+    protocol: str | None = "study"  # None: vlmbench's own defaults
+    metric_args: list[str] = field(default_factory=list)  # METRIC:k=v,... for every evaluation
+    with_paper: bool = False  # the paper's reported values beside the report's own
 
 
 @dataclass
@@ -74,6 +83,7 @@ class StudyPlan:
     skipped: list[tuple[str, str]]  # (model, reason) for models that cannot answer the task at all
     sweep: Any | None  # the LoRA sweep spec
     run_file: Path
+    protocol: Any | None = None  # the ProtocolSpec every step follows
 
 
 @dataclass
@@ -85,6 +95,7 @@ class StudyResult:
     sweep_skipped: str | None = None  # why the LoRA step could not run
     quantization: dict[str, Any] | None = None
     figures: list[Any] = field(default_factory=list)
+    study_figures: list[Any] = field(default_factory=list)  # Figure 3 and the quantisation figure
     report: Path | None = None
 
 
@@ -99,6 +110,11 @@ def plan_study(options: StudyOptions, plugins: Any) -> StudyPlan:
         raise VlmbenchError(f"output folder {out} exists and is not a folder")
     # The run file's options, then the command line's: one set of evaluation settings for every step.
     options.run = {**_file_options(spec.options), **options.run}
+    protocol = find_protocol(options.protocol, plugins) if options.protocol else None
+    if protocol is not None:
+        options.run["protocol"] = protocol
+    if options.metric_args:
+        options.run["metric_args"] = parse_metric_args(options.metric_args)
     choices = _with_model_args(spec.model_choices(), options.model_args)
     sweep = _plan_sweep(options, task, out, options.run, plugins) if options.lora else None
     # without a sweep the LoRA base model itself is quantised: it must take the 8-bit option
@@ -118,7 +134,11 @@ def plan_study(options: StudyOptions, plugins: Any) -> StudyPlan:
             plans.append((choice, plan_run(choice.name, task, cfg, model_args=choice.args, plugins=plugins)))
         except UnsupportedTask as exc:
             skipped.append((choice.label or choice.name, str(exc)))
-    return StudyPlan(options, task, out, plans, skipped, sweep, run_file)
+    if options.quantization:
+        plugins.models.get(options.lora_base)  # the model quantised when there is no adapter
+        if protocol is not None and protocol.quantization:
+            plugins.models.get(protocol.quantization.get("model") or options.lora_base)
+    return StudyPlan(options, task, out, plans, skipped, sweep, run_file, protocol)
 
 
 def _file_options(file_options: Any) -> dict[str, Any]:
@@ -158,11 +178,11 @@ def _with_model_args(choices: list[ModelChoice], values: list[str]) -> list[Mode
             command_line = parse_kv(",".join(parts))
         except ArgError as exc:
             raise ArgError(f"--model-args of model {names[i]!r}: {exc}") from None
-        out[i] = ModelChoice(names[i], {**_args_of(out[i]), **command_line}, out[i].label)
+        out[i] = ModelChoice(names[i], {**args_of(out[i]), **command_line}, out[i].label)
     return out
 
 
-def _args_of(choice: ModelChoice) -> dict[str, Any]:
+def args_of(choice: ModelChoice) -> dict[str, Any]:
     """A choice's arguments as a mapping: a run file's as they are, a command line's parsed."""
     return dict(choice.args) if isinstance(choice.args, Mapping) else parse_kv(choice.args)
 
@@ -174,8 +194,12 @@ def _plan_sweep(options: StudyOptions, task: Task, out: Path, run: dict[str, Any
     source = task.spec.source_path
     spec = load_sweep(None, task=task.name if task.name in plugins.tasks or not source else str(source),
                       model=options.lora_base)  # fmt: skip
+    protocol = run.get("protocol")
+    if protocol is not None:  # the protocol's training settings, under the user's --lora-set
+        spec.defaults.update(protocol.finetune)
     spec.defaults.update(parse_settings(options.lora_settings, "--lora-set"))
-    for key in ("batch_size", "limit", "device", "dtype", "num_workers", "metrics"):
+    for key in ("batch_size", "limit", "device", "dtype", "num_workers", "metrics", "protocol", "metric_args",
+                "seed"):  # fmt: skip
         if run.get(key) is not None:
             spec.evaluate[key] = run[key]
     # every fine-tuning option, the base model and the task's train split checked now, before the table
@@ -209,55 +233,12 @@ def run_study(plan: StudyPlan, plugins: Any, log: Callable[[str], None] | None =
             result.sweep_skipped = str(exc)
             log(f"study: LoRA configurations skipped: {exc}")
     if plan.options.quantization:
-        result.quantization = _quantize(plan, result, plugins, log)
+        from vlmbench_plugins.study.quantization import quantize
+
+        result.quantization = quantize(plan, result, plugins, log)
     if any(row.status == "ok" for row, _ in result.models):
         result.figures = render_figures(
             plan.output_dir / MODELS, plan.output_dir / FIGURES, task=plan.task.name
         )
     result.report = write_report(plan, result)
     return result
-
-
-def _quantize(
-    plan: StudyPlan, result: StudyResult, plugins: Any, log: Callable[[str], None]
-) -> dict[str, Any]:
-    """The study's last step: the chosen model again with its base weights in 8 bits (bitsandbytes),
-    against the same model in full precision."""
-    reference_dir, model, args, chosen = _quantization_subject(plan, result)
-    if reference_dir is None:
-        return {"status": "skipped", "reason": chosen}
-    log(f"study: {chosen} in 8 bits on {plan.task.name}")
-    cfg = RunConfig(**plan.options.run, output_dir=plan.output_dir / QUANTIZATION, label=f"{chosen} 8-bit")
-    args = {**args, "load_in_8bit": "true"}
-    quantized = run_plan(plan_run(model, plan.task, cfg, model_args=args, plugins=plugins))
-    return {
-        "status": quantized.status,
-        "chosen": chosen,
-        "full_precision": str(reference_dir),
-        "quantized": str(quantized.run_dir),
-        "reason": quantized.results.get("reason"),
-    }
-
-
-def _quantization_subject(plan: StudyPlan, result: StudyResult) -> tuple[Path | None, str, dict, str]:
-    """(full-precision run folder, model plugin, its arguments, label) of what is quantised: the best
-    adapter of the sweep, or without a sweep the LoRA base model of the model table."""
-    sweep = result.sweep
-    if sweep is not None:
-        runs = [r for r in sweep.runs if r.get("run_dir") and r.get("test")]
-        for metric in SELECTION_METRICS:
-            scored = [r for r in runs if r["test"].get(metric) is not None]
-            if scored:
-                best = max(scored, key=lambda r: r["test"][metric])
-                args = {"adapter": best["adapter"]}
-                pretrained = plan.sweep.defaults.get("pretrained")
-                if pretrained:
-                    args["pretrained"] = str(pretrained)
-                return Path(best["run_dir"]), "lora-blip", args, f"lora-blip {best['name']}"
-        return None, "", {}, "no adapter of the sweep was evaluated"
-    if result.sweep_skipped:
-        return None, "", {}, "the LoRA configurations were skipped"
-    for (row, run_dir), (choice, _) in zip(result.models, plan.models, strict=True):
-        if choice.name == plan.options.lora_base and row.status == "ok":
-            return run_dir, choice.name, _args_of(choice), row.model
-    return None, "", {}, f"{plan.options.lora_base} was not evaluated in the model table"

@@ -1,146 +1,193 @@
-"""``report.md`` and ``study.json``: the study's tables, each built from the runs' own results.json.
-
-The tables are the project's own (the leaderboard, the per-difficulty view, the sweep's LoRA table),
-so a number in the report is the number ``vlmbench leaderboard`` shows for the same run.
+"""``report.md`` and ``study.json``: the study's tables in the paper's layout, its figures, and where each
+number came from. Every number is read from the results.json of the run that produced it
+(:mod:`vlmbench_plugins.study.tables`); the per-difficulty view is the leaderboard's own.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from vlmbench.api import (
-    RESULTS_FILE,
-    STUDY_COLUMNS,
     VERSION,
+    FigureBar,
+    FigurePoint,
     command_line,
-    difficulty_columns,
     difficulty_markdown,
-    leaderboard_markdown,
-    load_results,
     markdown_code,
     markdown_text,
-    metric_columns,
+    memory_vs_score,
     now,
-    study_order,
+    variant_bars,
     write_json,
     write_text,
 )
-from vlmbench_plugins.models.blip.finetune.sweep import format_number
-from vlmbench_plugins.study.recipe import FIGURES, StudyPlan, StudyResult
+from vlmbench_plugins.study import paper
+from vlmbench_plugins.study.recipe import FIGURES, LORA, StudyPlan, StudyResult
+from vlmbench_plugins.study.tables import (
+    lora_table,
+    quantization_table,
+    renamed,
+    study_rows,
+    table1,
+    table2,
+)
+
+#: The panels of Figure 3 and of the quantisation figure: the paper's four core comparisons.
+FIGURE3_METRICS = (("F1 (BERTScore)", "bertscore_f1"), ("SBERT", "sbert"), ("Exact Match", "exact_match"),
+                   ("Weighted WUPS", "wups_weighted"))  # fmt: skip
+QUANT_METRICS = (("F1 (BERTScore)", "bertscore_f1"), ("Exact Match", "exact_match"),
+                 ("Average_Mark", "average_mark"), ("Weighted WUPS", "wups_weighted"))  # fmt: skip
 
 
 def write_report(plan: StudyPlan, result: StudyResult) -> Path:
-    """Write OUT/report.md and OUT/study.json; returns the report's path."""
+    """Write OUT/report.md, the study's figures and OUT/study.json; returns the report's path."""
     out = plan.output_dir
+    with_paper = plan.options.with_paper
     made = {"created": now(), "version": VERSION, "command": command_line()}
-    rows = [row for row, _ in result.models]
-    columns = study_order(metric_columns(rows))
+    rows = study_rows(plan, result)
+    lora_runs, lora_base = _lora(result, out)
+    pairs = (result.quantization or {}).get("pairs") or []
+    result.study_figures = _study_figures(rows, lora_runs, pairs, out / FIGURES)
+    quant_md, quant = quantization_table(pairs, with_paper) if result.quantization else (_no_quant(), None)
     parts = [
         f"# The study on {markdown_text(plan.task.name)}",
         "",
         f"Made {made['created']} by vlmbench {made['version']}: {markdown_code(made['command'])}  ",
-        f"Models from the run file {markdown_code(plan.run_file.name)}; {len(plan.task.samples)} test samples "
-        "in the task.",
+        f"Models from the run file {markdown_code(plan.run_file.name)}; {len(plan.task.samples)} test samples in the "
+        "task.  ",
+        _protocol_line(plan),
         "",
-        "## Models",
+        "## Table 1: Models",
         "",
-        leaderboard_markdown(rows, columns=columns) if rows else "No model was run.\n",
+        table1(rows, with_paper),
+        "## Table 2: Average Mark ranking",
+        "",
+        table2(rows, with_paper),
+        "## By difficulty",
+        "",
+        difficulty_markdown(renamed(rows)) if any(r.row is not None for r in rows) else "–\n",
+        "## Table 3: LoRA configurations",
+        "",
+        _lora_section(result, lora_runs, lora_base, with_paper),
+        "## 8-bit quantisation",
+        "",
+        quant_md,
+        "## Figures",
+        "",
+        _figures_section(result, out),
     ]
-    parts += [
-        f"- {markdown_text(label)}: not run: {markdown_text(reason)}" for label, reason in result.skipped
-    ]
-    # Average Mark has no per-level value (one weight per level), so the levels have their own columns.
-    levels = study_order(difficulty_columns(rows))
-    parts += ["", "## By difficulty", "", difficulty_markdown(rows, columns=levels) if rows else "–\n"]
-    if "average_mark" in columns and "average_mark" not in levels:
-        parts += [
-            "Average Mark has no per-level value: within a level it equals Exact Match (docs/metrics.md).",
-            "",
-        ]
-    parts += ["## LoRA configurations", "", _lora_section(result), "## 8-bit quantisation", ""]
-    quant_md, quant = _quantization_section(result.quantization)
-    parts += [quant_md, "## Figures", "", _figures_section(result, out)]
     report = out / "report.md"
     write_text(report, "\n".join(parts).rstrip() + "\n")
     write_json(out / "study.json", {
         "task": plan.task.name,
         **made,
         "run_file": str(plan.run_file),
+        "protocol": None if plan.protocol is None else plan.protocol.identity(),
         "models": [{"label": r.model, "status": r.status, "run_dir": str(d)} for r, d in result.models],
+        "rows": [{"name": r.name, "plugin": r.plugin, "run_dir": str(r.run_dir) if r.run_dir else None,
+                  "notes": r.notes} for r in rows],
         "not_run": [{"label": label, "reason": reason} for label, reason in result.skipped],
         "lora_skipped": result.sweep_skipped,
         "lora": None if result.sweep is None else {
-            "summary": str(result.sweep.summary) if result.sweep.summary else None, "runs": result.sweep.runs,
+            "summary": str(result.sweep.summary) if result.sweep.summary else None, "base": lora_base,
+            "runs": result.sweep.runs,
         },
-        "quantization": quant,
+        "quantization": {"pairs": pairs, "table": quant} if result.quantization else None,
         "figures": [str(f.png) for r in result.figures for f in r.figures],
+        "study_figures": [str(png) for png, _ in result.study_figures],
         "report": str(report),
     })  # fmt: skip
     return report
 
 
-def _lora_section(result: StudyResult) -> str:
-    sweep = result.sweep
+def _protocol_line(plan: StudyPlan) -> str:
+    if plan.protocol is None:
+        return "Protocol: none — vlmbench's own defaults (`--protocol none`)."
+    p = plan.protocol
+    return (f"Protocol: `{p.protocol}` v{p.version} (settings {p.hash[:8]}): how every step asks, scores, trains "
+            "and quantises; docs/study.md compares each setting with the paper and the study's code.")  # fmt: skip
+
+
+def _lora(result: StudyResult, out: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The sweep's runs and the base model's test metrics (from ``OUT/lora/sweep.json``)."""
+    if result.sweep is None:
+        return [], None
+    try:
+        base = json.loads((out / LORA / "sweep.json").read_text(encoding="utf-8")).get("base")
+    except (OSError, ValueError):
+        base = None
+    return list(result.sweep.runs), base
+
+
+def _lora_section(
+    result: StudyResult, runs: list[dict[str, Any]], base: dict | None, with_paper: bool
+) -> str:
     if result.sweep_skipped:
         return f"Skipped: {markdown_text(result.sweep_skipped)}\n"
-    if sweep is None:
+    if result.sweep is None:
         return "Not run (`--no-lora`).\n"
-    if sweep.summary is None:
+    if result.sweep.summary is None:
         return "Trained; not evaluated.\n"
-    return sweep.summary.read_text(encoding="utf-8")
+    return lora_table(runs, base, with_paper)
 
 
-def _quantization_section(info: dict[str, Any] | None) -> tuple[str, dict[str, Any] | None]:
-    """The full-precision and 8-bit rows of the quantised model, with the change, and their data."""
-    if info is None:
-        return "Not run (`--no-quantization`).\n", None
-    if info.get("status") != "ok":
-        return f"Not measured: {markdown_text(info.get('reason') or info.get('status'))}.\n", info
-    full = load_results(Path(info["full_precision"]) / RESULTS_FILE)
-    eight = load_results(Path(info["quantized"]) / RESULTS_FILE)
-    metrics = [c for c in STUDY_COLUMNS if c in full["metrics"] and c in eight["metrics"]]
-    header = ["model", "weights", "memory MB", "parameters", *(markdown_text(m) for m in metrics)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    data: dict[str, Any] = {**info, "metrics": metrics, "rows": {}}
-    for name, results in (("full precision", full), ("8-bit", eight)):
-        model = results.get("model") or {}
-        values = {m: results["metrics"][m].get("value") for m in metrics}
-        data["rows"][name] = {"memory_footprint_mb": model.get("memory_footprint_mb"),
-                              "parameters": model.get("parameters"), "metrics": values}  # fmt: skip
-        cells = [
-            markdown_text(info["chosen"]),
-            name,
-            format_number(model.get("memory_footprint_mb"), 2),
-            format_number(model.get("parameters")),
-        ]
-        lines.append("| " + " | ".join(cells + [format_number(values[m]) for m in metrics]) + " |")
-    delta = ["change", "8-bit − full", _delta(data["rows"], "memory_footprint_mb", 2), "–"]
-    for m in metrics:
-        a, b = data["rows"]["full precision"]["metrics"][m], data["rows"]["8-bit"]["metrics"][m]
-        delta.append("–" if a is None or b is None else f"{b - a:+.4f}")
-    lines.append("| " + " | ".join(delta) + " |")
-    lines += ["", f"Runs: {markdown_code(info['full_precision'])} and {markdown_code(info['quantized'])}."]
-    return "\n".join(lines) + "\n", data
+def _no_quant() -> str:
+    return "Not run (`--no-quantization`).\n"
 
 
-def _delta(rows: dict[str, Any], key: str, digits: int) -> str:
-    a, b = rows["full precision"][key], rows["8-bit"][key]
-    return "–" if a is None or b is None else f"{b - a:+.{digits}f}"
+def _study_figures(
+    rows: list, lora_runs: list[dict], pairs: list[dict], folder: Path
+) -> list[tuple[Path, Path]]:
+    """Figure 3 (LoRA configurations against the models of Table 1) and memory against score."""
+    made = []
+    bars = [FigureBar(r.name, {c: r.value(c) for _, c in paper.COLUMNS}) for r in rows if r.ok]
+    bars += [FigureBar(f"LoRA {run['name']}", dict(run.get("test") or {}), variant=True)
+             for run in lora_runs if run.get("test")]  # fmt: skip
+    if any(b.variant for b in bars):
+        title = "Figure 3: LoRA configurations of BLIP against the baselines"
+        _, png, svg = variant_bars(bars, FIGURE3_METRICS, title, folder, "figure3_lora_vs_baselines")
+        made.append((png, svg))
+    points = []
+    for pair in pairs:
+        if pair.get("status") != "ok":
+            continue
+        for key, weights in (("full_precision", "full precision"), ("quantized", "8-bit")):
+            data = json.loads((Path(pair[key]) / "results.json").read_text(encoding="utf-8"))
+            values = {c: ((data.get("metrics") or {}).get(c) or {}).get("value") for _, c in paper.COLUMNS}
+            memory = (data.get("model") or {}).get("memory_footprint_mb")
+            points.append(
+                FigurePoint(f"{pair['label']} {weights} ({pair['kind']})", memory, values, pair["kind"])
+            )
+    if points:
+        title = "8-bit quantisation: weight memory against score"
+        _, png, svg = memory_vs_score(points, QUANT_METRICS, title, folder, "quantization_memory_vs_score")
+        made.append((png, svg))
+    return made
 
 
 def _figures_section(result: StudyResult, out: Path) -> str:
-    figures = [f for r in result.figures for f in r.figures]
-    if not figures:
-        return "No figures: no model of the table was evaluated.\n"
     lines = []
+    for png, _ in result.study_figures:
+        title = "Figure 3: LoRA configurations against the baselines" if "figure3" in png.name else (
+            "8-bit quantisation: weight memory against score")  # fmt: skip
+        lines += [f"### {title}", "", f"![{title}]({_rel(png, out)})", ""]
+    figures = [f for r in result.figures for f in r.figures]
     for figure in figures:
-        rel = Path(os.path.relpath(figure.png, out)).as_posix()
         title = markdown_text(figure.title)
-        lines += [f"### {title}", "", f"![{title}]({rel})", ""]
+        lines += [f"### {title}", "", f"![{title}]({_rel(figure.png, out)})", ""]
+    if not lines:
+        return "No figures: no model of the table was evaluated.\n"
     html = [r.report for r in result.figures if r.report]
     if html:
-        page = markdown_code(Path(os.path.relpath(html[0], out)).as_posix())
-        lines.append(f"All figures with the leaderboard: {page} (in `{FIGURES}/`).")
+        lines.append(
+            f"All figures of the model table with the leaderboard: {markdown_code(_rel(html[0], out))} "
+            f"(in `{FIGURES}/`)."
+        )
     return "\n".join(lines) + "\n"
+
+
+def _rel(path: Path, out: Path) -> str:
+    return Path(os.path.relpath(path, out)).as_posix()

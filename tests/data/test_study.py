@@ -1,6 +1,7 @@
-"""`vlmbench study` end to end on tiny checkpoints and a small prepared abo_single_word: the model
-table, per difficulty, the study's five LoRA configurations, the 8-bit row and the figures, with every
-number in report.md checked against the results.json of the run it came from."""
+"""`vlmbench study` end to end on tiny checkpoints and a small prepared abo_single_word, under the study
+protocol: the paper's Table 1 and Table 2, per difficulty, the study's five LoRA configurations, both
+8-bit pairs and the figures, with every number in report.md checked against the results.json of the run
+it came from."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 from vlmbench.cli import cli
 from vlmbench_plugins.datasets.abo.prepare import PrepareOptions, prepare
 from vlmbench_plugins.models.blip.finetune.sweep import STUDY_RUNS
+from vlmbench_plugins.study.paper import COLUMNS, PAPER_ROWS, TABLE1
 
 from .abo_testkit import derived_records, real_records, write_tree
 from vlmbench_testing import run_cli
@@ -28,11 +30,6 @@ def tables(markdown: str, heading: str) -> list[dict[str, str]]:
     return [
         dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]
     ]
-
-
-def value_of(cell: str) -> str:
-    """``0.2609 [0.087, 0.478]`` or ``0.0000 (+0.0000)`` -> ``0.2609``."""
-    return cell.split(" ")[0]
 
 
 def results(run_dir: str | Path) -> dict:
@@ -55,88 +52,153 @@ def study_setup(tmp_path: Path, tiny_checkpoint) -> tuple[Path, Path]:
     return run_file, blip
 
 
+def change_cell(value: float | None, base: float | None) -> str:
+    """The LoRA table's cell: value, then its absolute and relative change against the base model."""
+    if value is None:
+        return "–"
+    relative = f", {(value - base) / base:+.1%}" if base else ""
+    return f"{value:.4f} ({value - base:+.4f}{relative})"
+
+
 @pytest.mark.slow(seconds=60)
 def test_study_reproduces_every_table_from_the_runs(study_setup, tmp_path):
+    """The whole recipe under the study protocol, as a user runs it: the paper's table shape (rows,
+    names, columns, order) with every cell read back from the run that produced it, the paper's values
+    beside them, Table 2, the LoRA table with its changes, both 8-bit pairs, the figures, nothing but
+    the report on a quiet run, and a rerun that trains nothing."""
     run_file, blip = study_setup
     out = tmp_path / "study"
     argv = ["study", "-c", str(run_file), "-o", str(out), "--metrics", "exact_match,average_mark,wups", "-q",
-            "--lora-set", f"pretrained={blip}", "--lora-set", "max_steps=2", "--lora-set", "batch_size=4"]  # fmt: skip
+            "--with-paper", "--lora-set", f"pretrained={blip}", "--lora-set", "max_steps=2",
+            "--lora-set", "batch_size=4"]  # fmt: skip
     res = run_cli(argv, cwd=tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr
+    assert res.stderr == ""  # --quiet: no step lines, no library warnings
     report = (out / "report.md").read_text()
     assert res.stdout.strip() == report.strip()
     study = json.loads((out / "study.json").read_text())
-    assert [m["label"] for m in study["models"]] == ["prior", "blip[blip]", "clip[clip]", "vilbert"]
+    protocol = study["protocol"]
+    assert protocol["name"] == "study" and f"settings {protocol['hash'][:8]}" in report
+    by_name = {row["name"]: row for row in study["rows"]}
 
-    # The model table: one row per model of the run file, every cell the run's own value.
-    rows = {r["model"]: r for r in tables(report, "Models")}
-    assert set(rows) == {"prior", "blip[blip]", "clip[clip]", "vilbert"}
-    metrics = [c for c in next(iter(rows.values())) if c not in ("task", "model", "parameters", "n", "notes")]
-    assert metrics[:2] == ["exact_match", "average_mark"]  # the study's column order
-    for model in study["models"]:
-        data, row = results(tmp_path / model["run_dir"]), rows[model["label"]]
-        if model["label"] == "vilbert":
-            assert data["status"] == "skipped" and row["n"] == "–"
-            assert "ViLBERT" in report.split("## By difficulty")[0].split("Notes:")[1]
-            continue
-        assert row["n"] == str(data["task"]["n_scored"])
-        for metric in metrics:
-            assert value_of(row[metric]) == f"{data['metrics'][metric]['value']:.4f}", (model, metric)
-    assert "ranking candidates" in report  # CLIP answered the generate task by ranking
+    # Table 1: the paper's rows, names, columns and order; every cell the run's own value or "–".
+    rows = tables(report, "Table 1: Models")
+    assert [r["Model"] for r in rows] == [name for name, _ in PAPER_ROWS] + ["prior"]
+    header = ["Model", "Parameters", "Parameters (paper)"]
+    for title, _ in COLUMNS:
+        header += [title, f"{title} (paper)"]
+    assert list(rows[0]) == [*header, "Notes"]
+    notes = report.split("## Table 2")[0].split("Notes:")[1]
+    for row in rows:
+        name, run_dir = row["Model"], by_name[row["Model"]]["run_dir"]
+        reported = TABLE1.get(name)
+        assert row["Parameters (paper)"] == (reported[0] if reported else "–")
+        data = results(tmp_path / run_dir) if run_dir else {}
+        for i, (title, column) in enumerate(COLUMNS):
+            assert row[f"{title} (paper)"] == (f"{reported[1][i]:.5f}" if reported else "–")
+            value = ((data.get("metrics") or {}).get(column) or {}).get("value")
+            assert row[title] == ("–" if value is None else f"{value:.4f}"), (name, title)
+        if data.get("status") == "ok":
+            assert data["protocol"]["hash"] == protocol["hash"] and data["config"]["filters"] == []
+            assert data["metric_details"]["wups"]["options"] == {"mode": "lowercase", "weight": 0.7}
+            assert data["metric_details"]["exact_match"]["options"] == {"normalize": False, "lowercase": True}
+    assert [by_name[n]["run_dir"] is None for n in ("OFA", "BLIP-2", "Qwen2.5-VL", "SmolVLM")] == [True] * 4
+    assert "not in the run file" in notes and "ViLBERT" in notes and "skipped" in notes
+    assert "not scored in this study: Precision, Recall" in notes
+    assert "yes, no, cannot determine and each sample's reference" in notes  # how CLIP answered
 
-    # Per difficulty: every level of every evaluated model, with n and its values.
+    # Table 2: ranked by Average Mark, with Exact Match per difficulty level.
+    ranking = tables(report, "Table 2: Average Mark ranking")
+    ranked = [r for r in ranking if r["Rank"] != "–"]
+    assert [r["Model"] for r in ranked] == sorted(
+        (r["Model"] for r in ranked), key=lambda n: -results(tmp_path / by_name[n]["run_dir"])["metrics"]["average_mark"]["value"]
+    )  # fmt: skip
+    for r in ranked:
+        data = results(tmp_path / by_name[r["Model"]]["run_dir"])
+        assert r["Average_Mark"] == f"{data['metrics']['average_mark']['value']:.4f}"
+        for level, entry in data["by_difficulty"].items():
+            em = entry["metrics"]["exact_match"]["value"]
+            assert r[f"Exact Match, difficulty {level}"] == f"{em:.4f} (n={entry['n']})"
+    assert {r["Model"]: r["Average_Mark (paper, Table 2)"] for r in ranking}["BLIP"] == "0.09371"
+
+    # Per difficulty: the runs under Table 1's names.
     levels = tables(report, "By difficulty")
-    for model in study["models"][:3]:
-        by_level = results(tmp_path / model["run_dir"])["by_difficulty"]
-        mine = {r["difficulty"]: r for r in levels if r["model"] == model["label"]}
-        assert set(mine) == set(by_level)
-        for level, entry in by_level.items():
-            assert mine[level]["n"] == str(entry["n"])
-            expected = entry["metrics"]["exact_match"]["value"]
-            assert value_of(mine[level]["exact_match"]) == f"{expected:.4f}"
+    assert {r["model"] for r in levels} == {"CLIP", "BLIP", "prior"}
 
-    # The LoRA table: the base model, then the study's five configurations in its order.
-    lora = tables(report, "LoRA configurations")
-    assert [r["run"] for r in lora] == ["base model", *(r["name"] for r in STUDY_RUNS)]
-    assert [(r["rank"], r["targets"]) for r in lora[1:]] == [
+    # The LoRA table: the base model, then the study's five configurations, each cell with its change.
+    lora = tables(report, "Table 3: LoRA configurations")
+    assert [r["Run"] for r in lora] == ["base model", *(r["name"] for r in STUDY_RUNS)]
+    assert [(r["Rank"], r["Target_Modules"]) for r in lora[1:]] == [
         (str(r["rank"]), r["targets"]) for r in STUDY_RUNS
     ]
-    sweep = study["lora"]["runs"]
-    for row, run in zip(lora[1:], sweep, strict=True):
+    base = study["lora"]["base"]
+    for row, run in zip(lora[1:], study["lora"]["runs"], strict=True):
         data = results(run["run_dir"])
         assert data["model"]["name"] == "lora-blip" and data["model"]["adapter"] == run["adapter"]
-        for metric in ("exact_match", "average_mark"):
-            assert value_of(row[metric]) == f"{data['metrics'][metric]['value']:.4f}"
-        assert run["steps"] == 2 and run["status"] == "max_steps"
+        assert data["protocol"]["hash"] == protocol["hash"]
+        for title, column in COLUMNS:
+            value = (data["metrics"].get(column) or {}).get("value")
+            assert row[title] == change_cell(value, base.get(column)), (run["name"], title)
+        assert (row["alpha"], row["dropout"], row["steps"]) == (
+            "16",
+            "0.01",
+            "2",
+        )  # the study's LoRA settings
+        config = json.loads((out / "lora" / run["name"] / "finetune_config.json").read_text())
+        assert (config["prompt"], config["learning_rate"], config["max_answer_tokens"]) == (
+            "Question:{question}",
+            3e-5,
+            5,
+        )
+    assert "+7.8% relative Average Mark" in report
 
-    # The 8-bit row: the chosen adapter again with 8-bit base weights, beside its full-precision run.
-    quant = {r["weights"]: r for r in tables(report, "8-bit quantisation")}
-    info = study["quantization"]
-    full, eight = results(info["full_precision"]), results(info["quantized"])
-    assert eight["model"]["quantization"] == "8bit" and full["model"]["quantization"] is None
-    assert eight["model"]["adapter"] == full["model"]["adapter"]
-    assert eight["model"]["memory_footprint_mb"] < full["model"]["memory_footprint_mb"]
-    for name, data in (("full precision", full), ("8-bit", eight)):
-        assert quant[name]["memory MB"] == f"{data['model']['memory_footprint_mb']:.2f}"
-        for metric in ("exact_match", "average_mark"):
-            assert quant[name][metric] == f"{data['metrics'][metric]['value']:.4f}"
+    # 8-bit: the study's scope on the base BLIP, then vlmbench's on the best adapter, each beside its
+    # full-precision run, with memory saved and samples/s.
+    quant = tables(report, "8-bit quantisation")
+    pairs = study["quantization"]["pairs"]
+    assert [p["kind"] for p in pairs] == ["protocol study", "vlmbench"]
+    assert [r["Weights"] for r in quant] == ["full precision", "8-bit", "8-bit − full"] * 2
+    for pair, lines in zip(pairs, (quant[:3], quant[3:]), strict=True):
+        full, eight = results(pair["full_precision"]), results(pair["quantized"])
+        assert full["model"]["quantization"] is None and eight["model"]["quantization"] == "8bit"
+        memory = [full["model"]["memory_footprint_mb"], eight["model"]["memory_footprint_mb"]]
+        assert lines[0]["Memory MB"] == f"{memory[0]:.2f}" and lines[1]["Memory MB"] == f"{memory[1]:.2f}"
+        assert lines[1]["Memory saved"] == f"{(1 - memory[1] / memory[0]) * 100:.1f}%"
+        if pair["kind"] == "vlmbench":  # the tiny BLIP has no Linear layer over 256 outputs: only this saves
+            assert memory[1] < memory[0]
+        assert float(lines[0]["Samples/s"]) > 0 and float(lines[1]["Samples/s"]) > 0
+        for title, column in COLUMNS:
+            values = [(d["metrics"].get(column) or {}).get("value") for d in (full, eight)]
+            assert lines[1][title] == ("–" if values[1] is None else f"{values[1]:.4f}")
+            assert lines[2][title] == ("–" if None in values else f"{values[1] - values[0]:+.4f}")
+    study_scope, tool = (results(p["quantized"])["model"] for p in pairs)
+    assert study_scope["name"] == "blip" and study_scope["identity"]["int8_scope"] == {
+        "linear_out_features_above": 256
+    }
+    assert tool["adapter"] and "int8_scope" not in tool["identity"]
+    assert "about 60% less memory" in report
 
-    # Figures of the model table, linked from the report; every SVG is valid XML.
-    assert study["figures"]
-    for png in study["figures"]:
+    # Figures: Figure 3, memory against score and the model table's, linked; every SVG is valid XML.
+    assert [Path(p).name for p in study["study_figures"]] == ["figure3_lora_vs_baselines.png",
+                                                              "quantization_memory_vs_score.png"]  # fmt: skip
+    for png in study["figures"] + study["study_figures"]:
         path = tmp_path / png
         assert path.is_file() and f"]({path.relative_to(out).as_posix()})" in report
         ET.parse(path.with_suffix(".svg"))
 
     # Run again: everything is cached or finished, nothing is trained again, the tables are the same.
+    adapters = {r["name"]: _mtimes(out / "lora" / r["name"] / "best") for r in STUDY_RUNS}
     again = run_cli(argv, cwd=tmp_path, timeout=600)
-    assert again.returncode == 0, again.stderr
-    assert again.stderr.count("already trained") == 5
-    assert all(json.loads((out / "lora" / r["name"] / "train_state.json").read_text())["global_step"] == 2
-               for r in STUDY_RUNS)  # fmt: skip
+    assert again.returncode == 0 and again.stderr == "", again.stderr
+    assert {r["name"]: _mtimes(out / "lora" / r["name"] / "best") for r in STUDY_RUNS} == adapters
     rerun = (out / "report.md").read_text()
-    for heading in ("Models", "By difficulty", "LoRA configurations", "8-bit quantisation"):
+    for heading in ("Table 1: Models", "Table 2: Average Mark ranking", "By difficulty",
+                    "Table 3: LoRA configurations", "8-bit quantisation"):  # fmt: skip
         assert tables(rerun, heading) == tables(report, heading), heading
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
 
 def test_study_mistakes_are_one_line_before_any_model_work(study_setup, tmp_path):
@@ -151,6 +213,10 @@ def test_study_mistakes_are_one_line_before_any_model_work(study_setup, tmp_path
         (["--batch-size", "many"], "--batch-size must be a positive number"),
         (["--task", "abo_singel_word"], "did you mean 'abo_single_word'"),
         (["-c", "nothere"], "unknown run configuration 'nothere'"),
+        (["--protocol", "studdy"], "did you mean 'study'"),
+        (["--metrics", "exact_match", "--metric-args", "wups:weight=0.5"], "not among the metrics scored"),
+        (["--metric-args", "wups:weight=2"], "weight must be between 0 and 1"),
+        (["-a", f"vilbert:pretrained={tmp_path}"], "file(s) missing for pretrained="),
     ]
     for extra, message in cases:  # in-process: the same command group `vlmbench` runs
         res = CliRunner().invoke(cli, ["study", "-c", str(run_file), "-o", str(out), *extra])

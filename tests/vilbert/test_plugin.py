@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from vlmbench.cli import cli
-from vlmbench.errors import ArgError, AssetMissingError, VlmbenchError
+from vlmbench.errors import ArgError, VlmbenchError
 from vlmbench.evaluation.runner import evaluate
 from vlmbench.plugin.loading import load_plugins, resolve_task
 from vlmbench.tasks.normalize import vqa_normalize
@@ -215,13 +215,19 @@ def test_missing_checkpoint_is_reported_as_skipped(tmp_path):
     assert results["model"]["feature_extractor"].startswith("region detector:")  # the default
     assert results["model"]["feature_source"] == "region detector"
 
+    # A folder that was named must hold everything: one Error line before any model work.
     absent = tmp_path / "nowhere"
     out2 = tmp_path / "runs2"
     result = _run(["-m", "vilbert", "-t", "abo_sample", "--limit", "2", "-o", str(out2),
                    "--model-args", f"pretrained={absent}"])  # fmt: skip
-    assert result.exit_code == 4
-    results, _ = _results(out2)
-    assert results["status"] == "skipped" and f"pretrained={absent} does not exist" in results["reason"]
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and lines[0].startswith("Error:")
+        and f"pretrained={absent} does not exist" in lines[0]
+    )
+    assert not out2.exists() or not any(out2.rglob("results.json"))
 
 
 def _model(**args):
@@ -233,16 +239,21 @@ def test_each_missing_file_is_named(assets, tmp_path):
     folder = tmp_path / "only_weights"
     folder.mkdir()
     shutil.copy(assets["release"] / "multi_task_model.safetensors", folder)
-    model = _model(pretrained=folder)
-    with pytest.raises(AssetMissingError) as caught:
-        model.load()
+    with pytest.raises(ArgError) as caught:  # when the arguments are checked, before any model work
+        _model(pretrained=folder)
     message = str(caught.value)
     for what in ("vocab.txt", "--model-args vocab=PATH", "trainval_label2ans.pkl", "--model-args answers=PATH",
-                 "--model-args detector=DIR"):  # fmt: skip
+                 "--model-args detector=DIR", "bert-base-uncased", "datasets.tar.gz"):  # fmt: skip
         assert what in message, what
+    assert "3 file(s) missing" in message
     assert "multi_task_model" not in message.split("missing", 1)[1]  # the weights were found
-    assert model.collate([]) is None  # workers prepare nothing; load() reports what is missing
-    assert model.answer_vocabulary() is None
+    # Everything in the folder, the grid backbone under torchvision's own file name: the folder is enough.
+    for name in ("vocab.txt", "trainval_label2ans.json"):
+        shutil.copy(assets["release"] / name, folder)
+    shutil.copy(assets["backbone"], folder / "resnet50-0676ba61.pth")
+    model = _model(pretrained=folder, features="grid", backbone="resnet50")
+    assert model._files().backbone == folder / "resnet50-0676ba61.pth"
+    assert model.answer_vocabulary() is not None
 
 
 def test_argument_checks():
@@ -338,14 +349,15 @@ def test_describe_without_loading(assets, tmp_path):
     # a .bin file carries no config: the base config applies, the size of the released checkpoint
     base = tmp_path / "base"
     base.mkdir()
-    shutil.copy(assets["release_bin"] / "multi_task_model.bin", base)
-    described = _model(pretrained=base).describe()
+    for name in ("multi_task_model.bin", "vocab.txt", "trainval_label2ans.json"):
+        shutil.copy(assets["release_bin"] / name, base)
+    described = _model(pretrained=base, **backbone).describe()
     assert described["config"] == "base config (bert_base_6layer_6conect)"
     assert described["parameters"] == 268_028_859
     assert load_plugins().models.get("vilbert").parameters == "268M"
 
-    with pytest.raises(AssetMissingError, match="config=.*does not exist"):
-        _model(pretrained=assets["release"], config=tmp_path / "absent.json", **backbone).load()
+    with pytest.raises(ArgError, match="config=.*does not exist"):  # before any model work
+        _model(pretrained=assets["release"], config=tmp_path / "absent.json", **backbone)
 
 
 def test_checkpoints_that_cannot_answer_are_errors(assets, tmp_path):

@@ -194,6 +194,12 @@ def plot_(runs_dir, output_dir, task, metric, vs_metrics, top):
     multiple=True,
     help="METRIC:k=v,... options for one metric (repeatable), e.g. wups:mode=reference.",
 )
+@click.option(
+    "--protocol",
+    metavar="NAME|FILE",
+    help="Score as a protocol says (`vlmbench list protocols`; e.g. study): its metrics with their options "
+    "and its filters, where --metrics and --filters are not given; recorded in results.json.",
+)
 @click.option("--prediction-column", help="Column holding the predictions [default: guessed].")
 @click.option("--reference-column", help="Column holding the reference answer(s) [default: guessed].")
 @click.option("--difficulty-column", help="Column holding the difficulty level (integer).")
@@ -232,6 +238,7 @@ def score_(
     source,
     metrics,
     metric_args,
+    protocol,
     prediction_column,
     reference_column,
     difficulty_column,
@@ -272,18 +279,26 @@ def score_(
     from vlmbench.tasks.spec import MetricSpec
 
     plugins = load_plugins()
-    options = parse_metric_args(metric_args)
+    given = parse_metric_args(metric_args)
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    spec = None
+    if protocol:
+        from vlmbench.evaluation.run_spec import find_protocol
+
+        spec = find_protocol(protocol, plugins)
+    own = spec.metric_options() if spec is not None else {}
     if names is None:
         from vlmbench.scoring.rescore import DEFAULT_METRICS
 
-        names = list(DEFAULT_METRICS)
+        names = list(own) if spec is not None and spec.metrics is not None else list(DEFAULT_METRICS)
+    options = {n: {**own.get(n, {}), **given.get(n, {})} for n in names if n in own or n in given}
+    options.update({n: v for n, v in given.items() if n not in options})
     for metric in [*names, *options]:
         plugins.metrics.get(metric)  # unknown names fail before any work
     unused = [m for m in options if m not in names]
     if unused:
         raise VlmbenchError(f"--metric-args names {', '.join(unused)}, which is not among the metrics scored")
-    chain = None
+    chain = None if spec is None or spec.filters is None else list(spec.filters)
     if filters is not None:
         chain = (
             [] if filters.strip().lower() == "none" else [f.strip() for f in filters.split(",") if f.strip()]
@@ -312,6 +327,7 @@ def score_(
         cache=not no_cache,
         progress=not quiet,
         replace=replace,
+        protocol=spec,
     )
     for metric, reason in result.results.get("skipped_metrics", {}).items():
         click.secho(f"{metric}: skipped: {reason}", fg="yellow", err=True)

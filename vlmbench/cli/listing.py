@@ -12,12 +12,12 @@ from vlmbench.plugin.loading import load_plugins
 @cli.command("list")
 @click.argument(
     "what",
-    type=click.Choice(["models", "metrics", "tasks", "configs", "generators", "plugins", "all"]),
+    type=click.Choice(["models", "metrics", "tasks", "configs", "protocols", "generators", "plugins", "all"]),
     default="all",
 )
 @click.argument("name", required=False)
 def list_(what, name):
-    """List installed models, metrics, tasks, run configurations, QA generators and plugins.
+    """List installed models, metrics, tasks, run configurations, protocols, QA generators and plugins.
 
     With a NAME (`vlmbench list models NAME`), show that model's, metric's or generator's
     arguments: type, bounds or choices, default and what each does (this imports its code).
@@ -54,6 +54,10 @@ def list_(what, name):
     if what in ("configs", "all"):
         click.secho("Run configurations (vlmbench run --config NAME)", bold=True)
         for e in plugins.run_configs:
+            click.echo(f"  {e.name:<14} {e.summary}")
+    if what in ("protocols", "all"):
+        click.secho("Evaluation protocols (vlmbench run --protocol NAME)", bold=True)
+        for e in plugins.protocols:
             click.echo(f"  {e.name:<14} {e.summary}")
     if what in ("generators", "all"):
         click.secho("QA generators (vlmbench data prepare TASK --generator NAME)", bold=True)

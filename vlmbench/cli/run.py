@@ -73,6 +73,11 @@ class _RunCommand(click.Command):
               help="DataLoader workers reading, decoding and preprocessing images [default: one per core "
                    "the model leaves free, at most 4; none for a model computing on all CPU cores].")  # fmt: skip
 @click.option("--metrics", help="Comma-separated metric names to use instead of the task's.")
+@click.option("--metric-args", multiple=True, metavar="METRIC:K=V,...",
+              help="Options of one scored metric (repeatable), e.g. wups:weight=0.7 (`vlmbench list metrics NAME`).")  # fmt: skip
+@click.option("--protocol", metavar="NAME|FILE",
+              help="Ask and score the tasks as a protocol says (`vlmbench list protocols`; e.g. study): its "
+                   "filters, metric options, prompts and candidates. Part of the run's identity.")  # fmt: skip
 @click.option("--cache", type=click.Path(path_type=Path), default=None,
               help="Prediction cache file [default: ~/.cache/vlmbench/predictions.sqlite].")  # fmt: skip
 @click.option("--no-cache", is_flag=True, help="Keep predictions in memory only (nothing is resumable).")
@@ -108,12 +113,14 @@ def run(ctx, **options):
     """
     from vlmbench.evaluation.run_spec import (
         bind_model_args,
+        find_protocol,
         find_run_file,
         load_run_file,
         parse_batch_size,
         parse_gen_kwargs,
         split_tasks,
     )
+    from vlmbench.scoring.rescore import parse_metric_args
 
     plugins = load_plugins()
     choices = bind_model_args(ctx.meta.get("vlmbench.model_events", []))
@@ -146,6 +153,8 @@ def run(ctx, **options):
         gen_kwargs=parse_gen_kwargs(options["gen_kwargs"]),
         replace=options["replace"],
         progress=not options["quiet"],
+        metric_args=parse_metric_args(options["metric_args"]),
+        protocol=find_protocol(options["protocol"], plugins) if options["protocol"] else None,
     )
     outcome = _run_all(plugins, choices, tasks, config)
     if not outcome.reporting:

@@ -24,7 +24,7 @@ from vlmbench.cache import cache_dir
 from vlmbench.devices import check_dtype, resolve_device
 from vlmbench.errors import ArgError, DataError, UnsupportedTask, VlmbenchError
 from vlmbench.evaluation.loader import DEFAULT_WORKER_TIMEOUT
-from vlmbench.evaluation.run_spec import limited_count, parse_gen_kwargs, parse_limit
+from vlmbench.evaluation.run_spec import find_protocol, limited_count, parse_gen_kwargs, parse_limit
 from vlmbench.evaluation.store import RunKey
 from vlmbench.hashing import json_digest
 from vlmbench.plugin.loading import Plugins, load_plugins, resolve_task
@@ -35,6 +35,7 @@ from vlmbench.scoring.score_cache import default_score_cache_path
 from vlmbench.scoring.scorer import build_metrics
 from vlmbench.scoring.stats import MAX_SEED
 from vlmbench.tasks.dataset import HF_IMAGE_PREFIX, Sample
+from vlmbench.tasks.protocol import ProtocolSpec
 from vlmbench.tasks.spec import GenerationSpec, MetricSpec
 from vlmbench.tasks.task import Task
 
@@ -69,6 +70,8 @@ class RunConfig:
     gen_kwargs: dict[str, Any] = field(default_factory=dict)  # overrides the task's generation settings
     label: str | None = None  # how the model is shown in tables and figures (default: its own label)
     replace: bool = False  # allow replacing a stored result of other data or more samples
+    protocol: str | ProtocolSpec | None = None  # a protocol's name or file (how the task is asked and scored)
+    metric_args: dict[str, dict[str, Any]] = field(default_factory=dict)  # options per metric name
 
     def __post_init__(self) -> None:
         if self.batch_size not in ("auto", None) and (
@@ -127,6 +130,7 @@ class RunPlan:
     notes: list[str] = field(default_factory=list)  # how this run differs from a plain one, for tables
     skipped: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    protocol: ProtocolSpec | None = None
 
 
 def plan_run(
@@ -139,6 +143,10 @@ def plan_run(
 ) -> RunPlan:
     plugins = plugins or load_plugins()
     task = task if isinstance(task, Task) else resolve_task(task, plugins)
+    protocol = find_protocol(cfg.protocol, plugins) if cfg.protocol is not None else None
+    if protocol is not None:
+        task = protocol.apply(task)
+        model_args = protocol_model_args(protocol, model, model_args)
     entry = plugins.models.get(model)
     cls = plugins.models.load(model)
     kind, notes = _request_type(entry, task)
@@ -146,7 +154,7 @@ def plan_run(
     device = resolve_device(cfg.device)
     instance = plugins.create_model(model, model_args, device=device, dtype=cfg.dtype, seed=cfg.seed)
     instance.check_request_type(kind)
-    metric_specs = [MetricSpec(m) for m in cfg.metrics] if cfg.metrics else task.spec.metrics
+    metric_specs = metric_specs_for(task, cfg.metrics, cfg.metric_args)
     context = MetricContext(difficulty_weights=task.spec.difficulty_weights, seed=cfg.seed, device=device)
     metrics = build_metrics(metric_specs, plugins, context)  # option errors surface before any model work
     generation = _generation(task.spec.generation, cfg.gen_kwargs)
@@ -164,11 +172,16 @@ def plan_run(
     _check_images_reachable(task, samples)
     template = task.spec.prompt_template(instance.prompt_family(), cls.default_prompt)
     requests = [_request(task, template, s, kind) for s in samples]
-    settings = {"kind": kind, "prompt_template": template}
+    settings: dict[str, Any] = {"kind": kind, "prompt_template": template}
     if kind == "generate":
         settings["generation"] = generation.as_kwargs()
+    if protocol is not None:  # a protocol's runs never share answers or folders with default runs
+        settings["protocol"] = protocol.identity()
     key = RunKey(instance.fingerprint(), task.hash, json_digest(settings))
-    run_dir = cfg.output_dir / safe_name(task.name) / _run_folder(instance, key, task, cfg, generation)
+    folder = _run_folder(instance, key, task, cfg, generation)
+    if protocol is not None:
+        folder += f"-{safe_name(protocol.protocol)}"
+    run_dir = cfg.output_dir / safe_name(task.name) / folder
     run_files.ensure_output_dir(cfg.output_dir)
     run_files.check_replaceable(
         run_dir, data=task.hash, fingerprint=key.model_fp, n_samples=len(samples), replace=cfg.replace
@@ -181,6 +194,7 @@ def plan_run(
     return RunPlan(
         cfg, task, instance, metrics, samples, requests, key, run_dir, device, generation,
         _batch_size(cfg.batch_size, device, instance), cfg.label or instance.label(), notes, skipped, examples,
+        protocol,
     )  # fmt: skip
 
 
@@ -197,6 +211,33 @@ def _check_images_reachable(task: Task, samples: list[Sample]) -> None:
         )
 
 
+def metric_specs_for(
+    task: Task, names: list[str] | None, options: dict[str, dict[str, Any]]
+) -> list[MetricSpec]:
+    """The metrics scored: ``names`` (else the task's), each with the task's options for it and then
+    ``options`` (``--metric-args``), which must name metrics that are scored."""
+    own = {m.name: m.options for m in task.spec.metrics}
+    specs = [MetricSpec(n, dict(own.get(n, {}))) for n in names] if names else list(task.spec.metrics)
+    scored = [s.name for s in specs]
+    unused = [m for m in options if m not in scored]
+    if unused:
+        raise VlmbenchError(
+            f"--metric-args names {', '.join(unused)}, which is not among the metrics scored "
+            f"({', '.join(scored)})"
+        )
+    return [MetricSpec(s.name, {**s.options, **options.get(s.name, {})}) for s in specs]
+
+
+def protocol_model_args(
+    protocol: ProtocolSpec, model: str, given: str | dict[str, Any] | None
+) -> dict[str, Any]:
+    """A model's arguments under ``protocol``: the protocol's for that plugin, then the user's."""
+    from vlmbench.plugin.args import parse_kv
+
+    user = parse_kv(given) if isinstance(given, str) or given is None else dict(given)
+    return {**protocol.model_args.get(model, {}), **user}
+
+
 def _request_type(entry, task: Task) -> tuple[str, list[str]]:
     """What this model is asked: the task's request type, or — for a model that can only rank, on a
     ``generate`` task — ranking of the task's candidate answers (how contrastive image-text models answer)."""
@@ -204,7 +245,10 @@ def _request_type(entry, task: Task) -> tuple[str, list[str]]:
     if kind in entry.request_types:
         return kind, []
     if kind == "generate" and "rank" in entry.request_types:
-        source = task.candidate_spec.source.replace("_", " ")
+        cand = task.candidate_spec
+        source = cand.source.replace("_", " ")
+        if cand.source == "reference_and_list":
+            source = f"{', '.join(cand.answers)} and each sample's reference"
         return "rank", [f"answers by ranking candidates ({source}), as it cannot generate"]
     raise UnsupportedTask(
         f"model {entry.name!r} cannot answer {kind!r} requests (it supports {', '.join(entry.request_types)}); "

@@ -24,6 +24,7 @@ from typing import Any
 from vlmbench import schema
 from vlmbench.errors import ArgError, SpecError, VlmbenchError
 from vlmbench.plugin.args import parse_kv, split_scoped
+from vlmbench.tasks.protocol import ProtocolSpec, load_protocol
 
 
 @dataclass(frozen=True)
@@ -235,3 +236,14 @@ def load_run_file(path: str | Path) -> RunFile:
         str(base / t) if t.endswith((".yaml", ".yml")) and not Path(t).is_absolute() else t for t in run.tasks
     ]
     return run
+
+
+def find_protocol(value: str | ProtocolSpec, plugins: Any) -> ProtocolSpec:
+    """The protocol ``value`` names: a registered protocol's name (``vlmbench list protocols``; an
+    unknown name is an error with did-you-mean) or a protocol YAML file; a spec is returned as is."""
+    if isinstance(value, ProtocolSpec):
+        return value
+    path = Path(value).expanduser()
+    if path.is_file() or value.endswith((".yaml", ".yml")):
+        return load_protocol(path)
+    return load_protocol(plugins.protocols.get(value).path)

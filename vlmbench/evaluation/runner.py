@@ -44,6 +44,7 @@ from vlmbench.plugin.loading import Plugins
 from vlmbench.plugin.request import Request
 from vlmbench.scoring.records import metric_blocks, score_records
 from vlmbench.tasks.images import sha256_bytes
+from vlmbench.tasks.protocol import protocol_record
 from vlmbench.tasks.task import Task, task_warnings
 
 __all__ = [
@@ -304,6 +305,7 @@ def report(plan: RunPlan, outcome: Outcome) -> RunResult:
         "warnings": dict(sorted(task_warnings(task, plan.samples).items())),
         "notices": outcome.notices,
         "config": config_block(plan, outcome.world_size, outcome.workers),
+        "protocol": protocol_record(plan.protocol),
         "cache": {
             "path": str(cfg.cache_path) if cfg.cache_path else None,
             "computed": outcome.computed,
@@ -392,6 +394,7 @@ def _write_skipped_model(plan: RunPlan, exc: Exception) -> RunResult:
         "model": model_block(plan.model, plan.key, label=plan.label),
         "metrics": {},
         "config": config_block(plan),
+        "protocol": protocol_record(plan.protocol),
         "provenance": provenance(),
     }
     if not _holds_result(plan.run_dir):

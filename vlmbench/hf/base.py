@@ -55,6 +55,22 @@ HF_ARGS: dict[str, Arg] = {
         affects_output=False,
     ),
     "load_in_8bit": Arg(bool, False, "load linear layers in 8 bits with bitsandbytes"),
+    # Recorded in identity() when they differ from these defaults, so that plain 8-bit runs keep their key.
+    "int8_threshold": Arg(
+        float,
+        6.0,
+        "load_in_8bit: LLM.int8() outlier threshold (bitsandbytes llm_int8_threshold)",
+        min=0.0,
+        affects_output=False,
+    ),
+    "int8_min_out_features": Arg(
+        int,
+        0,
+        "load_in_8bit: quantise every Linear layer with more output features than this, and only those "
+        "(0: the layers transformers converts by default, which keeps output heads in full precision)",
+        min=0,
+        affects_output=False,
+    ),
     "load_in_4bit": Arg(bool, False, "load linear layers in 4 bits (nf4) with bitsandbytes"),
     "adapter": Arg(str, None, "directory of a PEFT adapter (e.g. LoRA) to apply on top of the checkpoint"),
     "merge_adapter": Arg(bool, False, "merge the adapter into the base weights after loading"),
@@ -185,6 +201,9 @@ class HFModel(LikelihoodRanking, Model):
                 ident["adapter"] = adapter_path.name
                 ident["adapter_sha256"] = tree_sha256(adapter_path) if adapter_path.exists() else None
             ident["quantization"] = self.quantization
+            scope = self._int8_scope()
+            if scope:
+                ident["int8_scope"] = scope
             self._identity = ident
         return self._identity
 
@@ -211,6 +230,7 @@ class HFModel(LikelihoodRanking, Model):
             "adapter": self.arg_values.get("adapter"),
             "adapter_sha256": ident.get("adapter_sha256"),
             "quantization": self.quantization,
+            "int8_scope": self._int8_scope() or None,
             "parameters": count_parameters(self.model) if self.model is not None else None,
         }
         if self.model is not None:
@@ -249,7 +269,11 @@ class HFModel(LikelihoodRanking, Model):
             from transformers import BitsAndBytesConfig
 
             if self.quantization == "8bit":
-                kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+                kwargs["quantization_config"] = BitsAndBytesConfig(
+                    load_in_8bit=True,
+                    llm_int8_threshold=self.arg_values["int8_threshold"],
+                    llm_int8_skip_modules=self._int8_skip_modules(),
+                )
             else:
                 kwargs["quantization_config"] = BitsAndBytesConfig(
                     load_in_4bit=True,
@@ -279,6 +303,45 @@ class HFModel(LikelihoodRanking, Model):
 
     def after_load(self) -> None:
         """Hook for subclasses: runs once the model and processor are loaded."""
+
+    def _int8_scope(self) -> dict[str, Any]:
+        """The 8-bit settings that differ from bitsandbytes' defaults through transformers (empty: none)."""
+        if self.quantization != "8bit":
+            return {}
+        scope = {}
+        if self.arg_values["int8_threshold"] != HF_ARGS["int8_threshold"].default:
+            scope["threshold"] = self.arg_values["int8_threshold"]
+        if self.arg_values["int8_min_out_features"]:
+            scope["linear_out_features_above"] = self.arg_values["int8_min_out_features"]
+        return scope
+
+    def _int8_skip_modules(self) -> list[str] | None:
+        """With ``int8_min_out_features=N``: the Linear layers with at most N output features, which stay
+        in full precision (found on a weightless copy of the model built from its config); every other
+        Linear layer is quantised, output heads included. None: transformers' default choice."""
+        limit = self.arg_values["int8_min_out_features"]
+        if not limit:
+            return None
+        import re
+
+        import torch
+        import transformers
+
+        config = self.fetch(
+            lambda source, **kw: transformers.AutoConfig.from_pretrained(
+                source, trust_remote_code=self.arg_values["trust_remote_code"], **kw
+            ),
+            "config",
+        )
+        cls = self.resolve_model_class()
+        build = getattr(cls, "from_config", None) or cls._from_config
+        with torch.device("meta"):
+            skeleton = build(config)
+        return [
+            re.escape(name)
+            for name, module in skeleton.named_modules()
+            if isinstance(module, torch.nn.Linear) and module.out_features <= limit
+        ]
 
     def resolve_model_class(self) -> Any:
         import transformers

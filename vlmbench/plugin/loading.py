@@ -23,6 +23,7 @@ from vlmbench.plugin.registry import (
     GeneratorEntry,
     MetricEntry,
     ModelEntry,
+    ProtocolEntry,
     Registry,
     RunConfigEntry,
     TaskEntry,
@@ -85,6 +86,7 @@ class Plugins:
     )
     tasks: Registry[TaskEntry] = field(default_factory=lambda: Registry("task"))
     run_configs: Registry[RunConfigEntry] = field(default_factory=lambda: Registry("run configuration"))
+    protocols: Registry[ProtocolEntry] = field(default_factory=lambda: Registry("protocol"))
     plugins: list[PluginInfo] = field(default_factory=list)
 
     def create_model(
@@ -215,7 +217,8 @@ def _collect_tasks(plugins: Plugins) -> None:
 
         def register(folder: str | Path, _label: str = label) -> None:
             for entry in scan_task_folder(Path(folder), plugin=_label):
-                (plugins.tasks if isinstance(entry, TaskEntry) else plugins.run_configs).add(entry)
+                registry = {TaskEntry: plugins.tasks, ProtocolEntry: plugins.protocols}
+                registry.get(type(entry), plugins.run_configs).add(entry)
 
         _call_isolated(plugins, impl, "register_tasks", register)
 
@@ -227,14 +230,18 @@ def _call_isolated(plugins: Plugins, impl: Any, hook_name: str, register: Callab
         plugins._fail(impl.plugin_name, f"{hook_name} failed: {type(exc).__name__}: {exc}")
 
 
-def scan_task_folder(folder: Path, plugin: str = "") -> list[TaskEntry | RunConfigEntry]:
-    """The task files (``task:``) and run files (``models:``) in ``folder``: name, description and
-    version (not validated here)."""
+def scan_task_folder(folder: Path, plugin: str = "") -> list[TaskEntry | RunConfigEntry | ProtocolEntry]:
+    """The task files (``task:``), run files (``models:``) and protocol files (``protocol:``) in
+    ``folder``: name, description and version (not validated here)."""
     from vlmbench.tasks.spec import read_yaml_file, with_include
 
-    entries: list[TaskEntry | RunConfigEntry] = []
+    entries: list[TaskEntry | RunConfigEntry | ProtocolEntry] = []
     for path in sorted(folder.glob("*.yaml")):
         data = read_yaml_file(path) or {}
+        if isinstance(data, dict) and "protocol" in data and "task" not in data:
+            summary = _first_sentence(str(data.get("description") or ""))
+            entries.append(ProtocolEntry(str(data["protocol"]), path.resolve(), summary, plugin))
+            continue
         if isinstance(data, dict) and "models" in data and "task" not in data:
             summary = _first_sentence(str(data.get("description") or ""))
             entries.append(RunConfigEntry(path.stem, path.resolve(), summary, plugin))

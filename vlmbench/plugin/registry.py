@@ -114,7 +114,12 @@ class RunConfigEntry(_FileEntry):
     """A run file (models, tasks, options) found in a registered task folder: ``run --config NAME``."""
 
 
-E = TypeVar("E", ModelEntry, MetricEntry, GeneratorEntry, TaskEntry, RunConfigEntry)
+@dataclass(frozen=True)
+class ProtocolEntry(_FileEntry):
+    """An evaluation protocol file found in a registered task folder: ``run --protocol NAME``."""
+
+
+E = TypeVar("E", ModelEntry, MetricEntry, GeneratorEntry, TaskEntry, RunConfigEntry, ProtocolEntry)
 
 
 @dataclass

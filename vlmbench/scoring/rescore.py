@@ -38,6 +38,7 @@ from vlmbench.scoring.score_cache import default_score_cache_path
 from vlmbench.scoring.scorer import build_metrics
 from vlmbench.scoring.stats import check_statistics
 from vlmbench.tasks.filters import check_filters
+from vlmbench.tasks.protocol import ProtocolSpec, protocol_record
 from vlmbench.tasks.spec import DEFAULT_WEIGHTS, MetricSpec, TaskSpec
 
 #: Metrics used when none are named: the task defaults plus the whole suite.
@@ -50,6 +51,7 @@ DEFAULT_FILTERS: tuple[str, ...] = tuple(TaskSpec.__dataclass_fields__["filters"
 class _ScoreOptions:
     path: Path | None  # the score cache, None: off
     progress: bool
+    protocol: dict | None = None  # the protocol the scores follow, as results.json records it
 
 
 @dataclass
@@ -80,6 +82,7 @@ def rescore(
     cache: bool = True,
     progress: bool = True,
     replace: bool = False,
+    protocol: ProtocolSpec | None = None,
 ) -> RescoreResult:
     """Score ``source`` (a run folder, a run's predictions.jsonl, or an external CSV/JSONL file).
 
@@ -96,6 +99,8 @@ def rescore(
     prints no progress lines. A folder other than the scored run's own that already holds a result is
     written into only under the rule ``run`` follows (:func:`~vlmbench.artifacts.run_files.check_replaceable`:
     the same data and predictions again), unless ``replace``.
+    A ``protocol`` gives the metrics (with its options) and the filters where ``metrics`` and
+    ``filters`` are not given, and is recorded in results.json.
     """
     check_statistics(1000 if bootstrap_samples is None else bootstrap_samples, 0 if seed is None else seed)
     plugins = plugins or load_plugins()
@@ -104,10 +109,15 @@ def rescore(
         raise DataError(f"{source}: no such file or folder")
     if not (source.is_dir() or source.is_file()):  # a FIFO or a device would block or never end
         raise DataError(f"{source}: not a regular file or folder")
+    if protocol is not None:
+        filters = protocol.filters if filters is None else filters
+        metrics = metrics or protocol.metrics
     if filters is not None:
         check_filters(list(filters), where="--filters")
     specs = [m if isinstance(m, MetricSpec) else MetricSpec(m) for m in (metrics or DEFAULT_METRICS)]
-    score_cache = _ScoreOptions(default_score_cache_path() if cache else None, progress)
+    score_cache = _ScoreOptions(
+        default_score_cache_path() if cache else None, progress, protocol_record(protocol)
+    )
     run_file = _stored_run(source)
     if run_file is not None:
         return _rescore_run(
@@ -364,6 +374,8 @@ def _score_and_write(
         provenance=provenance(),
     )
     results["config"] = {**(results.get("config") or {}), "scoring_device": device}
+    if stats.score_cache is not None and stats.score_cache.protocol is not None:
+        results["protocol"] = stats.score_cache.protocol
     return results
 
 

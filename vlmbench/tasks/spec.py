@@ -63,14 +63,18 @@ class DatasetSpec:
 class CandidateSpec:
     """Where the candidate answers of ``rank`` requests come from."""
 
-    source: Literal["train_answers", "task_answers", "file"] = "train_answers"
+    source: Literal["train_answers", "task_answers", "file", "reference_and_list"] = "train_answers"
     path: str | None = None
     top_k: int | None = None
     by_question_type: bool = False
+    #: source reference_and_list: the fixed answers each sample's first reference is added to
+    answers: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.source == "file" and not self.path:
             raise ValueError("candidates.source 'file' needs candidates.path")
+        if self.source == "reference_and_list" and not self.answers:
+            raise ValueError("candidates.source 'reference_and_list' needs candidates.answers")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError("candidates.top_k must be at least 1")
 

@@ -30,6 +30,15 @@ class Task:
     def name(self) -> str:
         return self.spec.task
 
+    def with_spec(self, spec: TaskSpec) -> Task:
+        """The same data under another spec of it (a protocol's): splits already read are shared,
+        everything derived from the spec (candidates, hash) is derived again."""
+        other = Task(spec)
+        for key in ("_eval", "train_samples"):
+            if key in self.__dict__ and spec.dataset == self.spec.dataset:
+                other.__dict__[key] = self.__dict__[key]
+        return other
+
     @cached_property
     def _eval(self) -> tuple[LoadedSplit, ImageSource]:
         return load_split(self.spec.dataset, self.spec.split)
@@ -91,6 +100,8 @@ class Task:
         cand = self.candidate_spec
         if cand.source == "file":
             return [("", a) for a in _read_candidate_file(Path(cand.path))]
+        if cand.source == "reference_and_list":
+            return [("", a) for a in cand.answers]
         pool = self.train_samples if cand.source == "train_answers" else self.samples
         return [(question_type(s.question), a) for s in pool or [] for a in s.answers]
 
@@ -110,6 +121,12 @@ class Task:
     def candidates_for(self, sample: Sample) -> tuple[str, ...]:
         """Candidates for one sample: restricted to its question type when the task asks for it."""
         cand = self.candidate_spec
+        if cand.source == "reference_and_list":
+            # A short fixed list with the sample's own reference in it (how some studies ranked):
+            # the reference is always a candidate, so this measures a choice among few, not recall.
+            listed = {vqa_normalize(a) for a in cand.answers}
+            own = [a for a in sample.answers[:1] if vqa_normalize(a) not in listed]
+            return (*cand.answers, *own)
         if cand.by_question_type and cand.source != "file":
             restricted = self._candidates_by_type.get(question_type(sample.question))
             if restricted:

@@ -16,6 +16,21 @@ CONFIG_NAMES = ("bert_base_6layer_6conect.json", "vilbert_config.json")
 VOCAB_NAMES = ("vocab.txt",)
 ANSWER_NAMES = ("trainval_label2ans.pkl", "trainval_label2ans.json", "answers.json", "answers.txt")
 
+#: Where each file comes from (public sources), as a missing-file message says it.
+SOURCES = {
+    "weights": "https://dl.fbaipublicfiles.com/vilbert-multi-task/multi_task_model.bin",
+    "config": "config/bert_base_6layer_6conect.json of github.com/facebookresearch/vilbert-multi-task",
+    "vocab": "vocab.txt of the Hugging Face model google-bert/bert-base-uncased",
+    "answers": "datasets/VQA/cache/trainval_label2ans.pkl in https://dl.fbaipublicfiles.com/vilbert-multi-task/"
+    "datasets.tar.gz",
+    "backbone": "torchvision's ImageNet weights, e.g. https://download.pytorch.org/models/resnet152-394f9c45.pth",
+}
+
+
+def backbone_names(arch: str) -> tuple[str, ...]:
+    """File names of a torchvision backbone looked up in the checkpoint folder."""
+    return (f"{arch}.safetensors", f"{arch}.pth")
+
 
 @dataclass(frozen=True)
 class Files:
@@ -54,8 +69,8 @@ def find_files(v: dict[str, Any]) -> Files:
             weights = _first_file(folder, WEIGHT_NAMES)
             if weights is None:
                 missing.append(
-                    f"{' or '.join(WEIGHT_NAMES[::-1])} in {folder} (the 12-in-1 checkpoint; or give the "
-                    "weights file itself as pretrained=FILE)"
+                    f"{' or '.join(WEIGHT_NAMES[::-1])} in {folder} (the 12-in-1 checkpoint, from "
+                    f"{SOURCES['weights']}; or give the weights file itself as pretrained=FILE)"
                 )
         else:
             missing.append(
@@ -69,24 +84,24 @@ def find_files(v: dict[str, Any]) -> Files:
             missing.append(f"config={config} does not exist (the ViLBERT config JSON)")
             config = None
     vocab = _named_or_found(
-        v, "vocab", folder, VOCAB_NAMES, "the bert-base-uncased WordPiece vocabulary", missing
-    )
+        v, "vocab", folder, VOCAB_NAMES, f"the bert-base-uncased WordPiece vocabulary, from {SOURCES['vocab']}",
+        missing,
+    )  # fmt: skip
     answers = _named_or_found(
-        v, "answers", folder, ANSWER_NAMES, "the VQA answer list in the head's row order", missing
-    )
+        v, "answers", folder, ANSWER_NAMES, f"the VQA answer list in the head's row order, from {SOURCES['answers']}",
+        missing,
+    )  # fmt: skip
     backbone = features = detector = None
     if v["features"] == "detector":
         detector = find_detector_files(v["detector"], v["detector_config"])
         missing.extend(detector.missing)
     elif v["features"] == "grid":
+        # In the folder: <arch>.safetensors, <arch>.pth or torchvision's own file name <arch>-<hash>.pth.
+        names = (*backbone_names(v["backbone"]), *sorted(p.name for p in folder.glob(f"{v['backbone']}-*.pth"))) if folder else ()  # fmt: skip
         backbone = _named_or_found(
-            v,
-            "backbone_weights",
-            None,
-            (),
-            f"torchvision {v['backbone']} weights for features=grid",
-            missing,
-        )
+            v, "backbone_weights", folder, names,
+            f"torchvision {v['backbone']} weights for features=grid, from {SOURCES['backbone']}", missing,
+        )  # fmt: skip
     else:
         features = Path(v["features_path"]).expanduser()
         if not features.exists():
@@ -111,6 +126,6 @@ def _named_or_found(
         return None  # the missing checkpoint folder is reported already, with what it should hold
     found = _first_file(folder, names) if folder else None
     if found is None:
-        looked = f"{' or '.join(names)} in {folder}, or " if names else ""
+        looked = f"{' or '.join(names)} in {folder}, or " if names and folder else ""
         missing.append(f"{what}: {looked}--model-args {arg}=PATH")
     return found

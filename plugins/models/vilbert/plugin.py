@@ -192,6 +192,15 @@ class VilbertModel(Model):
         resolve_dtype(self.dtype, self.device, auto="float32")  # an unknown name fails here
         if problems:
             raise ArgError(f"model {self.name!r}: " + "; ".join(problems))
+        if v["pretrained"]:
+            # A folder was named: it must hold everything (or the other arguments name the rest). Say
+            # now, before any model work, which files are missing and where each comes from.
+            missing = find_files(v).missing
+            if missing:
+                raise ArgError(
+                    f"model {self.name!r}: {len(missing)} file(s) missing for pretrained={v['pretrained']}: "
+                    + "; ".join(missing)
+                )
         self._net: Any = None
         self._extractor: Any = None
         self._vocab: AnswerVocabulary | None = None

@@ -88,6 +88,8 @@ def _output_dir_option(help: str) -> Callable[[Callable], Callable]:
 @_option(
     "--max-answer-tokens", default=16, help="Answers are cut to this many tokens (with start and end tokens)."
 )
+@click.option("--prompt", help="Question template of training and validation, with {question} "
+              "[default: the task's prompt for the model, as evaluation asks].")  # fmt: skip
 @_option("--seed", default=0, help="Seed of the LoRA initialisation, the data order and dropout.")
 @_choice("--mixed-precision", ["no", "bf16", "fp16"], "Autocast precision (accelerate); bf16 on recent GPUs.")
 @_option(

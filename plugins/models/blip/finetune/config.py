@@ -74,6 +74,9 @@ class FinetuneConfig:
     max_grad_norm: float | None = 1.0
     label_smoothing: float = 0.0
     max_answer_tokens: int = 16
+    # the question as training shows it: a template with {question} (default: the task's prompt for the
+    # model family, which evaluation uses too)
+    prompt: str | None = None
     seed: int = 0
     # precision and memory
     mixed_precision: str = "no"
@@ -131,6 +134,8 @@ class FinetuneConfig:
             if value not in allowed:
                 raise ArgError(f"{what} must be one of {', '.join(map(str, allowed))}, got {value!r}")
         resolve_dtype(self.dtype, "cpu")  # an unknown --dtype is an error now, not after the base model loads
+        if self.prompt is not None and "{question}" not in self.prompt:
+            raise ArgError(f"prompt must contain {{question}}, got {self.prompt!r}")
         if self.target_pattern is None and self.targets not in PRESETS:
             target_pattern(self.targets)  # raises with a did-you-mean message
         if self.early_stopping_patience and not self.val_split:

@@ -16,6 +16,7 @@ A sweep file (YAML)::
       batch_size: 32
       limit: null                    # evaluate only the first N test samples
       base: true                     # also evaluate the base model
+      protocol: study                # optional: ask and score as a protocol says (`run --protocol`)
 
 Without ``runs`` and ``grid`` the study's five configurations (:data:`STUDY_RUNS`) are trained. Each
 run trains into ``OUT/<name>/``; a run that has finished is not trained again, an unfinished one is
@@ -63,7 +64,8 @@ STUDY_RUNS: list[dict[str, Any]] = [
 ]
 
 _SWEEP_KEYS = {"task", "model", "defaults", "runs", "grid", "evaluate"}
-_EVAL_KEYS = {"batch_size", "limit", "base", "device", "num_workers", "metrics", "dtype"}
+_EVAL_KEYS = {"batch_size", "limit", "base", "device", "num_workers", "metrics", "dtype", "protocol", "metric_args",
+              "seed"}  # fmt: skip
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 # Set per run by the sweep itself, never in a sweep file.
 _RESERVED = {"output_dir", "task", "model", "resume"}
@@ -305,6 +307,9 @@ def _evaluate(
         "dtype": options.get("dtype", "auto"),
         "num_workers": options.get("num_workers"),  # None: the loader's default for the model
         "metrics": options.get("metrics"),
+        "metric_args": options.get("metric_args") or {},
+        "protocol": options.get("protocol"),  # a protocol's name or spec: how the task is asked and scored
+        "seed": options.get("seed", 0),
         "cache": cache,
         "progress": False,
     }

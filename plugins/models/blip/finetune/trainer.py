@@ -216,7 +216,7 @@ class Trainer:
             seed=cfg.seed,
             plugins=plugins,
         )
-        template = task.spec.prompt_template(entry.family, type(plugin).default_prompt)
+        template = cfg.prompt or task.spec.prompt_template(entry.family, type(plugin).default_prompt)
         self.train = load_split_data(task, train_split, template, cfg.train_limit)
         self.val = None
         if cfg.val_split:
