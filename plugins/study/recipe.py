@@ -41,6 +41,7 @@ from vlmbench.api import (
     find_run_file,
     leaderboard_row,
     load_run_file,
+    parse_kv,
     parse_metric_args,
     plan_run,
     render_figures,
