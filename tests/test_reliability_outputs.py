@@ -101,10 +101,12 @@ def test_markdown_outputs_show_markup_as_text(tmp_path, reliability):
             None,
         ),
     }
+    runs = collect(root)
     study = SimpleNamespace(output_dir=tmp_path / "study", task=SimpleNamespace(name=MARKUP[0], samples=[1]),
-                            run_file=Path("<b>run.yaml"))  # fmt: skip
+                            run_file=Path("<b>run.yaml"), options=SimpleNamespace(with_paper=True), protocol=None,
+                            models=[(SimpleNamespace(name=r.model), None) for r in runs], sweep=None)  # fmt: skip
     study.output_dir.mkdir()
-    result = StudyResult(study.output_dir, [(r, Path(r.path)) for r in collect(root)], skipped=[(MARKUP[1], MARKUP[2])],
+    result = StudyResult(study.output_dir, [(r, Path(r.path)) for r in runs], skipped=[(MARKUP[1], MARKUP[2])],
                          sweep_skipped=MARKUP[3])  # fmt: skip
     outputs["study report.md"] = write_report(study, result).read_text(encoding="utf-8")
     for name, text in outputs.items():

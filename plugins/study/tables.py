@@ -107,9 +107,10 @@ def parameters(row: StudyRow) -> str:
 
 def markdown_table(header: list[str], lines: list[list[str]]) -> list[str]:
     """A Markdown table whose cells are shown as written: a label or reason from a run is never markup."""
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"] + [
-        "| " + " | ".join(markdown_text(c) for c in cells) + " |" for cells in lines
-    ]
+    return [
+        "| " + " | ".join(map(markdown_text, header)) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ] + ["| " + " | ".join(markdown_text(c) for c in cells) + " |" for cells in lines]
 
 
 def numbered(notes_per_row: list[list[str]]) -> tuple[list[str], list[str]]:

@@ -7,10 +7,11 @@
 
 from vlmbench.devices import resolve_dtype
 from vlmbench.hashing import tree_sha256
-from vlmbench.hf.base import HF_ARGS, HFModel
+from vlmbench.hf.base import HFModel
 from vlmbench.hf.chat import ChatVLM
 from vlmbench.hf.decoder import DecoderVLM
 from vlmbench.hf.likelihood import LIKELIHOOD_ARGS, CandidateTokens, LikelihoodRanking, cache_kwarg, cache_of
+from vlmbench.hf.options import HF_ARGS
 from vlmbench.hf.weights import count_parameters, keep_cpu_4bit_layout
 from vlmbench.hub import cached_commit, is_hub_id
 

@@ -31,6 +31,7 @@ from vlmbench.hf.adapters import (
 )
 from vlmbench.hf.checkpoints import check_family, load_failure
 from vlmbench.hf.likelihood import LikelihoodRanking
+from vlmbench.hf.options import HF_ARGS
 from vlmbench.hf.weights import count_parameters, dtype_kwarg, keep_cpu_4bit_layout
 from vlmbench.hub import cached_commit, is_hub_id, offline_first
 from vlmbench.plugin.args import Arg
@@ -40,49 +41,6 @@ from vlmbench.plugin.request import Batch, Request
 from vlmbench.tasks.spec import GenerationSpec
 
 T = TypeVar("T")
-
-HF_ARGS: dict[str, Arg] = {
-    "pretrained": Arg(
-        str,
-        None,
-        "checkpoint: a Hugging Face Hub id or a local directory (default: the model's default checkpoint)",
-    ),
-    "revision": Arg(str, None, "Hub branch, tag or commit to load (Hub checkpoints only)"),
-    "local_files_only": Arg(
-        bool,
-        False,
-        "never download: use the local Hugging Face cache or directory only",
-        affects_output=False,
-    ),
-    "load_in_8bit": Arg(bool, False, "load linear layers in 8 bits with bitsandbytes"),
-    # Recorded in identity() when they differ from these defaults, so that plain 8-bit runs keep their key.
-    "int8_threshold": Arg(
-        float,
-        6.0,
-        "load_in_8bit: LLM.int8() outlier threshold (bitsandbytes llm_int8_threshold)",
-        min=0.0,
-        affects_output=False,
-    ),
-    "int8_min_out_features": Arg(
-        int,
-        0,
-        "load_in_8bit: quantise every Linear layer with more output features than this, and only those "
-        "(0: the layers transformers converts by default, which keeps output heads in full precision)",
-        min=0,
-        affects_output=False,
-    ),
-    "load_in_4bit": Arg(bool, False, "load linear layers in 4 bits (nf4) with bitsandbytes"),
-    "adapter": Arg(str, None, "directory of a PEFT adapter (e.g. LoRA) to apply on top of the checkpoint"),
-    "merge_adapter": Arg(bool, False, "merge the adapter into the base weights after loading"),
-    "trust_remote_code": Arg(bool, False, "allow Python code shipped with the checkpoint to run"),
-    "device_map": Arg(
-        str,
-        None,
-        "accelerate device map, e.g. 'auto' to spread a large model over GPUs",
-        affects_output=False,
-    ),
-}
-
 
 # -- the base class ------------------------------------------------------------------------------------
 

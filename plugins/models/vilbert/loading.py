@@ -144,6 +144,14 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
+def stored_config(weights: Path) -> VilbertConfig | None:
+    """The config ``save_safetensors`` stores in a .safetensors file's metadata, if any."""
+    if weights.suffix != ".safetensors":
+        return None
+    stored = read_safetensors_metadata(weights).get(SAFETENSORS_CONFIG_KEY)
+    return VilbertConfig.from_dict(json.loads(stored)) if stored else None
+
+
 def normalize_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Apply the renamings that old checkpoints need: ``module.`` prefix, ``gamma``/``beta``."""
     keys = list(state_dict)

@@ -16,7 +16,6 @@ record which through the feature label, ``feature_source`` and a note.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
@@ -59,10 +58,9 @@ from .features import FAITHFUL_LABEL, RegionFeatures
 from .files import Files, find_files
 from .grid_features import _C5_2048_ARCHS, PreparedImage, prepare_image
 from .inference import VQA_TASK_ID, AnswerVocabulary, answer_logits, candidate_scores, predict_answers
-from .loading import SAFETENSORS_CONFIG_KEY, CheckpointError, load_vilbert, read_safetensors_metadata
+from .loading import CheckpointError, load_vilbert, stored_config
 from .tokenization import VQA_MAX_LENGTH, QuestionBatch
 
-# File names of the original release, looked up in the ``pretrained`` folder in this order.
 # Score of a rank candidate outside the answer list: at most this, and always below every logit of
 # the row, so such candidates lose to any candidate the head knows. Finite, so results stay valid JSON.
 OUT_OF_VOCABULARY_FLOOR = -1e9
@@ -447,21 +445,13 @@ class VilbertModel(Model):
             "features": feature_sources.identity(self.arg_values, files, self._detector()),
         }
 
-    @staticmethod
-    def _stored_config(weights: Path) -> VilbertConfig | None:
-        """The config ``save_safetensors`` stores in a .safetensors file's metadata, if any."""
-        if weights.suffix != ".safetensors":
-            return None
-        stored = read_safetensors_metadata(weights).get(SAFETENSORS_CONFIG_KEY)
-        return VilbertConfig.from_dict(json.loads(stored)) if stored else None
-
     def _config_source(self, files: Files) -> str | None:
         if files.weights is None:
             return None
         if files.config is not None:
             return str(files.config)
         try:
-            stored = self._stored_config(files.weights)
+            stored = stored_config(files.weights)
         except Exception:  # provenance only: an unreadable file is reported by load(), not here
             return None
         return "stored in the safetensors metadata" if stored else "base config (bert_base_6layer_6conect)"
@@ -475,7 +465,7 @@ class VilbertModel(Model):
         from .modeling import build_model
 
         try:
-            config = self._config(files) or self._stored_config(files.weights) or VilbertConfig.base()
+            config = self._config(files) or stored_config(files.weights) or VilbertConfig.base()
             with torch.device("meta"):
                 model = build_model(config, "multitask")
         except Exception:  # provenance only, as above
