@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vlmbench_testing import colour_rows, make_images, run_cli, write_task
+from vlmbench_testing import colour_rows, invoke_cli, make_images, run_cli, write_task
 
 
 def _results(folder: Path) -> list[dict]:
@@ -18,6 +18,11 @@ def _results(folder: Path) -> list[dict]:
 
 
 def _run(*args: str, cwd: Path | None = None):
+    """``vlmbench run ARGS`` in this process: these tests are about what the command does with its
+    options (the same group, checks and exit codes as the console script); the tests of what a user's
+    terminal shows start a real process (``run_cli``)."""
+    if cwd is None:
+        return invoke_cli(["run", *args])
     return run_cli(["run", *args], cwd=cwd)
 
 
@@ -171,8 +176,8 @@ def test_run_help_explains_every_option():
 @pytest.mark.slow
 @pytest.mark.parametrize("quiet", [True, False])
 def test_output_shows_progress_results_and_real_warnings_only(tmp_path, quiet):
-    res = _run("-m", "prior", "-t", "abo_sample", "--limit", "5", "-o", str(tmp_path / "r"), "--no-cache",
-               *(["-q"] if quiet else []))  # fmt: skip
+    res = run_cli(["run", "-m", "prior", "-t", "abo_sample", "--limit", "5", "-o", str(tmp_path / "r"), "--no-cache",
+                   *(["-q"] if quiet else [])])  # what a terminal shows: a real process  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "kernels-community" not in res.stderr and "Traceback" not in res.stderr
     if quiet:
