@@ -125,6 +125,7 @@ def test_answers_on_abo_sample_equal_the_in_process_plugin(serve, tmp_path, one_
     assert rerun.computed == 0 and rerun.cached == 225
 
 
+@pytest.mark.slow  # it starts the server when the parity test has not
 def test_ranking_is_refused_before_any_request_and_logprobs_are_ignored(serve, tmp_path):
     """transformers serve rejects vLLM's prompt_logprobs (HTTP 422): a ranking task is an UnsupportedTask
     found while planning. It accepts ``logprobs`` and answers without them (the documented difference)."""
