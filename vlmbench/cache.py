@@ -8,6 +8,8 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from vlmbench.files import open_regular
+
 
 def cache_dir() -> Path:
     """vlmbench's cache folder: ``$VLMBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/vlmbench`` (``~/.cache/vlmbench``)."""
@@ -38,3 +40,26 @@ def schema_problem(db: sqlite3.Connection, tables: Mapping[str, Sequence[str]]) 
         if found and found != tuple(columns):
             return f"has a table {name!r} with other columns ({', '.join(map(str, found))})"
     return None
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class NotSQLite(ValueError):
+    """A file that should be an SQLite database and is not."""
+
+
+def sqlite_mark(path: Path) -> int | None:
+    """The application id in the header of the SQLite file at ``path`` (0 when none is set), read
+    without opening it as a database; None when the file is absent or empty. A file that is not SQLite
+    raises :class:`NotSQLite`; one that is not a regular file, :class:`vlmbench.files.NotRegularFile`."""
+    try:
+        with open_regular(path) as fh:
+            header = fh.read(100)
+    except FileNotFoundError:
+        return None
+    if not header:
+        return None
+    if not header.startswith(_SQLITE_MAGIC):
+        raise NotSQLite(f"{path} is not an SQLite database")
+    return int.from_bytes(header[68:72], "big") if len(header) >= 72 else 0

@@ -25,9 +25,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlmbench.cache import schema_problem
+from vlmbench.cache import NotSQLite, schema_problem, sqlite_mark
 from vlmbench.errors import VlmbenchError
-from vlmbench.files import NotRegularFile, open_regular
+from vlmbench.files import NotRegularFile
 
 _MODEL_INFO = """
 CREATE TABLE IF NOT EXISTS model_info (
@@ -75,7 +75,6 @@ _OPEN_ATTEMPTS = 5
 # PRAGMA application_id marks a file as a vlmbench cache ("vlmb"), so that a path given by mistake
 # (another program's database, a CSV file) is refused instead of being changed or moved aside.
 APPLICATION_ID = 0x766C6D62
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _COLUMNS = (
     "model_fp", "task_hash", "sample_id", "settings_hash", "kind", "prompt", "raw", "scores",
     "image_sha256", "created",
@@ -295,24 +294,21 @@ def _identify(path: Path) -> str:
     """``"new"`` (absent or empty), ``"vlmbench"`` (marked as ours) or ``"unknown"`` (an SQLite file
     without our mark: an older vlmbench cache, or someone else's). Anything else is refused here."""
     try:
-        with open_regular(path) as fh:
-            header = fh.read(100)
-    except FileNotFoundError:
-        return "new"
+        mark = sqlite_mark(path)
     except NotRegularFile as exc:
         raise VlmbenchError(f"the prediction cache {exc} (check the --cache path)") from None
-    except OSError as exc:
-        raise VlmbenchError(f"cannot read the prediction cache {path}: {exc.strerror or exc}") from None
-    if not header:
-        return "new"
-    if not header.startswith(_SQLITE_MAGIC):
+    except NotSQLite:
         raise VlmbenchError(
             f"{path} is not a vlmbench prediction cache (not an SQLite database); it was left as it is — "
             "check the --cache path"
-        )
-    if len(header) >= 72 and int.from_bytes(header[68:72], "big") == APPLICATION_ID:
+        ) from None
+    except OSError as exc:
+        raise VlmbenchError(f"cannot read the prediction cache {path}: {exc.strerror or exc}") from None
+    if mark is None:
+        return "new"
+    if mark == APPLICATION_ID:
         return "vlmbench"
-    if len(header) >= 72 and int.from_bytes(header[68:72], "big") != 0:
+    if mark:
         raise VlmbenchError(
             f"{path} is another program's SQLite database, not a vlmbench prediction cache; it was left as it is"
         )

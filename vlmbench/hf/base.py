@@ -119,22 +119,28 @@ class HFModel(LikelihoodRanking, Model):
         device (shapes only, nothing allocated); None when it cannot be built that way, in which case
         the loaded model is checked instead."""
         try:
-            import torch
             import transformers
 
-            trust = bool(self.arg_values.get("trust_remote_code"))
             config = transformers.AutoConfig.from_pretrained(
-                str(self.local_dir), local_files_only=True, trust_remote_code=trust
+                str(self.local_dir),
+                local_files_only=True,
+                trust_remote_code=bool(self.arg_values.get("trust_remote_code")),
             )
-            cls = self.resolve_model_class()
-            with torch.device("meta"):
-                if hasattr(cls, "from_config"):  # an Auto class
-                    model = cls.from_config(config, trust_remote_code=trust)
-                else:
-                    model = cls._from_config(config)
+            model = self._meta_model(config)
         except Exception:  # a broken checkpoint is reported when it is loaded, with its own message
             return None
         return model_layers(model)
+
+    def _meta_model(self, config: Any) -> Any:
+        """This model's class built from ``config`` on the ``meta`` device: its layers and their shapes,
+        with no weights read and nothing allocated."""
+        import torch
+
+        cls, trust = self.resolve_model_class(), bool(self.arg_values.get("trust_remote_code"))
+        with torch.device("meta"):
+            return cls.from_config(config, trust_remote_code=trust) if hasattr(cls, "from_config") else (
+                cls._from_config(config)  # a model class; ``from_config`` is the Auto classes'
+            )  # fmt: skip
 
     # -- identity ---------------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -291,13 +297,9 @@ class HFModel(LikelihoodRanking, Model):
             ),
             "config",
         )
-        cls = self.resolve_model_class()
-        build = getattr(cls, "from_config", None) or cls._from_config
-        with torch.device("meta"):
-            skeleton = build(config)
         return [
             re.escape(name)
-            for name, module in skeleton.named_modules()
+            for name, module in self._meta_model(config).named_modules()
             if isinstance(module, torch.nn.Linear) and module.out_features <= limit
         ]
 

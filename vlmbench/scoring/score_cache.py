@@ -27,13 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.cache import cache_dir, schema_problem
-from vlmbench.files import NotRegularFile, open_regular
+from vlmbench.cache import NotSQLite, cache_dir, schema_problem, sqlite_mark
+from vlmbench.files import NotRegularFile
 
 SCORE_CACHE_NAME = "metric_scores.sqlite"
 # PRAGMA application_id "vlms": marks the file as a vlmbench score cache (the prediction cache is "vlmb").
 APPLICATION_ID = 0x766C6D73
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _TABLES = {
     "scores": ("key", "prediction", "reference", "scores"),
     "metrics": ("key", "identity", "details", "created"),
@@ -227,20 +226,14 @@ class _Foreign(Exception):
 def _foreign(path: Path) -> str | None:
     """Why ``path`` is not a file this cache may use (not SQLite, another program's mark), or None."""
     try:
-        with open_regular(path) as fh:
-            header = fh.read(100)
-    except FileNotFoundError:
-        return None
+        mark = sqlite_mark(path)
     except NotRegularFile as exc:
         return str(exc).removeprefix(f"{path} ")
+    except NotSQLite:
+        return "is not an SQLite database"
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
-    if not header:
-        return None
-    if not header.startswith(_SQLITE_MAGIC):
-        return "is not an SQLite database"
-    mark = int.from_bytes(header[68:72], "big") if len(header) >= 72 else 0
-    if mark not in (0, APPLICATION_ID):
+    if mark not in (None, 0, APPLICATION_ID):
         return "is another program's SQLite database"
     return None
 
