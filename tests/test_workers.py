@@ -198,3 +198,46 @@ def test_a_decoder_vlm_builds_its_candidate_tables_while_loading(tiny_checkpoint
     assert model.candidate_ids(colours) is tables[(colours, model.answer_prefix, end)]  # not built again
     model.setup([Request("4", "generate", "q", **common)])  # nothing to build for generate requests
     assert dict(model._candidate_tokens._cache) == tables
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"), [(EOFError, False), (ConnectionResetError, False), (ValueError, True)]
+)
+def test_a_transfer_the_main_process_abandoned_is_not_a_traceback_in_the_worker(monkeypatch, error, shown):
+    """A worker hands tensors over through multiprocessing's resource-sharer thread; when the main process
+    stops mid-handover that thread reports the dropped connection through sys.excepthook. The worker's
+    hook leaves that one case out and shows any other error. (Runs the real thread function.)"""
+    import sys
+    import threading
+    from multiprocessing.resource_sharer import _ResourceSharer
+
+    from vlmbench.evaluation.workers import _quiet_abandoned_transfers
+
+    class Conn:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def recv(self):
+            return None  # the stop message: the thread's loop ends
+
+    outcomes = iter([error("the other end went away"), Conn()])
+
+    class Listener:
+        def accept(self):
+            outcome = next(outcomes)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", _quiet_abandoned_transfers(lambda kind, *rest: seen.append(kind)))
+    sharer = _ResourceSharer.__new__(_ResourceSharer)
+    sharer._listener, sharer._cache = Listener(), {}
+    thread = threading.Thread(target=sharer._serve)  # it blocks signals: never on the test's own thread
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert seen == ([error] if shown else [])

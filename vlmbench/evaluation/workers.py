@@ -122,11 +122,30 @@ class WorkerInit:
     def __call__(self, _worker_id: int) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        sys.excepthook = _quiet_abandoned_transfers(sys.excepthook)
         _die_with(self.main_pid)
 
     def _on_sigterm(self, signum, frame) -> None:
         if self.ending.value:
             os._exit(0)  # exit status 0: torch's SIGCHLD watch in the main process reports no failure
+
+
+def _quiet_abandoned_transfers(previous: Any) -> Any:
+    """``sys.excepthook`` for a worker. Tensors reach the main process as file descriptors, handed over by
+    multiprocessing's resource-sharer thread in the worker; when the main process stops (Ctrl-C, SIGTERM)
+    in the middle of such a handover, that thread prints the dropped connection as a traceback. The main
+    process reports the stop itself, so that one case is not shown; any other error is."""
+
+    def hook(kind: type[BaseException], error: BaseException, tb: Any) -> None:
+        frames, abandoned = tb, False
+        while frames is not None:
+            code = frames.tb_frame.f_code
+            abandoned |= code.co_name == "_serve" and code.co_filename.endswith("resource_sharer.py")
+            frames = frames.tb_next
+        if not (abandoned and issubclass(kind, (EOFError, ConnectionError))):
+            previous(kind, error, tb)
+
+    return hook
 
 
 def _die_with(main_pid: int) -> None:
