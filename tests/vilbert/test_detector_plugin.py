@@ -6,6 +6,7 @@ leaderboard say of the feature source."""
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from vlmbench_plugins.models.vilbert.detector.extraction import RegionExtractor
 from vlmbench_plugins.models.vilbert.detector.loading import find_detector_files, load_detector
 
 from .plugin_assets import ABO_IMAGES, TINY_DETECTOR_YAML, abo_rows, build_detector, build_release
+from vlmbench_testing import run_cli, start_cli, stop, wait_until
 
 SIZES = "min_size=96,max_size=160"  # small images keep the tiny detector fast
 
@@ -138,3 +140,25 @@ def test_user_errors_are_one_line(assets, tmp_path):
     assert result.exit_code == 2, result.output
     assert "Error:" in result.stderr and "CONV_BODY" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("predictions.jsonl"))
+
+
+@pytest.mark.slow(seconds=15)
+def test_features_command_killed_by_sigkill_resumes_with_whole_files(assets, tmp_path):
+    """A real process, killed with SIGKILL once some images are cached: the rerun keeps those, extracts
+    the rest, and no temporary file of the killed writer stays behind."""
+    cache = tmp_path / "features"
+    args = ["vilbert-features", "-t", "abo_sample", "-q", "-a",
+            f"vilbert:detector={assets['detector']},feature_cache={cache},{SIZES}"]  # fmt: skip
+    entries = lambda: list(cache.rglob("[!.]*.npz"))  # noqa: E731
+    total = len(_images(10_000))
+    proc = start_cli(args, stderr=tmp_path / "stderr.txt")
+    assert wait_until(lambda: len(entries()) >= 2, proc), (tmp_path / "stderr.txt").read_text()
+    assert stop(proc, signal.SIGKILL) == -signal.SIGKILL
+    done_before = len(entries())
+    assert 2 <= done_before < total
+    orphan = entries()[0].parent / f".{'0' * 64}.{2**22 + 1}.tmp.npz"  # as a killed writer leaves it
+    orphan.write_bytes(b"partial")
+    rerun = run_cli(args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{total} images: {total - done_before} extracted, {done_before} already cached" in rerun.stdout
+    assert len(entries()) == total and not list(cache.rglob(".*.npz"))

@@ -5,7 +5,9 @@ The original pipeline extracted features once into an LMDB; here each image's de
 everything the features depend on (the weights' sha256, the resolved config, the extraction settings
 and the port's version) and ``sha256`` that of the image file's bytes. A file is written to a temporary
 name and renamed into place, so a run or an extraction killed at any moment leaves only whole files
-behind, and the next one extracts what is missing and reuses the rest.
+behind, and the next one extracts what is missing and reuses the rest. The temporary file a killed
+writer leaves is removed when the cache is next opened (its name carries the writer's process id, so a
+live writer's file is left alone).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .extraction import Detections
 #: Bump when a change of the port changes features: old cache entries then stop matching.
 PORT_VERSION = "1"
 CACHE_FOLDER = "vilbert_region_features"
+TEMPORARY = ".tmp.npz"  # suffix of a file being written, after the writer's process id
 
 
 def default_root() -> Path:
@@ -38,6 +41,17 @@ class FeatureCache:
         self.key = json_digest(self.identity)
         self.folder = Path(root).expanduser() if root else default_root()
         self.folder = self.folder / self.key
+        self.remove_abandoned()
+
+    def remove_abandoned(self) -> int:
+        """Delete temporary files of writers that are no longer running; how many."""
+        removed = 0
+        for tmp in self.folder.glob(f"??/.*{TEMPORARY}"):
+            writer = tmp.name[: -len(TEMPORARY)].rpartition(".")[2]
+            if writer.isdigit() and not _running(int(writer)):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def path(self, image_sha256: str) -> Path:
         return self.folder / image_sha256[:2] / f"{image_sha256}.npz"
@@ -61,7 +75,7 @@ class FeatureCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not (self.folder / "detector.json").is_file():
             write_json(self.folder / "detector.json", self.identity)  # what the entries were made by
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}{TEMPORARY}")
         width, height = found.image_size
         np.savez(
             tmp,
@@ -73,3 +87,13 @@ class FeatureCache:
         )
         os.replace(tmp, path)
         return path
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -5,7 +5,7 @@ Per image: class probabilities are the softmax of the box head's logits; the RPN
 regressed boxes) are divided by the resize scale; for every foreground class an NMS at 0.5 over those
 boxes with that class's probabilities selects the boxes whose best surviving probability (above the
 confidence threshold, 0 by default) becomes their ``max_conf``; the 100 proposals of highest
-``max_conf`` (a stable sort) give the features (fc6, post-ReLU) and boxes. ``num_boxes`` counts those
+``max_conf`` give the features (fc6, post-ReLU) and boxes. ``num_boxes`` counts those
 with a nonzero ``max_conf``; like the original's reader, ViLBERT uses all rows.
 
 Each image runs on its own, padded to a multiple of 32 by itself. The original ran two images per
@@ -59,7 +59,10 @@ def select_regions(
         keep = nms(boxes, scores, EXTRACTION_NMS)
         kept, best = scores[keep], max_conf[keep]
         max_conf[keep] = torch.where((kept > best) & (kept > confidence_threshold), kept, best)
-    ordered, order = torch.sort(max_conf, descending=True, stable=True)
+    # The original's own call: its (unstable) sort orders equal max_conf values in a way a stable sort
+    # does not reproduce, and equal values do occur (duplicate border-clipped proposals, saturated
+    # probabilities).
+    ordered, order = torch.sort(max_conf, descending=True)
     keep_boxes = order[:num_features]
     cls_prob = probs[keep_boxes]
     return Detections(

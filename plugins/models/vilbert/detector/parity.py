@@ -11,10 +11,19 @@ by their coordinates (L-inf below 0.01 pixel, one to one) and every per-proposal
 indices, are compared through that matching; what comes after the final sort is compared row by row.
 Floats pass when ``|ours - theirs| <= atol + rtol * |theirs|`` everywhere (``torch.testing.assert_close``'s
 rule); integers (levels, kept indices, counts, the ``objects`` field) must be equal.
+
+The FPN is also computed end to end from the image, as a user's run does. Through 50 residual blocks of
+random weights, float32 rounding grows to about 1e-3, and the rounding depends on the CPU's convolution
+kernels: the original code itself, run on a CPU other than the fixture's, misses its own fixture by that
+much. So these rows also pass when the difference is within twice the port's own float32 rounding of
+the same computation, measured against float64 on the spot (the original's rounding and the port's
+are each of that size); the report says which rows needed that bound. A fixture without the body's
+outputs (fixture B of the reference) has only these rows for its FPN.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +56,10 @@ class StageParity:
     max_rel_diff: float  # over elements whose reference magnitude exceeds atol; 0 for integers
     exact: bool  # compared for equality (integers)
     passed: bool
+    # Rows computed from the image: twice the port's own float32 rounding of this output
+    # (max |float32 - float64|), which such a row may also differ by; None for the other rows.
+    rounding: float | None = None
+    within_tolerance: bool = True  # without that allowance
 
 
 @dataclass
@@ -72,7 +85,9 @@ class _Comparer:
         self.report = report
         self.tol = report.tolerance
 
-    def floats(self, name: str, ours: Tensor, theirs: Tensor) -> None:
+    def floats(self, name: str, ours: Tensor, theirs: Tensor, exact_ours: Tensor | None = None) -> None:
+        """Compare within the tolerance; with ``exact_ours`` (the same output computed in float64), also
+        pass within the tolerance plus twice the port's measured float32 rounding."""
         ours, theirs = ours.detach().float().cpu(), theirs.detach().float().cpu()
         if ours.shape != theirs.shape:
             self.report.stages.append(
@@ -82,9 +97,14 @@ class _Comparer:
         diff = (ours - theirs).abs()
         big = theirs.abs() > self.tol
         rel = (diff[big] / theirs.abs()[big]).max().item() if bool(big.any()) else 0.0
-        passed = bool((diff <= self.tol + self.tol * theirs.abs()).all())
+        limit = self.tol + self.tol * theirs.abs()
+        strict = bool((diff <= limit).all())
         top = diff.max().item() if diff.numel() else 0.0
-        self.report.stages.append(StageParity(name, tuple(theirs.shape), top, rel, False, passed))
+        row = StageParity(name, tuple(theirs.shape), top, rel, False, strict, within_tolerance=strict)
+        if exact_ours is not None:
+            row.rounding = 2 * (ours.double() - exact_ours.detach().double().cpu()).abs().max().item()
+            row.passed = strict or bool((diff <= limit + row.rounding).all())
+        self.report.stages.append(row)
 
     def ints(self, name: str, ours: Any, theirs: Any) -> None:
         ours, theirs = torch.as_tensor(ours).cpu(), torch.as_tensor(theirs).cpu()
@@ -93,16 +113,32 @@ class _Comparer:
         self.report.stages.append(StageParity(name, tuple(theirs.shape), top, 0.0, True, same))
 
 
-def match_proposals(ours: Tensor, theirs: Tensor, limit: float = MATCH_PIXELS) -> Tensor | None:
+def match_proposals(
+    ours: Tensor, theirs: Tensor, ours_score: Tensor, theirs_score: Tensor, limit: float = MATCH_PIXELS
+) -> Tensor | None:
     """For each reference proposal, the index of our proposal with the same coordinates, or None when
-    the two sets do not match one to one."""
+    the two sets do not match one to one.
+
+    Boxes clipped flat against the image border can come out of the RPN more than once with the same
+    coordinates (NMS never suppresses a box of zero area), so coordinates alone do not decide: among
+    our unused proposals within ``limit`` pixels, the one at the same position wins when its objectness
+    is as close as any other's, otherwise the one with the closest objectness."""
     if ours.shape != theirs.shape:
         return None
     distance = torch.cdist(theirs.double(), ours.double(), p=math.inf)
-    index = distance.argmin(dim=1)
-    close = distance.gather(1, index[:, None]).squeeze(1) < limit
-    if not bool(close.all()) or len(set(index.tolist())) != len(index):
-        return None
+    score_gap = (theirs_score.double()[:, None] - ours_score.double()[None, :]).abs()
+    close = distance < limit
+    used = torch.zeros(len(ours), dtype=torch.bool)
+    index = torch.empty(len(theirs), dtype=torch.long)
+    for row in range(len(theirs)):
+        free = close[row] & ~used
+        if not bool(free.any()):
+            return None
+        gaps = torch.where(free, score_gap[row], math.inf)
+        best = int(gaps.argmin())
+        if row < len(ours) and bool(free[row]) and gaps[row] <= gaps[best]:
+            best = row
+        index[row], used[best] = best, True
     return index
 
 
@@ -153,11 +189,14 @@ def _compare_stages(check: _Comparer, model: RegionDetector, data: Mapping[str, 
         inputs = [expected["stem"].to(device), *reference_body[:3]]
         for level, stage in enumerate(body.stages):
             check.floats(f"body[{level}]", stage(inputs[level]), reference_body[level])
-    where = ""
-    if not reference_body:  # a fixture without the body's outputs: the FPN is compared from the image
-        reference_body, where = body(batch)[1], " (from the image)"
-    for level, ours in enumerate(model.backbone.fpn(reference_body)):
-        check.floats(f"fpn[{level}]{where}", ours, expected["fpn"][level])
+    if reference_body:
+        for level, ours in enumerate(model.backbone.fpn(reference_body)):
+            check.floats(f"fpn[{level}]", ours, expected["fpn"][level])
+    exact = copy.deepcopy(model.backbone).double()
+    from_image = model.backbone.fpn(body(batch)[1])
+    from_image_exact = exact.fpn(exact.body(batch.double())[1])
+    for level, ours in enumerate(from_image):
+        check.floats(f"fpn[{level}] (from the image)", ours, expected["fpn"][level], from_image_exact[level])
     fpn = _to(expected["fpn"], device)
     logits, deltas = model.rpn.head(fpn)
     for level in range(len(fpn)):
@@ -174,7 +213,9 @@ def _compare_stages(check: _Comparer, model: RegionDetector, data: Mapping[str, 
             for level in range(len(fpn))
         ]
         boxes, objectness = image_proposals(config, per_level)
-        match = match_proposals(boxes.cpu(), expected["proposals"][i])
+        match = match_proposals(
+            boxes.cpu(), expected["proposals"][i], objectness.cpu(), expected["proposals_objectness"][i]
+        )
         if match is None:
             check.ints(f"proposals[{i}] (matched by coordinates)", torch.zeros(0), expected["proposals"][i])
             continue
@@ -216,18 +257,28 @@ def _compare_head(check: _Comparer, model: RegionDetector, fpn: list[Tensor], ex
 
 
 def render_detector_report(report: DetectorParityReport) -> str:
-    """One row per stage: shape, max |diff|, max relative diff and verdict."""
+    """One row per stage: shape, max |diff|, max relative diff, the rounding bound of rows computed from
+    the image, and verdict."""
     rows = [
         (s.name, "x".join(map(str, s.shape)) or "scalar", s.max_abs_diff,
-         ("exact" if s.exact else f"{s.max_rel_diff:.2e}",), s.passed)
+         ("exact" if s.exact else f"{s.max_rel_diff:.2e}", "-" if s.rounding is None else f"{s.rounding:.2e}"),
+         s.passed)
         for s in report.stages
     ]  # fmt: skip
     heading = [
         f"ViLBERT region detector parity: {report.fixture}",
-        f"tolerance: rtol = atol = {report.tolerance:.1e}; integers exact",
+        f"tolerance: rtol = atol = {report.tolerance:.1e}; integers exact; rows computed from the image may"
+        " also differ by the 'rounding' column (2x the port's own float32 rounding of them)",
     ]
     verdict = "PASS" if report.passed else "FAIL"
     summary = (
         f"{verdict}: {sum(s.passed for s in report.stages)}/{len(report.stages)} stages within tolerance"
     )
-    return render_rows(heading, "stage", rows, summary, extra_columns=("max rel",))
+    bounded = [s for s in report.stages if s.rounding is not None]
+    loose = [s for s in bounded if s.passed and not s.within_tolerance]
+    if loose:
+        summary += (
+            f" ({len(loose)} of the {len(bounded)} computed from the image only within the rounding bound:"
+            " this CPU's convolutions round differently from the fixture's)"
+        )
+    return render_rows(heading, "stage", rows, summary, extra_columns=("max rel", "rounding"))
