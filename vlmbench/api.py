@@ -131,6 +131,7 @@ from vlmbench.plugin.metric import (
     library_versions,
 )
 from vlmbench.plugin.model import Model
+from vlmbench.plugin.pacing import Pacer
 from vlmbench.plugin.registry import GeneratorEntry, MetricEntry, ModelEntry
 from vlmbench.plugin.request import Batch, Request
 from vlmbench.plugin.secrets import SecretMask
@@ -182,6 +183,7 @@ __all__ = [
     "ModelEntry",
     "ModelFailed",
     "NotRegularFile",
+    "Pacer",
     "PicklableError",
     "Plugins",
     "ProtocolSpec",

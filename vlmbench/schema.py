@@ -125,7 +125,8 @@ def _build_dataclass(cls: type, value: Any, where: str, source: str) -> Any:
     except (ValueError, SpecError) as exc:
         if isinstance(exc, SpecError):
             raise
-        raise _fail(source, where, str(exc)) from None
+        # the class's own check names its fields; the key path says where the mapping was
+        raise SpecError(f"{source}: {where}: {exc}" if where else f"{source}: {exc}") from None
 
 
 def _join(where: str, key: Any) -> str:

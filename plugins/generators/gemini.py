@@ -36,6 +36,7 @@ from vlmbench.api import (
     GenerationResult,
     Generator,
     Job,
+    Pacer,
     SecretMask,
     VlmbenchError,
     items_from_reply,
@@ -63,25 +64,6 @@ RESPONSE_SCHEMA = {
     },
 }
 _RETRY_DELAY = re.compile(r"^(\d+(?:\.\d+)?)s$")
-
-
-class RateLimiter:
-    """Spaces request starts at least ``60 / rpm`` seconds apart, across threads."""
-
-    def __init__(self, rpm: float):
-        self.interval = 60.0 / rpm if rpm > 0 else 0.0
-        self.lock = threading.Lock()
-        self.next_start = 0.0
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        with self.lock:
-            now = time.monotonic()
-            start = max(now, self.next_start)
-            self.next_start = start + self.interval
-        if start > now:
-            time.sleep(start - now)
 
 
 class GeminiGenerator(Generator):
@@ -175,7 +157,7 @@ class GeminiGenerator(Generator):
         )
         self._client = genai.Client(api_key=key, vertexai=False, http_options=options)
         self._types = types
-        self._limiter = RateLimiter(self.arg_values["rpm"])
+        self._limiter = Pacer(self.arg_values["rpm"])
         self._rng = random.Random()
 
     def redact(self, text: str) -> str:

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from vlmbench.errors import ArgError, UnknownNameError, VlmbenchError
-from vlmbench.plugin.generator import GenerationResult, Job, QAItem, parse_difficulty, parse_reply
+from vlmbench.plugin.generator import (
+    GenerationResult,
+    Job,
+    QAItem,
+    items_from_reply,
+    parse_difficulty,
+    parse_reply,
+)
 from vlmbench.plugin.loading import load_plugins
 from vlmbench_plugins.datasets.abo import reader
 from vlmbench_plugins.datasets.abo.prepare import create_generator
@@ -130,6 +137,19 @@ def test_malformed_and_empty_replies():
 )
 def test_parse_difficulty(value, expected):
     assert parse_difficulty(value) == expected
+
+
+def test_a_reply_with_lone_surrogates_is_counted_and_stored_readably(tmp_path: Path):
+    reply = '[{"question": "Colour?", "answer": "Red\\ud800", "difficulty": 1},' \
+            ' {"question": "Material?", "answer": "Oak", "difficulty": 2}]'  # fmt: skip
+    items, rejected = items_from_reply(reply, "g")
+    assert [i.answer for i in items] == ["Oak"] and rejected == {"bad_encoding": 1}
+    result = GenerationResult(
+        "k", items, rejected=rejected, raw=json.loads(json.dumps(reply))[:40] + "\ud800"
+    )
+    line = json.dumps(result.to_dict(), ensure_ascii=False)  # as the store writes it
+    (tmp_path / "store.jsonl").write_text(line + "\n", encoding="utf-8")
+    assert "\\ud800" in GenerationResult.from_dict(json.loads(line)).raw
 
 
 def test_generation_result_round_trip():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -180,6 +181,25 @@ def test_the_app_escapes_and_confines(explorer):
     assert client.post("/").status_code == 405  # read-only
     wrong = client.get("/?task=shapes&model=nobody")
     assert wrong.status_code == 400 and "nobody" in wrong.get_data(as_text=True)
+
+
+def test_an_image_swapped_for_a_fifo_after_it_was_resolved_is_a_404(explorer, tmp_path, monkeypatch):
+    """resolve_image checks the path; the file is read through a descriptor checked again, so a FIFO
+    put in its place in between is refused at once instead of stalling the request."""
+    import vlmbench.analysis.explorer_app as app_module
+
+    fifo = tmp_path / "swapped.jpg"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(app_module, "resolve_image", lambda root, rel: fifo)  # the swap, after the check
+    client = create_app(explorer).test_client()
+    for url in ("/image/1/00/img000.jpg", "/thumb/1/00/img000.jpg"):
+        status: list[int] = []
+        asked = threading.Thread(
+            target=lambda u=url, s=status: s.append(client.get(u).status_code), daemon=True
+        )
+        asked.start()
+        asked.join(timeout=20)  # a stalled request (opening the FIFO waits for a writer) fails here
+        assert status == [404], url
 
 
 def test_skipped_and_unreadable_runs_are_notes(runs, tmp_path):

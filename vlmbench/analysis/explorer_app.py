@@ -8,7 +8,10 @@ value from a run reaches the page through the autoescaping templates of :mod:`vl
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+import mimetypes
+import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -17,6 +20,7 @@ from vlmbench.analysis.explorer_query import Page, Query, parse_query, run_query
 from vlmbench.analysis.html import render_page
 from vlmbench.artifacts.run_files import write_text
 from vlmbench.errors import VlmbenchError
+from vlmbench.files import open_regular
 
 THUMBNAIL_PX = 160
 EXPORT_THUMBNAIL_PX = 240
@@ -24,21 +28,38 @@ EXPORT_THUMBNAIL_PX = 240
 _THUMBNAILS_CACHED = 4096
 
 
-@lru_cache(maxsize=_THUMBNAILS_CACHED)
-def _thumbnail(path: str, mtime_ns: int, size: int) -> bytes:
-    """``path`` shrunk to fit ``size`` pixels, as JPEG; the modification time is in the key so that an
-    image replaced on disk is not served stale."""
-    from PIL import Image
+# Images are read through open_regular, checked on the opened descriptor: a path swapped for a FIFO
+# after resolve_image looked at it is refused (an OSError, so a 404) instead of stalling the request.
+_thumbnails: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+_thumbnails_lock = threading.Lock()
 
-    with Image.open(path) as image:
-        image.thumbnail((size, size))
-        out = io.BytesIO()
-        image.convert("RGB").save(out, format="JPEG", quality=80)
-    return out.getvalue()
+
+def read_image(path: Path) -> bytes:
+    """The bytes of the image file ``path``."""
+    with open_regular(path) as fh:
+        return fh.read()
 
 
 def thumbnail(path: Path, size: int = THUMBNAIL_PX) -> bytes:
-    return _thumbnail(str(path), path.stat().st_mtime_ns, size)
+    """``path`` shrunk to fit ``size`` pixels, as JPEG; remembered by path and modification time, so
+    that an image replaced on disk is not served stale."""
+    from PIL import Image
+
+    with open_regular(path) as fh:
+        key = (str(path), os.fstat(fh.fileno()).st_mtime_ns, size)
+        with _thumbnails_lock:
+            if key in _thumbnails:
+                _thumbnails.move_to_end(key)
+                return _thumbnails[key]
+        with Image.open(fh) as image:
+            image.thumbnail((size, size))
+            out = io.BytesIO()
+            image.convert("RGB").save(out, format="JPEG", quality=80)
+    with _thumbnails_lock:
+        _thumbnails[key] = out.getvalue()
+        if len(_thumbnails) > _THUMBNAILS_CACHED:
+            _thumbnails.popitem(last=False)
+    return out.getvalue()
 
 
 def query_args(query: Query, **changes: object) -> list[tuple[str, str]]:
@@ -99,7 +120,7 @@ def render(explorer: Explorer, page: Page, *, image_url, thumb_url, base: str = 
 def create_app(explorer: Explorer):
     """The Flask app of ``vlmbench view``: ``/`` the page, ``/image/T/PATH`` and ``/thumb/T/PATH`` the images
     of task number T, from its recorded image root only."""
-    from flask import Flask, Response, abort, request, send_file
+    from flask import Flask, Response, abort, request
 
     app = Flask(__name__)
 
@@ -126,13 +147,19 @@ def create_app(explorer: Explorer):
 
     @app.get("/image/<int:task>/<path:rel>")
     def image(task: int, rel: str):
-        return send_file(image_path(task, rel), max_age=3600)
+        path = image_path(task, rel)
+        try:
+            data = read_image(path)
+        except (OSError, VlmbenchError):  # gone, or no longer a regular file, since it was resolved
+            abort(404)
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return Response(data, mimetype=kind, headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/thumb/<int:task>/<path:rel>")
     def thumb(task: int, rel: str):
         try:
             data = thumbnail(image_path(task, rel))
-        except OSError:  # not an image PIL can read: nothing to show
+        except (OSError, VlmbenchError):  # not a regular file, or not an image PIL can read
             abort(404)
         return Response(data, mimetype="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
@@ -179,7 +206,7 @@ def export(
             continue
         try:
             data = thumbnail(path, EXPORT_THUMBNAIL_PX)
-        except OSError:
+        except (OSError, VlmbenchError):  # not readable as an image, or no longer a regular file
             continue
         names[row["index"]] = f"thumbs/{row['index']}.jpg"
         (dest / names[row["index"]]).write_bytes(data)

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 from vlmbench.hashing import json_digest
 from vlmbench.plugin.args import Arg, output_affecting, redact, validate
 from vlmbench.plugin.registry import GeneratorEntry
+from vlmbench.schema import invalid_text, shown_text
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,12 @@ class GenerationResult:
     rejected: dict[str, int] = field(default_factory=dict)
     usage: dict[str, float] = field(default_factory=dict)
     raw: str | None = None  # the reply text, kept (shortened) when nothing could be parsed
+
+    def __post_init__(self) -> None:
+        # A reply or an error message may hold lone surrogates (a JSON reply's "\ud800" escapes), which
+        # cannot be written to the UTF-8 store; they are kept visible as escapes.
+        self.raw = None if self.raw is None else shown_text(self.raw)
+        self.error = None if self.error is None else shown_text(self.error)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"key": self.key, "items": [i.to_dict() for i in self.items]}
@@ -416,8 +423,13 @@ def items_from_reply(
     text: str, generator: str, source: str = "", columns: tuple[str, ...] | None = None
 ) -> tuple[list[QAItem], dict[str, int]]:
     """:func:`parse_reply`, turned into :class:`QAItem` candidates. ``columns`` is the order of the
-    fields the reply was asked for (see :func:`parse_reply`)."""
+    fields the reply was asked for (see :func:`parse_reply`). A triple with text that is not valid
+    Unicode (a lone surrogate, from a JSON reply's escapes) is counted as ``bad_encoding``."""
     triples, problems = parse_reply(text, columns)
+    readable = [t for t in triples if invalid_text(t) is None]
+    if len(readable) < len(triples):
+        problems = {**problems, "bad_encoding": len(triples) - len(readable)}
+        triples = readable
     items = [
         QAItem(
             question=" ".join(str(t["question"]).split()),

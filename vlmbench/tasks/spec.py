@@ -98,26 +98,26 @@ class GenerationSpec:
         # Every setting is checked here, before a model loads: a value generate() refuses would fail
         # every request after the model work, and a NaN could not even be written to results.json.
         if self.max_new_tokens < 1 or self.num_beams < 1:
-            raise ValueError("generation.max_new_tokens and generation.num_beams must be at least 1")
+            raise ValueError("max_new_tokens and num_beams must be at least 1")
         if self.max_new_tokens > MAX_NEW_TOKENS or self.num_beams > MAX_BEAMS:
             raise ValueError(
-                f"generation.max_new_tokens must be at most {MAX_NEW_TOKENS} and num_beams at most {MAX_BEAMS}"
+                f"max_new_tokens must be at most {MAX_NEW_TOKENS} and num_beams at most {MAX_BEAMS}"
             )
         for name in ("temperature", "top_p", "repetition_penalty"):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
-                raise ValueError(f"generation.{name} must be a finite number, got {value}")
+                raise ValueError(f"{name} must be a finite number, got {value}")
         if self.temperature is not None and (
             self.temperature < 0 or (self.do_sample and self.temperature == 0)
         ):
             raise ValueError(
-                f"generation.temperature must be positive when do_sample is true (0 or more otherwise), "
+                f"temperature must be positive when do_sample is true (0 or more otherwise), "
                 f"got {self.temperature}"
             )
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"generation.top_p must be above 0 and at most 1, got {self.top_p}")
+            raise ValueError(f"top_p must be above 0 and at most 1, got {self.top_p}")
         if self.repetition_penalty is not None and self.repetition_penalty <= 0:
-            raise ValueError(f"generation.repetition_penalty must be positive, got {self.repetition_penalty}")
+            raise ValueError(f"repetition_penalty must be positive, got {self.repetition_penalty}")
 
     def as_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``generate()``, without the unset ones."""

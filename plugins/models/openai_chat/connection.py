@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx2
 
-from vlmbench.api import SecretMask
+from vlmbench.api import Pacer, SecretMask
 
 #: Longest wait a server's Retry-After is honoured for; a longer one is the server's outage, not a pause.
 MAX_RETRY_AFTER = 600.0
@@ -106,8 +106,7 @@ class Connection:
         self.stats = Stats()
         self._loop = asyncio.new_event_loop()
         self._client: httpx2.AsyncClient | None = None
-        self._next_start = 0.0
-        self._pace_lock: asyncio.Lock | None = None
+        self._pacer = Pacer(self.policy.requests_per_minute)  # evenly spaced starts
 
     def run(self, work: Awaitable[Any]) -> Any:
         """Run a coroutine on the connection's loop (from the thread that owns the connection)."""
@@ -135,7 +134,7 @@ class Connection:
         attempt = 0
         started = time.perf_counter()
         while True:
-            await self._pace()
+            await self._pacer.wait_async()
             try:
                 response = await self._http().request(method, f"{self.base_url}{path}", json=body)
             except (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError) as exc:
@@ -183,20 +182,6 @@ class Connection:
         if asked is not None:
             delay = max(delay, min(asked, MAX_RETRY_AFTER))
         await asyncio.sleep(delay)
-
-    async def _pace(self) -> None:
-        """Start requests no faster than the rate limit allows (evenly spaced)."""
-        rate = self.policy.requests_per_minute
-        if not rate:
-            return
-        if self._pace_lock is None:
-            self._pace_lock = asyncio.Lock()
-        async with self._pace_lock:
-            now = time.monotonic()
-            start = max(now, self._next_start)
-            self._next_start = start + 60.0 / rate
-        if start > now:
-            await asyncio.sleep(start - now)
 
     # -- many requests -------------------------------------------------------------------------------
     async def each(self, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
