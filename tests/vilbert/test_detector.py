@@ -5,6 +5,7 @@ leniencies, the yacs config and the preprocessing."""
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from vlmbench_plugins.models.vilbert.detector.loading import load_detector_state
 from vlmbench_plugins.models.vilbert.detector.model import RegionDetector
 from vlmbench_plugins.models.vilbert.detector.parity import (
     check_detector_parity,
+    is_detector_fixture,
     match_proposals,
     render_detector_report,
 )
@@ -32,8 +34,12 @@ REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "vilb
 FIXTURE_A = REFERENCE / "vg_detector_tiny_parity.pt"
 MANIFEST = REFERENCE / "vg_detector_x152_keys.json"
 needs_reference = pytest.mark.skipif(not FIXTURE_A.is_file(), reason="../shared reference material absent")
-# every detector fixture beside fixture A is checked the same way (other configs, greyscale images, padding)
-OTHER_FIXTURES = sorted(set(REFERENCE.glob("vg_detector_*parity*.pt")) - {FIXTURE_A})
+# Every other detector fixture is checked the same way (other configs, greyscale images, padding): the
+# .pt files beside fixture A and those named in VLMBENCH_DETECTOR_FIXTURES (paths joined by os.pathsep).
+OTHER_FIXTURES = sorted(
+    (set(REFERENCE.glob("*.pt")) - {FIXTURE_A})
+    | {Path(p) for p in os.environ.get("VLMBENCH_DETECTOR_FIXTURES", "").split(os.pathsep) if p}
+)
 
 # The released cell anchors (x1, y1, x2, y2) per level, aspect ratios 0.5, 1, 2 (Detectron's values).
 RELEASED_ANCHORS = [
@@ -69,8 +75,13 @@ def test_fixture_a_matches_stage_by_stage():
 @pytest.mark.parametrize("fixture", OTHER_FIXTURES or [None], ids=lambda p: p.name if p else "none")
 def test_other_reference_fixtures_match(fixture):
     if fixture is None:
-        pytest.skip("no detector fixture besides A in ../shared/reference/vilbert/detector")
-    report = check_detector_parity(fixture)
+        pytest.skip(
+            "no detector fixture besides A (../shared/reference/vilbert/detector, VLMBENCH_DETECTOR_FIXTURES)"
+        )
+    data = torch.load(fixture, map_location="cpu", weights_only=True)
+    if not is_detector_fixture(data):
+        pytest.skip(f"{fixture.name} is not a detector parity fixture")
+    report = check_detector_parity(data)
     assert report.passed, render_detector_report(report)
 
 
