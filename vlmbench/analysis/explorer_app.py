@@ -21,6 +21,7 @@ from vlmbench.analysis.html import render_page
 from vlmbench.artifacts.run_files import write_text
 from vlmbench.errors import VlmbenchError
 from vlmbench.files import open_regular
+from vlmbench.tasks.images import ImageProblem, read_image_file
 
 THUMBNAIL_PX = 160
 EXPORT_THUMBNAIL_PX = 240
@@ -28,16 +29,10 @@ EXPORT_THUMBNAIL_PX = 240
 _THUMBNAILS_CACHED = 4096
 
 
-# Images are read through open_regular, checked on the opened descriptor: a path swapped for a FIFO
-# after resolve_image looked at it is refused (an OSError, so a 404) instead of stalling the request.
+# Images are read through descriptors checked as regular files (open_regular): a path swapped for a
+# FIFO after resolve_image looked at it is refused (a 404) instead of stalling the request.
 _thumbnails: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
 _thumbnails_lock = threading.Lock()
-
-
-def read_image(path: Path) -> bytes:
-    """The bytes of the image file ``path``."""
-    with open_regular(path) as fh:
-        return fh.read()
 
 
 def thumbnail(path: Path, size: int = THUMBNAIL_PX) -> bytes:
@@ -148,9 +143,9 @@ def create_app(explorer: Explorer):
     @app.get("/image/<int:task>/<path:rel>")
     def image(task: int, rel: str):
         path = image_path(task, rel)
-        try:
-            data = read_image(path)
-        except (OSError, VlmbenchError):  # gone, or no longer a regular file, since it was resolved
+        try:  # read as a run reads it: a regular file (checked on the descriptor), of bounded size
+            data = read_image_file(path.parent, path.name)
+        except ImageProblem:  # gone, or no longer a regular file, since it was resolved
             abort(404)
         kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         return Response(data, mimetype=kind, headers={"Cache-Control": "max-age=3600"})

@@ -43,15 +43,12 @@ class FeatureCache:
         self.folder = self.folder / self.key
         self.remove_abandoned()
 
-    def remove_abandoned(self) -> int:
-        """Delete temporary files of writers that are no longer running; how many."""
-        removed = 0
+    def remove_abandoned(self) -> None:
+        """Delete temporary files of writers that are no longer running."""
         for tmp in self.folder.glob(f"??/.*{TEMPORARY}"):
             writer = tmp.name[: -len(TEMPORARY)].rpartition(".")[2]
             if writer.isdigit() and not _running(int(writer)):
                 tmp.unlink(missing_ok=True)
-                removed += 1
-        return removed
 
     def path(self, image_sha256: str) -> Path:
         return self.folder / image_sha256[:2] / f"{image_sha256}.npz"
